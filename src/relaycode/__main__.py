@@ -1,0 +1,3 @@
+from relaycode.cli import main
+
+main()
