@@ -1,0 +1,379 @@
+"""One `llama-server` process per local model, on 127.0.0.1 and a free port.
+
+A server is described by a state file `state/server-<model>.json` (pid, port,
+who started it), so any relay process can find, reuse and stop it:
+
+- `relay local start` starts servers with ``started_by="cli"``; they keep
+  running after relay exits until `relay local stop`.
+- a run that needs a model calls `ensure_server`; a server it has to start is
+  ``started_by="run"`` and is stopped when that relay process exits
+  (`LocalServer.close`, registered with atexit). A run-started server whose
+  relay process died is adopted by the next run that uses it.
+
+Starting is serialised per model with a file lock, so two relay processes
+never start the same model twice.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from relaycode import paths
+from relaycode.errors import ProviderError
+from relaycode.local import LocalModelError
+from relaycode.local.catalog import LocalModel, get
+from relaycode.local.runtime import installed_binary
+from relaycode.local.weights import installed_model_path
+
+HOST = "127.0.0.1"
+StartedBy = Literal["cli", "run"]
+
+#: Prompt-cache budget per server (MiB). llama-server defaults to 8 GiB, which
+#: with several models loaded could take most of the machine's memory.
+CACHE_RAM_MIB = 1024
+
+
+@dataclass(frozen=True)
+class ServerHandle:
+    """A running local server. `base_url` is what an OpenAI-compatible client needs."""
+
+    model: str
+    port: int
+    pid: int
+    started_by: StartedBy
+    owner_pid: int  # the relay process that started (or adopted) it
+    log_path: str
+    started_at: float
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+def server_command(binary: Path, model_file: Path, model: LocalModel, port: int) -> list[str]:
+    """The `llama-server` command line for `model` (see docs/local-models.md for why each flag)."""
+    threads = os.environ.get("RELAY_LOCAL_THREADS") or str(os.cpu_count() or 2)
+    return [
+        str(binary),
+        "--host", HOST, "--port", str(port),
+        "-m", str(model_file),
+        "--alias", model.name,  # the name clients send and /v1/models lists
+        "-c", str(model.context),  # default would be the training context: 32k KV for Qwen
+        "--threads", threads,
+        "--parallel", "1",  # one slot gets the whole context; relay sends one request at a time per model
+        "--jinja",  # the model's own chat template (tools, system prompts)
+        "--cache-ram", str(CACHE_RAM_MIB),
+        "--no-webui",
+    ]  # fmt: skip
+
+
+# --- state files -------------------------------------------------------------------------------
+
+
+def _state_file(model: str) -> Path:
+    return paths.state_dir() / f"server-{model}.json"
+
+
+def _log_file(model: str) -> Path:
+    return paths.logs_dir() / f"llama-server-{model}.log"
+
+
+def _read_state(model: str) -> ServerHandle | None:
+    try:
+        data = json.loads(_state_file(model).read_text())
+        return ServerHandle(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _write_state(handle: ServerHandle) -> None:
+    path = _state_file(handle.model)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(asdict(handle), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _remove_state(model: str) -> None:
+    _state_file(model).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _model_lock(model: str) -> Iterator[None]:
+    with (paths.state_dir() / f"server-{model}.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_our_server(handle: ServerHandle) -> bool:
+    """The pid is alive and still our llama-server (pids get reused; zombies have no cmdline)."""
+    if not _pid_alive(handle.pid):
+        return False
+    cmdline = Path(f"/proc/{handle.pid}/cmdline")
+    if not cmdline.parent.exists():  # no procfs (macOS): trust the pid
+        return True
+    try:
+        args = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(args) and args[0].endswith(b"llama-server") and str(handle.port).encode() in args
+
+
+def process_rss(pid: int) -> int | None:
+    """Resident memory of `pid` in bytes (Linux), None when unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _health(handle: ServerHandle, timeout: float = 2.0) -> int | None:
+    """HTTP status of GET /health (200 ready, 503 loading), None when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"{handle.root_url}/health", timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def log_tail(path: str | Path, lines: int = 15) -> str:
+    """The last `lines` lines of a log file."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _last_error_line(path: str | Path) -> str:
+    """The most telling log line for a one-line error: the last one mentioning an error, else the last."""
+    tail = [line.strip() for line in log_tail(path, 40).splitlines() if line.strip()]
+    errors = [line for line in tail if "error" in line.lower() or "failed" in line.lower()]
+    return (errors or tail or ["(empty log)"])[-1][:300]
+
+
+def _terminate(pid: int, proc: subprocess.Popen[bytes] | None, grace_s: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return
+        if proc is None and not _pid_alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if proc is not None:
+        proc.wait(timeout=5)
+
+
+# --- the manager -------------------------------------------------------------------------------
+
+
+class LocalServer:
+    """Finds or starts local servers; on `close` stops the ones this process started for a run.
+
+    Use as a context manager, or through `ensure_server`, whose process-wide
+    instance is closed at exit.
+    """
+
+    def __init__(self, *, startup_timeout_s: float = 180.0) -> None:
+        self.startup_timeout_s = startup_timeout_s
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ensure(self, model_name: str, *, persistent: bool = False) -> ServerHandle:
+        """A healthy server for `model_name`, reusing a running one. `persistent` = `relay local start`."""
+        model = get(model_name)
+        with _model_lock(model.name):
+            handle = _read_state(model.name)
+            if handle is not None and _is_our_server(handle):
+                self._wait_healthy(handle, None)
+                return self._claim(handle, persistent)
+            _remove_state(model.name)
+            return self._start(model, persistent)
+
+    def _claim(self, handle: ServerHandle, persistent: bool) -> ServerHandle:
+        # `relay local start` makes a run's server permanent; a run adopts a
+        # run-started server whose relay process is gone, so someone stops it.
+        if persistent and handle.started_by == "run":
+            handle = ServerHandle(**{**asdict(handle), "started_by": "cli", "owner_pid": os.getpid()})
+            _write_state(handle)
+        elif handle.started_by == "run" and not _pid_alive(handle.owner_pid):
+            handle = ServerHandle(**{**asdict(handle), "owner_pid": os.getpid()})
+            _write_state(handle)
+        return handle
+
+    def _start(self, model: LocalModel, persistent: bool) -> ServerHandle:
+        binary = installed_binary()
+        model_file = installed_model_path(model)
+        log_path = _log_file(model.name)
+        last_error: LocalModelError | None = None
+        for _attempt in range(3):  # a free port can be taken between our probe and the server's bind
+            port = _free_port()
+            with log_path.open("wb") as log:
+                proc = subprocess.Popen(
+                    server_command(binary, model_file, model, port),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C in relay must not kill `relay local start` servers
+                )
+            handle = ServerHandle(
+                model=model.name,
+                port=port,
+                pid=proc.pid,
+                started_by="cli" if persistent else "run",
+                owner_pid=os.getpid(),
+                log_path=str(log_path),
+                started_at=time.time(),
+            )
+            _write_state(handle)  # before waiting: a crash of relay now still leaves a findable server
+            try:
+                self._wait_healthy(handle, proc)
+            except LocalModelError as exc:
+                _terminate(proc.pid, proc)
+                _remove_state(model.name)
+                last_error = exc
+                if "bind" in log_tail(log_path, 30).lower():
+                    continue
+                raise
+            if not persistent:
+                self._children[model.name] = proc
+            return handle
+        assert last_error is not None
+        raise last_error
+
+    def _wait_healthy(self, handle: ServerHandle, proc: subprocess.Popen[bytes] | None) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            died = proc.poll() is not None if proc is not None else not _is_our_server(handle)
+            if died:
+                raise LocalModelError(
+                    f"llama-server for {handle.model} exited during start-up: "
+                    f"{_last_error_line(handle.log_path)!r} (full log: {handle.log_path})"
+                )
+            if _health(handle) == 200:
+                return
+            if time.monotonic() > deadline:
+                raise LocalModelError(
+                    f"llama-server for {handle.model} not ready after {self.startup_timeout_s:.0f} s: "
+                    f"{_last_error_line(handle.log_path)!r} (full log: {handle.log_path})"
+                )
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """Stop the servers this process started for a run (not those promoted by `relay local start`)."""
+        for name, proc in list(self._children.items()):
+            with _model_lock(name):
+                handle = _read_state(name)
+                ours = handle is not None and handle.pid == proc.pid
+                if ours and handle is not None and handle.started_by == "run":
+                    _terminate(proc.pid, proc)
+                    _remove_state(name)
+                elif not ours:
+                    proc.poll()  # reap it if it already exited
+            del self._children[name]
+
+
+_default: LocalServer | None = None
+
+
+def _default_manager() -> LocalServer:
+    global _default
+    if _default is None:
+        _default = LocalServer()
+        atexit.register(_default.close)
+    return _default
+
+
+def ensure_server(model_name: str, *, persistent: bool = False) -> ServerHandle:
+    """A healthy server for `model_name`; one started here is stopped when this relay process exits."""
+    return _default_manager().ensure(model_name, persistent=persistent)
+
+
+def running_servers() -> list[ServerHandle]:
+    """Servers with a state file whose process is alive; stale state files are removed."""
+    handles = []
+    for path in sorted(paths.state_dir().glob("server-*.json")):
+        name = path.stem.removeprefix("server-")
+        handle = _read_state(name)
+        if handle is not None and _is_our_server(handle):
+            handles.append(handle)
+        else:
+            path.unlink(missing_ok=True)
+    return handles
+
+
+def stop_server(model_name: str) -> bool:
+    """Stop the server of `model_name`, whoever started it. False when none was running."""
+    with _model_lock(model_name):
+        handle = _read_state(model_name)
+        _remove_state(model_name)
+        if handle is None or not _is_our_server(handle):
+            return False
+        proc = _default._children.pop(model_name, None) if _default is not None else None
+        _terminate(handle.pid, proc)
+        return True
+
+
+def check_alive(handle: ServerHandle) -> None:
+    """Raise `ProviderError(kind="connection")` when the server of `handle` is gone, naming its log."""
+    if _is_our_server(handle) and _health(handle) is not None:
+        return
+    raise ProviderError(
+        f"the local model server for {handle.model} (pid {handle.pid}, port {handle.port}) died or stopped "
+        f"answering: {_last_error_line(handle.log_path)!r} (full log: {handle.log_path})",
+        kind="connection",
+        model=handle.model,
+    )
