@@ -1,0 +1,482 @@
+"""Run commands on model-written code inside a bubblewrap sandbox.
+
+Everything relay executes in a worktree (tests, linters, build scripts) was
+written or changed by a model, so it is treated as hostile: it gets the
+worktree (writable), the system and Python installation (read-only), a
+private /tmp, and nothing else: no home directory, no other repositories, no
+network, no secrets in its environment, no way to signal relay, and bounded
+time, memory, file size and process count. docs/security.md ("Sandbox") has
+the threat model and the attack table the test battery proves.
+
+How the uid drop works (measured on bubblewrap 0.8, kernel 6.x, as root):
+
+* When relay runs as an ordinary user, bwrap runs unprivileged in a new user
+  namespace as that user; the kernel already denies root-only files.
+* When relay runs as root (CI, containers), a read-only /etc is not enough:
+  uid 0 can still read /etc/shadow. Mapping uid 65534 inside a user namespace
+  would not help either (bwrap started by root maps the sandbox uid onto real
+  uid 0). Starting bwrap *as* 65534 (setpriv before bwrap) does not work here:
+  the Python installation lives under /root (mode 700), and an unprivileged
+  bwrap cannot even resolve the bind source (`--ro-bind-fd` with an fd opened
+  by root fails too: "Can't find source path /proc/self/fd/N: Permission
+  denied"). So bwrap runs as root *without* a user namespace, builds the mount
+  tree (it can read /root), and the last thing inside the sandbox is
+  `setpriv --reuid=65534 --regid=65534 --clear-groups` with every capability
+  set (including the bounding set) cleared and no_new_privs, which execs the
+  command as kernel-level uid/gid 65534.
+* uid 65534 must be able to write the worktree, so in root mode the worktree
+  is lent to 65534 for the duration of the command (lchown of every entry but
+  `.git`) and given back afterwards: each entry gets its recorded owner back,
+  new entries get the worktree root's owner, set-uid/set-gid bits are cleared.
+  Only `lchown` is used and symlinks are never followed, so a planted symlink
+  cannot redirect the chown. (An id-mapped mount would avoid the chown; it
+  needs mount_setattr(2) and a host-side mount, which is more machinery than
+  the cost justifies: the walk is a few ms for a typical repository.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import resource
+import selectors
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relaycode.errors import SandboxUnavailable
+
+#: The unprivileged uid/gid ("nobody"/"nogroup") a root-run relay drops to.
+SANDBOX_UID = 65534
+SANDBOX_GID = 65534
+
+#: Bytes of combined stdout+stderr kept: the end of the output is where failures are.
+OUTPUT_TAIL_BYTES = 8192
+
+#: Variables that are always passed through (if set) unless they look like a secret.
+BASE_ENV_ALLOW: tuple[str, ...] = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TERM",
+    "TZ",
+    "PYTHONHASHSEED",
+    "PYTHONDONTWRITEBYTECODE",
+)
+
+#: A name containing any of these words is never passed, even when allow-listed.
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
+
+#: Provider credentials by exact name or prefix. Most already match _SECRET_NAME;
+#: listing them keeps them blocked even if someone narrows the pattern.
+_KNOWN_SECRETS = frozenset(
+    {
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "OPENROUTER_API_KEY",
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "NPM_TOKEN",
+        "PYPI_TOKEN",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "OPENAI_BASE_URL",
+        "OPENAI_ORG_ID",
+        "DATABASE_URL",
+    }
+)
+_KNOWN_SECRET_PREFIXES = ("AWS_", "AZURE_", "GCP_", "GOOGLE_CLOUD_", "RELAY_API", "ANTHROPIC_", "OPENAI_")
+
+#: Top-level system directories made visible read-only (or re-created as the same symlink).
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt")
+
+_BWRAP_MISSING = (
+    "bubblewrap (bwrap) is not installed: install it (apt-get install bubblewrap) "
+    "or pass --no-sandbox to run model-written code unsandboxed"
+)
+
+
+@dataclass
+class Limits:
+    """Resource bounds for one command. Sizes in MiB; `max_procs` is per uid (RLIMIT_NPROC)."""
+
+    wall_s: float = 300
+    memory_mb: int = 4096
+    file_size_mb: int = 512
+    max_procs: int = 256
+
+
+@dataclass
+class SandboxPolicy:
+    """What a sandboxed command may see. `enabled=False` is the user's `--no-sandbox`."""
+
+    enabled: bool = True
+    env_allow: tuple[str, ...] = ()
+    readonly_paths: tuple[Path, ...] = ()
+    network: bool = False
+
+
+@dataclass
+class CompletedCommand:
+    """Outcome of one command. `output_tail` is the end of stdout and stderr, interleaved."""
+
+    command: str
+    exit_code: int
+    seconds: float
+    output_tail: str
+    timed_out: bool
+    sandboxed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def is_secret_name(name: str) -> bool:
+    """True if a variable of this name may hold a credential and must not reach model code."""
+    upper = name.upper()
+    return (
+        bool(_SECRET_NAME.search(upper))
+        or upper in _KNOWN_SECRETS
+        or upper.startswith(_KNOWN_SECRET_PREFIXES)
+    )
+
+
+def scrub_env(env: Mapping[str, str], allow: Sequence[str] = ()) -> dict[str, str]:
+    """Keep only allow-listed variables (BASE_ENV_ALLOW + `allow`) whose names are not secret-like."""
+    allowed = set(BASE_ENV_ALLOW) | set(allow)
+    return {k: v for k, v in env.items() if k in allowed and not is_secret_name(k)}
+
+
+def _command_env(policy: SandboxPolicy, extra_env: Mapping[str, str] | None) -> dict[str, str]:
+    env = scrub_env(os.environ, policy.env_allow)
+    # extra_env comes from relay itself, but the secret rule is absolute.
+    env.update({k: v for k, v in (extra_env or {}).items() if not is_secret_name(k)})
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["HOME"] = "/tmp"  # inside the sandbox a private tmpfs, never the user's home
+    env["TMPDIR"] = "/tmp"
+    return env
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def bwrap_available() -> bool:
+    """True if the bubblewrap binary is on PATH."""
+    return shutil.which("bwrap") is not None
+
+
+def require_sandbox(policy: SandboxPolicy) -> None:
+    """Raise SandboxUnavailable if the policy wants a sandbox and bwrap is missing."""
+    if policy.enabled and not bwrap_available():
+        raise SandboxUnavailable(_BWRAP_MISSING)
+
+
+# --------------------------------------------------------------------------- git
+
+
+def git_dirs(worktree: Path) -> list[Path]:
+    """Git metadata reachable from `worktree` that must be read-only inside the sandbox.
+
+    For a plain checkout that is `.git`; for a linked worktree, the `.git`
+    pointer file plus the repository's common git dir (which holds the hooks
+    and config a model would want to plant).
+    """
+    dot_git = worktree / ".git"
+    if dot_git.is_dir() and not dot_git.is_symlink():
+        return [dot_git]
+    if not dot_git.is_file():
+        return []
+    found = [dot_git]
+    match = re.match(r"gitdir:\s*(.+)", dot_git.read_text(errors="replace").strip())
+    if match:
+        gitdir = (worktree / match.group(1).strip()).resolve()
+        common = gitdir
+        commondir_file = gitdir / "commondir"
+        if commondir_file.is_file():
+            common = (gitdir / commondir_file.read_text().strip()).resolve()
+        found.append(common)
+        if not gitdir.is_relative_to(common):
+            found.append(gitdir)
+    return found
+
+
+# --------------------------------------------------------------------------- bwrap command line
+
+
+def _bwrap_args(
+    worktree: Path, policy: SandboxPolicy, limits: Limits, readonly_git: Sequence[Path], as_root: bool
+) -> list[str]:
+    args = ["bwrap", "--die-with-parent", "--new-session"]
+    if as_root:
+        # No user namespace: it would map the sandbox uid onto real root (see module docstring).
+        args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+        if not policy.network:
+            args.append("--unshare-net")
+    else:
+        args.append("--unshare-all")
+        if policy.network:
+            args.append("--share-net")
+
+    # Device nodes, a fresh /proc for the new PID namespace, and a private, size-bounded /tmp
+    # (tmpfs is RAM, so it is capped like a file). /tmp first: the worktree may live under it.
+    tmp_bytes = max(limits.file_size_mb, 1) * 1024 * 1024
+    args += [
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--perms",
+        "1777",
+        "--size",
+        str(tmp_bytes),
+        "--tmpfs",
+        "/tmp",
+    ]
+
+    binds: list[tuple[Path, str]] = []
+    for top in _SYSTEM_DIRS:
+        path = Path(top)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), top]
+        elif path.is_dir():
+            binds.append((path, "--ro-bind"))
+    # The interpreter and the venv, so `python -m pytest` works; they may live under /root.
+    for extra in (Path(sys.base_prefix), Path(sys.prefix), *policy.readonly_paths):
+        if extra.exists():
+            binds.append((extra.resolve(), "--ro-bind"))
+    binds.append((worktree, "--bind"))
+    binds += [(p, "--ro-bind") for p in readonly_git if p.exists()]
+
+    # Parents before children so a read-only .git lands on top of the writable worktree.
+    binds.sort(key=lambda b: (len(b[0].parts), b[1] != "--bind"))
+    readonly: list[Path] = []
+    mounted: list[Path] = []
+    created: set[Path] = {Path("/"), Path("/tmp")}
+    for path, kind in binds:
+        if kind == "--ro-bind" and any(path.is_relative_to(r) for r in readonly):
+            continue  # already visible read-only through a parent
+        # bwrap would create missing ancestors with the host's modes (0700 for /root),
+        # which uid 65534 could not traverse.
+        for parent in reversed(path.parents):
+            if parent not in created and not any(parent.is_relative_to(m) for m in mounted):
+                args += ["--perms", "0755", "--dir", str(parent)]
+                created.add(parent)
+        args += [kind, str(path), str(path)]
+        mounted.append(path)
+        if kind == "--ro-bind":
+            readonly.append(path)
+    args += ["--chdir", str(worktree)]
+
+    if as_root:
+        setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+        args += [
+            setpriv,
+            f"--reuid={SANDBOX_UID}",
+            f"--regid={SANDBOX_GID}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
+    return args
+
+
+def _limit_args(limits: Limits) -> tuple[list[str], Callable[[], None] | None]:
+    """A `prlimit` prefix (thread-safe, unlike preexec_fn), or a preexec_fn if prlimit is missing."""
+    mem = limits.memory_mb * 1024 * 1024
+    fsize = limits.file_size_mb * 1024 * 1024
+    prlimit = shutil.which("prlimit")
+    if prlimit:
+        return [prlimit, f"--as={mem}", f"--fsize={fsize}", f"--nproc={limits.max_procs}", "--"], None
+
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_procs, limits.max_procs))
+
+    return [], preexec
+
+
+# --------------------------------------------------------------------------- worktree ownership
+
+
+def _walk_worktree(root: Path) -> Iterator[str]:
+    """Every path under root except the top-level `.git`, without following symlinks."""
+    yield str(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root):
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            filenames = [f for f in filenames if f != ".git"]
+        for name in (*dirnames, *filenames):
+            yield os.path.join(dirpath, name)
+
+
+def _lend_worktree(root: Path) -> dict[str, tuple[int, int]]:
+    """Chown the worktree to the sandbox uid; return the original owners."""
+    owners: dict[str, tuple[int, int]] = {}
+    for path in _walk_worktree(root):
+        st = os.lstat(path)
+        owners[path] = (st.st_uid, st.st_gid)
+        os.lchown(path, SANDBOX_UID, SANDBOX_GID)
+    return owners
+
+
+def _reclaim_worktree(root: Path, owners: Mapping[str, tuple[int, int]]) -> None:
+    """Give every entry back its owner; new ones get the root's. Runs when no sandboxed process is left."""
+    default = owners[str(root)]
+    for path in _walk_worktree(root):
+        try:
+            st = os.lstat(path)
+            os.lchown(path, *owners.get(path, default))
+            # A file the sandbox made set-uid must not become a set-uid-root file.
+            if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+        except FileNotFoundError:
+            continue
+
+
+# --------------------------------------------------------------------------- process handling
+
+
+class _Tail:
+    """The last `limit` bytes of a stream."""
+
+    def __init__(self, limit: int = OUTPUT_TAIL_BYTES) -> None:
+        self.limit = limit
+        self.buf = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self.buf += chunk
+        if len(self.buf) > 2 * self.limit:
+            del self.buf[: -self.limit]
+
+    def text(self) -> str:
+        return bytes(self.buf[-self.limit :]).decode("utf-8", errors="replace")
+
+
+def _has_exited(pid: int) -> bool:
+    # WNOWAIT: do not reap, so the pid (our process-group id) cannot be reused before killpg.
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _execute(
+    argv: list[str], cwd: Path, env: Mapping[str, str], wall_s: float, preexec: Callable[[], None] | None
+) -> tuple[int, str, bool]:
+    """Run argv in its own session; return (exit code, output tail, timed out)."""
+    deadline = time.monotonic() + wall_s
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=preexec,
+    )
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    tail = _Tail()
+    timed_out = eof = False
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            if eof:
+                if _has_exited(proc.pid):
+                    break
+                time.sleep(min(remaining, 0.002))
+            elif sel.select(timeout=min(remaining, 0.1)):
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    tail.feed(chunk)
+                else:
+                    eof = True
+            elif _has_exited(proc.pid):
+                break  # exited, but something it left behind still holds the pipe open
+    # Always: nothing the command started may outlive it (in the sandbox the PID namespace
+    # dies with bwrap; without it, this reaches everything still in the process group).
+    _kill_group(proc.pid)
+    code = proc.wait()
+    os.set_blocking(fd, False)
+    with contextlib.suppress(BlockingIOError, OSError):
+        while chunk := os.read(fd, 65536):
+            tail.feed(chunk)
+    proc.stdout.close()
+    return (128 - code if code < 0 else code), tail.text(), timed_out
+
+
+def run(
+    command: str | Sequence[str],
+    cwd: Path,
+    *,
+    policy: SandboxPolicy,
+    limits: Limits,
+    extra_env: Mapping[str, str] | None = None,
+    git_dir_readonly: Path | None = None,
+) -> CompletedCommand:
+    """Run `command` in `cwd` (a string goes through `/bin/sh -c`) under the policy and limits.
+
+    Raises SandboxUnavailable if the policy wants a sandbox and bwrap is missing.
+    An exit by signal N is reported as 128+N; a timeout as timed_out=True.
+    """
+    require_sandbox(policy)
+    text = command if isinstance(command, str) else shlex.join(command)
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+    worktree = Path(cwd).resolve()
+    env = _command_env(policy, extra_env)
+    prefix, preexec = _limit_args(limits)
+    owners: dict[str, tuple[int, int]] | None = None
+    start = time.monotonic()
+    if policy.enabled:
+        as_root = os.geteuid() == 0
+        readonly_git = git_dirs(worktree)
+        if git_dir_readonly is not None:
+            readonly_git.append(Path(git_dir_readonly).resolve())
+        argv = prefix + _bwrap_args(worktree, policy, limits, readonly_git, as_root) + argv
+        if as_root:
+            owners = _lend_worktree(worktree)
+    else:
+        argv = prefix + argv
+    try:
+        code, tail, timed_out = _execute(argv, worktree, env, limits.wall_s, preexec)
+    finally:
+        if owners is not None:
+            _reclaim_worktree(worktree, owners)
+    return CompletedCommand(
+        command=text,
+        exit_code=code,
+        seconds=round(time.monotonic() - start, 3),
+        output_tail=tail,
+        timed_out=timed_out,
+        sandboxed=policy.enabled,
+    )

@@ -1,0 +1,1 @@
+"""Pipeline stages: plan, implement, verify, review."""
