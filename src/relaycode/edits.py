@@ -49,8 +49,22 @@ _PATH_PREFIX_RE = re.compile(r"^(?:file\s*name|file|path)\s*:\s*", re.IGNORECASE
 # Extensionless files a model may legitimately name; anything else must contain "." or "/"
 # so that a stray word ("Changes:") is never mistaken for a path.
 _BARE_FILENAMES = frozenset(
-    {"Makefile", "Dockerfile", "LICENSE", "README", "Procfile", "Gemfile", "Rakefile", "Jenkinsfile",
-     "Vagrantfile", "CODEOWNERS", "Containerfile", "Justfile", "justfile", "makefile"}
+    {
+        "Makefile",
+        "Dockerfile",
+        "LICENSE",
+        "README",
+        "Procfile",
+        "Gemfile",
+        "Rakefile",
+        "Jenkinsfile",
+        "Vagrantfile",
+        "CODEOWNERS",
+        "Containerfile",
+        "Justfile",
+        "justfile",
+        "makefile",
+    }
 )
 
 
@@ -180,7 +194,13 @@ def parse_edits(text: str) -> list[Edit]:
             i += 1
             continue
         m = _FENCE_RE.match(line)
-        if m and fence is not None and not m.group(2) and m.group(1)[0] == fence[0] and len(m.group(1)) >= fence[1]:
+        if (
+            m
+            and fence is not None
+            and not m.group(2)
+            and m.group(1)[0] == fence[0]
+            and len(m.group(1)) >= fence[1]
+        ):
             fence = None
             i += 1
             continue
@@ -206,8 +226,9 @@ def parse_edits(text: str) -> list[Edit]:
             continue
         i += 1
     if errors:
-        raise EditError("Could not parse the edit blocks:\n" + "\n".join(f"- {e}" for e in errors)
-                        + "\n" + FORMAT_HELP)
+        raise EditError(
+            "Could not parse the edit blocks:\n" + "\n".join(f"- {e}" for e in errors) + "\n" + FORMAT_HELP
+        )
     return edits
 
 
