@@ -1,0 +1,42 @@
+"""Options and helpers shared by command modules. Imports only typer and the stdlib at top level."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from relaycode.config import Config
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (TOML). Default: relay.toml in the repo, then ~/.config/relay/config.toml, then the `local` preset.")
+PresetOpt = typer.Option(None, "--preset", "-p", help="Built-in preset: local, local-noplan, local-cascade, solo-local, smoke, api, solo.")
+RepoOpt = typer.Option(Path("."), "--repo", "-r", help="The git repository to work on.")
+JsonOpt = typer.Option(False, "--json", help="Print JSON on stdout.")
+
+
+def load_config_or_exit(config_file: Path | None, preset: str | None, repo: Path | None) -> Config:
+    """Load the config; a bad one is one line on stderr and exit 2."""
+    from relaycode.config import load_config
+    from relaycode.errors import RelayError
+
+    try:
+        return load_config(config_file=config_file, preset=preset, repo=repo)
+    except RelayError as exc:
+        raise die(exc) from None
+
+
+def die(exc: BaseException) -> typer.Exit:
+    """Print an error on one line and return the Exit to raise (exit code from the error class)."""
+    from relaycode.errors import RelayError
+
+    code = exc.exit_code if isinstance(exc, RelayError) else 1
+    typer.echo(f"relay: error: {exc}", err=True)
+    return typer.Exit(code=code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

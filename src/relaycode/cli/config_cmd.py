@@ -1,0 +1,118 @@
+"""`relay config show|check` and `relay models`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from relaycode.cli import app
+from relaycode.cli._common import ConfigOpt, JsonOpt, PresetOpt, RepoOpt, load_config_or_exit, print_json
+
+config_app = typer.Typer(help="Show or check the resolved configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def show(
+    config: Path | None = ConfigOpt,
+    preset: str | None = PresetOpt,
+    repo: Path = RepoOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Print the resolved config (stage → models, budget, limits)."""
+    cfg = load_config_or_exit(config, preset, repo)
+    data = cfg.public_dict()
+    if as_json:
+        print_json(data)
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]config[/bold] from {cfg.source}  diversity={cfg.diversity}  unpriced={cfg.unpriced}")
+    table = Table("stage", "models", "settings")
+    st = cfg.stages
+    table.add_row("plan", st.plan.model or "(no planning)", f"approve={st.plan.approve}")
+    impl = st.implement.model + "".join(f" → {m}" for m in st.implement.escalate_to)
+    table.add_row("implement", impl, f"escalate_after={st.implement.escalate_after} max_steps={st.implement.max_steps}")
+    table.add_row("review", ", ".join(st.review.models) or "(no review)", f"block_on={st.review.block_on}")
+    table.add_row("verify", "; ".join(st.verify.commands) if st.verify.commands else "(auto-detect)",
+                  f"timeout_s={st.verify.timeout_s}")
+    console.print(table)
+    console.print(f"budget: {data['budget']}  max_iterations={cfg.max_iterations}")
+
+
+@config_app.command("check")
+def check(
+    config: Path | None = ConfigOpt,
+    preset: str | None = PresetOpt,
+    repo: Path = RepoOpt,
+) -> None:
+    """Validate the config: exit 0 if usable (missing API keys are warnings), 2 with the error otherwise."""
+    from relaycode.errors import ConfigError
+    from relaycode.models import missing_keys
+    from relaycode.pricing import unpriced_models
+
+    cfg = load_config_or_exit(config, preset, repo)
+    unpriced = unpriced_models(cfg)
+    if unpriced and cfg.unpriced == "refuse":
+        from relaycode.cli._common import die
+
+        raise die(ConfigError(
+            f"{cfg.source}: no known price for {', '.join(unpriced)}: add [models.\"NAME\".price] "
+            'or set unpriced = "allow" (cost is then reported as unknown)'
+        ))
+    for missing in missing_keys(cfg):
+        typer.echo(f"relay: warning: {missing}", err=True)
+    typer.echo(f"ok: {cfg.source} ({len(cfg.all_models())} models)")
+
+
+@app.command("models")
+def models(
+    config: Path | None = ConfigOpt,
+    preset: str | None = PresetOpt,
+    repo: Path = RepoOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """List known models: the presets' and your config's, with prices per million tokens and their source."""
+    from relaycode.config import load_config
+    from relaycode.models import profile_for, vendor_of
+    from relaycode.presets import PRESETS
+    from relaycode.pricing import quote
+
+    cfg = load_config_or_exit(config, preset, repo)
+    names: list[str] = []
+    for name in PRESETS:
+        for spec in load_config(preset=name).all_models():
+            if spec not in names:
+                names.append(spec)
+    for spec in cfg.all_models():
+        if spec not in names:
+            names.append(spec)
+    rows = []
+    for spec in names:
+        q = quote(spec, cfg)
+        rows.append({
+            "model": spec,
+            "vendor": vendor_of(spec, cfg),
+            "input_per_mtok": None if q is None else float(q.input_per_mtok),
+            "output_per_mtok": None if q is None else float(q.output_per_mtok),
+            "price_source": None if q is None else q.source,
+            "context_tokens": profile_for(spec, cfg).context_tokens,
+        })
+    if as_json:
+        print_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "vendor", "$/M in", "$/M out", "price from", "context")
+    table.columns[0].no_wrap = True
+    for r in rows:
+        price_in = "unknown" if r["input_per_mtok"] is None else f"{r['input_per_mtok']:.2f}"
+        price_out = "unknown" if r["output_per_mtok"] is None else f"{r['output_per_mtok']:.2f}"
+        table.add_row(str(r["model"]), str(r["vendor"]), price_in, price_out, str(r["price_source"] or "-"),
+                      str(r["context_tokens"]))
+    Console().print(table)

@@ -1,0 +1,81 @@
+"""Built-in presets, as plain data (a preset is a config file that ships with relay).
+
+`local` runs offline on the embedded models; `api` is the multi-vendor design
+(frontier planner, cheap implementer of another vendor, reviewers of other
+vendors); `solo*` are one-model baselines to compare against, with the
+diversity rule turned off on purpose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+QWEN_15 = "local:qwen2.5-coder-1.5b"
+QWEN_05 = "local:qwen2.5-coder-0.5b"
+SMOLLM = "local:smollm2-135m"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "local": {
+        # Only one capable local vendor exists (Qwen), so diversity is by model:
+        # the 1.5B implements (the only local model that fixes non-trivial bugs),
+        # the 0.5B reviews, so no model reviews its own work.
+        "diversity": "model",
+        "stages": {
+            "plan": {"model": QWEN_15},
+            "implement": {"model": QWEN_15},
+            "review": {"models": [QWEN_05]},
+        },
+    },
+    "local-noplan": {
+        "diversity": "model",
+        "stages": {
+            "implement": {"model": QWEN_15},
+            "review": {"models": [QWEN_05]},
+        },
+    },
+    "local-cascade": {
+        # Cheap implementer first; only what fails verification escalates to the 1.5B.
+        "diversity": "off",
+        "stages": {
+            "implement": {"model": QWEN_05, "escalate_to": [QWEN_15], "escalate_after": 1},
+        },
+    },
+    "solo-local": {
+        "diversity": "off",
+        "stages": {
+            "plan": {"model": QWEN_15},
+            "implement": {"model": QWEN_15},
+            "review": {"models": [QWEN_15]},
+        },
+    },
+    "smoke": {
+        # The smallest model everywhere: exercises the whole real path fast (CI), solves little.
+        "diversity": "off",
+        "max_iterations": 1,
+        "stages": {
+            "plan": {"model": SMOLLM},
+            "implement": {"model": SMOLLM, "max_steps": 2},
+            "review": {"models": [SMOLLM]},
+        },
+    },
+    "api": {
+        "stages": {
+            "plan": {"model": "anthropic:claude-opus-4-5"},
+            "implement": {
+                "model": "google:gemini-2.5-flash",
+                "escalate_to": ["anthropic:claude-sonnet-4-5"],
+            },
+            "review": {"models": ["openai:gpt-5-mini", "openrouter:z-ai/glm-4.6"]},
+        },
+        "budget": {"run_usd": 2.0},
+    },
+    "solo": {
+        "diversity": "off",
+        "stages": {
+            "plan": {"model": "anthropic:claude-opus-4-5"},
+            "implement": {"model": "anthropic:claude-opus-4-5"},
+            "review": {"models": ["anthropic:claude-opus-4-5"]},
+        },
+        "budget": {"run_usd": 5.0},
+    },
+}

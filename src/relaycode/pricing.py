@@ -1,0 +1,116 @@
+"""Prices: genai-prices' bundled data (offline), a config override table, $0 for local models.
+
+Each response is priced on its own: providers charge tiers per request (e.g.
+Gemini 2.5 Pro above 200k input tokens), so pricing a run's summed tokens
+would be wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal
+
+from relaycode.models import PROVIDERS, parse_model
+
+if TYPE_CHECKING:
+    from relaycode.config import Config
+
+PriceSource = Literal["genai-prices", "config", "local"]
+_MTOK = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Token counts of one request (or a sum of them)."""
+
+    input: int = 0
+    """All input tokens, cached ones included (as providers and genai-prices count them)."""
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+    def __add__(self, other: Tokens) -> Tokens:
+        return Tokens(
+            self.input + other.input,
+            self.output + other.output,
+            self.cache_read + other.cache_read,
+            self.cache_write + other.cache_write,
+        )
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A model's list price per million tokens at the base tier, and where it comes from."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    source: PriceSource
+
+
+def _override(spec: str, config: Config | None) -> Quote | None:
+    ref = parse_model(spec, config)
+    if config is not None:
+        settings = config.models.get(spec)
+        if settings is not None and settings.price is not None:
+            p = settings.price
+            return Quote(Decimal(str(p.input_per_mtok)), Decimal(str(p.output_per_mtok)), "config")
+    if ref.provider == "local":
+        return Quote(Decimal(0), Decimal(0), "local")
+    return None
+
+
+def price_request(spec: str, tokens: Tokens, config: Config | None = None, *, when: datetime | None = None) -> Decimal | None:
+    """Dollars for one request, or None when the price is unknown."""
+    ref = parse_model(spec, config)
+    if config is not None and (settings := config.models.get(spec)) is not None and settings.price is not None:
+        p = settings.price
+        cache_read = Decimal(str(p.cache_read_per_mtok if p.cache_read_per_mtok is not None else p.input_per_mtok))
+        cache_write = Decimal(str(p.cache_write_per_mtok if p.cache_write_per_mtok is not None else p.input_per_mtok))
+        uncached = tokens.input - tokens.cache_read - tokens.cache_write
+        return (
+            Decimal(uncached) * Decimal(str(p.input_per_mtok))
+            + Decimal(tokens.cache_read) * cache_read
+            + Decimal(tokens.cache_write) * cache_write
+            + Decimal(tokens.output) * Decimal(str(p.output_per_mtok))
+        ) / _MTOK
+    if ref.provider == "local":
+        return Decimal(0)
+    provider = PROVIDERS.get(ref.provider)
+    if provider is None or provider.prices_id is None:
+        return None
+    import genai_prices
+
+    usage = genai_prices.Usage(
+        input_tokens=tokens.input,
+        output_tokens=tokens.output,
+        cache_read_tokens=tokens.cache_read or None,
+        cache_write_tokens=tokens.cache_write or None,
+    )
+    try:
+        calc = genai_prices.calc_price(usage, ref.name, provider_id=provider.prices_id, genai_request_timestamp=when)
+    except LookupError:
+        return None
+    return Decimal(calc.total_price)
+
+
+def quote(spec: str, config: Config | None = None) -> Quote | None:
+    """The base-tier list price, for `relay models` and re-pricing; None when unknown."""
+    override = _override(spec, config)
+    if override is not None:
+        return override
+    # Priced at 1k tokens and scaled: a 1M-token request would land in a higher tier.
+    k_in = price_request(spec, Tokens(input=1000), config)
+    k_out = price_request(spec, Tokens(output=1000), config)
+    if k_in is None or k_out is None:
+        return None
+    return Quote(k_in * 1000, k_out * 1000, "genai-prices")
+
+
+def unpriced_models(config: Config) -> list[str]:
+    return [spec for spec in config.all_models() if quote(spec, config) is None]

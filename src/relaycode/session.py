@@ -1,0 +1,247 @@
+"""One way to call a model: `ModelSession.ask`.
+
+A stage asks the session for an answer from a model; the session builds the
+pydantic-ai model once per name, wraps it in `MeteredModel`, and runs an
+agent. `MeteredModel` is the one place where each request is budget-checked
+(worst case reserved before it is sent), retried (bounded, with backoff and
+Retry-After; SDK retries are off so attempts never multiply), timed, priced on
+its own and written to the ledger. Nothing else sums usage by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic_ai import Agent
+from pydantic_ai import exceptions as pai_exc
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
+from pydantic_ai.models.wrapper import WrapperModel
+from pydantic_ai.output import NativeOutput, PromptedOutput
+from pydantic_ai.settings import ModelSettings
+
+from relaycode.budget import BudgetGuard
+from relaycode.errors import ProviderError, ProviderErrorKind
+from relaycode.ledger import Ledger, LedgerEntry
+from relaycode.models import build_model, parse_model, profile_for
+from relaycode.pricing import Tokens, price_request
+
+if TYPE_CHECKING:
+    from pydantic_ai.run import AgentRunResult  # noqa: F401
+
+    from relaycode.config import Config
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def classify(exc: BaseException, model: str) -> ProviderError:
+    """Map a pydantic-ai / SDK error to relay's typed ProviderError."""
+    if isinstance(exc, ProviderError):
+        return exc
+    kind: ProviderErrorKind = "other"
+    status = getattr(exc, "status_code", None)
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(exc, pai_exc.ModelAuthenticationError):
+        kind = "auth"
+    elif isinstance(exc, pai_exc.ModelContextWindowExceededError):
+        kind = "context_overflow"
+    elif isinstance(exc, pai_exc.ModelQuotaExceededError):
+        kind = "other"  # billing: retrying cannot help
+    elif isinstance(exc, pai_exc.ModelRateLimitError):
+        kind = "rate_limit"
+    elif isinstance(exc, (pai_exc.ModelTimeoutError, pai_exc.ModelRequestTimeout, TimeoutError)):
+        kind = "timeout"
+    elif isinstance(exc, pai_exc.ModelConnectionError):
+        kind = "connection"
+    elif isinstance(exc, (pai_exc.ModelServerError, pai_exc.ModelUnavailableError)):
+        kind = "server"
+    elif isinstance(exc, pai_exc.ModelHTTPError):
+        if exc.status_code in (401, 403):
+            kind = "auth"
+        elif exc.status_code == 429:
+            kind = "rate_limit"
+        elif exc.status_code >= 500:
+            kind = "server"
+    elif isinstance(exc, pai_exc.ModelAPIError):
+        kind = "bad_response"
+    text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return ProviderError(f"{model}: {kind.replace('_', ' ')} error: {text}", kind=kind, model=model,
+                         status_code=status, retry_after_s=retry_after)
+
+
+def estimate_tokens(messages: Sequence[ModelMessage], instructions_chars: int = 0) -> int:
+    """A deliberately high estimate of input tokens (3 characters per token) for budget reservations."""
+    chars = instructions_chars
+    for message in messages:
+        for part in message.parts:
+            content = getattr(part, "content", None)
+            chars += len(content) if isinstance(content, str) else len(repr(part))
+    return chars // 3 + 16
+
+
+@dataclass
+class CallContext:
+    """Where a request belongs: stage and attempt of the run."""
+
+    stage: str
+    attempt: int
+
+
+class MeteredModel(WrapperModel):
+    """Wraps a pydantic-ai model: budget reservation, bounded retries, pricing, ledger."""
+
+    def __init__(self, wrapped: Model, *, spec: str, session: ModelSession, context: CallContext) -> None:
+        super().__init__(wrapped)
+        self.spec = spec
+        self.session = session
+        self.context = context
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        session = self.session
+        settings = session.config.settings_for(self.spec)
+        ref = parse_model(self.spec, session.config)
+        retry = session.config.retry
+        reservation = session.budget.reserve(
+            self.context.stage, self.spec, estimate_tokens(messages, session.instructions_chars), settings.max_tokens
+        )
+        try:
+            for attempt in range(1, retry.max_attempts + 1):
+                started = time.time()
+                t0 = time.perf_counter()
+                try:
+                    response = await self.wrapped.request(messages, model_settings, model_request_parameters)
+                except (pai_exc.ModelAPIError, TimeoutError, ConnectionError) as exc:
+                    error = classify(exc, self.spec)
+                    session.record(LedgerEntry(
+                        run_id=session.run_id, stage=self.context.stage, attempt=self.context.attempt,
+                        model=self.spec, provider=ref.provider, tokens=Tokens(), usd=Decimal(0),
+                        seconds=time.perf_counter() - t0, started_at=started, outcome=f"error:{error.kind}",
+                    ))
+                    if not error.retryable or attempt == retry.max_attempts:
+                        raise error from exc
+                    await session.sleep(self._backoff(attempt, error.retry_after_s))
+                    continue
+                seconds = time.perf_counter() - t0
+                usage = response.usage
+                tokens = Tokens(
+                    input=usage.input_tokens,
+                    output=usage.output_tokens,
+                    cache_read=usage.cache_read_tokens,
+                    cache_write=usage.cache_write_tokens,
+                )
+                session.record(LedgerEntry(
+                    run_id=session.run_id, stage=self.context.stage, attempt=self.context.attempt,
+                    model=self.spec, provider=ref.provider, tokens=tokens,
+                    usd=price_request(self.spec, tokens, session.config, when=response.timestamp),
+                    seconds=seconds, started_at=started, finish_reason=response.finish_reason,
+                ))
+                return response
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            session.budget.release(reservation)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        retry = self.session.config.retry
+        if retry_after is not None:
+            return min(retry.max_backoff_s, retry_after)
+        base = retry.backoff_s * (2 ** (attempt - 1))
+        return min(retry.max_backoff_s, base * random.uniform(0.5, 1.5))
+
+    @asynccontextmanager
+    async def request_stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[StreamedResponse]:
+        # relay never streams model output: per-request pricing and retries need whole responses.
+        raise NotImplementedError("relay does not stream model responses")
+        yield  # pragma: no cover
+
+
+@dataclass
+class Answer(Generic[T]):
+    output: T
+    messages: list[ModelMessage]
+    model: str
+
+
+async def _real_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+class ModelSession:
+    """Model calls of one run (or one review, one bench case): ledger, budget, retries."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        run_id: str = "adhoc",
+        ledger: Ledger | None = None,
+        model_overrides: Mapping[str, Model] | None = None,
+        sleep: Sleep | None = None,
+        spent_before: Decimal = Decimal(0),
+    ) -> None:
+        self.config = config
+        self.run_id = run_id
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.budget = BudgetGuard(config, self.ledger, spent_before=spent_before)
+        self.sleep: Sleep = sleep or _real_sleep
+        self._models: dict[str, Model] = dict(model_overrides or {})
+        self.instructions_chars = 0
+
+    def record(self, entry: LedgerEntry) -> None:
+        self.ledger.add(entry)
+
+    def model(self, spec: str) -> Model:
+        """The (cached) pydantic-ai model for a spec; overrides (test doubles) win."""
+        if spec not in self._models:
+            self._models[spec] = build_model(spec, self.config)
+        return self._models[spec]
+
+    async def ask(
+        self,
+        stage: str,
+        spec: str,
+        prompt: str,
+        *,
+        instructions: str,
+        output_type: type[T] | Any = str,
+        attempt: int = 0,
+        history: list[ModelMessage] | None = None,
+        output_retries: int = 2,
+    ) -> Answer[Any]:
+        """Run one agent turn (plus output-validation retries) on `spec` and return its output."""
+        settings = self.config.settings_for(spec)
+        profile = profile_for(spec, self.config)
+        metered = MeteredModel(self.model(spec), spec=spec, session=self, context=CallContext(stage, attempt))
+        spec_output: Any = output_type
+        if output_type is not str:
+            if profile.output_mode == "native":
+                spec_output = NativeOutput(output_type)
+            elif profile.output_mode == "prompted":
+                spec_output = PromptedOutput(output_type)
+        model_settings: ModelSettings = {"max_tokens": settings.max_tokens, "timeout": settings.timeout_s,
+                                         "max_retries": 0}
+        if settings.temperature is not None:
+            model_settings["temperature"] = settings.temperature
+        agent: Agent[None, Any] = Agent(
+            metered, output_type=spec_output, instructions=instructions, model_settings=model_settings,
+            retries={"output": output_retries},
+        )
+        self.instructions_chars = len(instructions)
+        try:
+            result = await agent.run(prompt, message_history=history)
+        except pai_exc.UnexpectedModelBehavior as exc:
+            raise ProviderError(f"{spec}: malformed output: {str(exc).splitlines()[0][:300]}",
+                                kind="bad_response", model=spec) from exc
+        return Answer(result.output, result.all_messages(), spec)
