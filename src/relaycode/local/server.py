@@ -198,6 +198,16 @@ def _last_error_line(path: str | Path) -> str:
     return (errors or tail or ["(empty log)"])[-1][:300]
 
 
+def _exited(pid: int) -> bool:
+    """True when `pid` is gone; reaps it when it is our child, since a zombie still answers kill(0)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:
+        pass  # not our child: its parent reaps it
+    return not _pid_alive(pid)
+
+
 def _terminate(pid: int, proc: subprocess.Popen[bytes] | None, grace_s: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -205,7 +215,7 @@ def _terminate(pid: int, proc: subprocess.Popen[bytes] | None, grace_s: float = 
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return
-        if proc is None and not _pid_alive(pid):
+        if proc is None and _exited(pid):
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
