@@ -32,6 +32,7 @@ from relaycode.errors import ProviderError, ProviderErrorKind
 from relaycode.ledger import Ledger, LedgerEntry
 from relaycode.models import build_model, parse_model, profile_for
 from relaycode.pricing import Tokens, price_request
+from relaycode.trace import model_span
 
 if TYPE_CHECKING:
     from pydantic_ai.run import AgentRunResult  # noqa: F401
@@ -119,36 +120,40 @@ class MeteredModel(WrapperModel):
         )
         try:
             for attempt in range(1, retry.max_attempts + 1):
-                started = time.time()
-                t0 = time.perf_counter()
-                try:
-                    response = await self.wrapped.request(messages, model_settings, model_request_parameters)
-                except (pai_exc.ModelAPIError, TimeoutError, ConnectionError) as exc:
-                    error = classify(exc, self.spec)
-                    session.record(LedgerEntry(
+                # A span per provider attempt; `call.record` ends it once the attempt is metered.
+                with model_span(self.spec, ref.provider, messages) as call:
+                    started = time.time()
+                    t0 = time.perf_counter()
+                    try:
+                        response = await self.wrapped.request(messages, model_settings, model_request_parameters)
+                    except (pai_exc.ModelAPIError, TimeoutError, ConnectionError) as exc:
+                        error = classify(exc, self.spec)
+                        session.record(entry := LedgerEntry(
+                            run_id=session.run_id, stage=self.context.stage, attempt=self.context.attempt,
+                            model=self.spec, provider=ref.provider, tokens=Tokens(), usd=Decimal(0),
+                            seconds=time.perf_counter() - t0, started_at=started, outcome=f"error:{error.kind}",
+                        ))
+                        call.record(entry)
+                        if not error.retryable or attempt == retry.max_attempts:
+                            raise error from exc
+                        await session.sleep(self._backoff(attempt, error.retry_after_s))
+                        continue
+                    seconds = time.perf_counter() - t0
+                    usage = response.usage
+                    tokens = Tokens(
+                        input=usage.input_tokens,
+                        output=usage.output_tokens,
+                        cache_read=usage.cache_read_tokens,
+                        cache_write=usage.cache_write_tokens,
+                    )
+                    session.record(entry := LedgerEntry(
                         run_id=session.run_id, stage=self.context.stage, attempt=self.context.attempt,
-                        model=self.spec, provider=ref.provider, tokens=Tokens(), usd=Decimal(0),
-                        seconds=time.perf_counter() - t0, started_at=started, outcome=f"error:{error.kind}",
+                        model=self.spec, provider=ref.provider, tokens=tokens,
+                        usd=price_request(self.spec, tokens, session.config, when=response.timestamp),
+                        seconds=seconds, started_at=started, finish_reason=response.finish_reason,
                     ))
-                    if not error.retryable or attempt == retry.max_attempts:
-                        raise error from exc
-                    await session.sleep(self._backoff(attempt, error.retry_after_s))
-                    continue
-                seconds = time.perf_counter() - t0
-                usage = response.usage
-                tokens = Tokens(
-                    input=usage.input_tokens,
-                    output=usage.output_tokens,
-                    cache_read=usage.cache_read_tokens,
-                    cache_write=usage.cache_write_tokens,
-                )
-                session.record(LedgerEntry(
-                    run_id=session.run_id, stage=self.context.stage, attempt=self.context.attempt,
-                    model=self.spec, provider=ref.provider, tokens=tokens,
-                    usd=price_request(self.spec, tokens, session.config, when=response.timestamp),
-                    seconds=seconds, started_at=started, finish_reason=response.finish_reason,
-                ))
-                return response
+                    call.record(entry, response)
+                    return response
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
             session.budget.release(reservation)
