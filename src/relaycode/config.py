@@ -100,8 +100,8 @@ class ImplementStage(_Strict):
 class ReviewStage(_Strict):
     models: list[str] = Field(default_factory=list)
     """Reviewer models, run in parallel. Empty: no review stage."""
-    block_on: Severity = "major"
-    """Findings at or above this severity are sent back to the implementer."""
+    block_on: Severity | Literal["none"] = "major"
+    """Findings at or above this severity go back to the implementer; "none" makes review advisory."""
     min_agree: int = Field(default=1, ge=1)
     """Only findings raised by at least this many reviewers count."""
 

@@ -1,0 +1,73 @@
+"""Terminal rendering for runs: live progress lines on stderr and the cost table at the end."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from relaycode.ledger import Ledger
+
+
+def usd(value: Decimal | float | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"${float(value):.4f}"
+
+
+class Progress:
+    """Prints one line per stage boundary, model call and command, with running totals."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.tokens = 0
+        self.usd = Decimal(0)
+        self.unpriced = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        c = self.console
+        if kind == "stage_start":
+            model = f" [dim]{event['model']}[/dim]" if event.get("model") else ""
+            c.print(f"[bold cyan]▶ {event['stage']}[/bold cyan]{model}")
+        elif kind == "model_call":
+            tokens = event["tokens"]
+            self.tokens += tokens["input"] + tokens["output"]
+            if event["usd"] is None:
+                self.unpriced = True
+            else:
+                self.usd += Decimal(event["usd"])
+            total = usd(self.usd) + ("+unknown" if self.unpriced else "")
+            status = "" if event["outcome"] == "ok" else f" [red]{event['outcome']}[/red]"
+            c.print(f"  {event['model']}: {tokens['input']}→{tokens['output']} tok, {event['seconds']:.1f}s{status}"
+                    f"  [dim](run: {self.tokens:,} tok, {total})[/dim]")
+        elif kind == "command":
+            ok = "[green]ok[/green]" if event["exit_code"] == 0 else f"[red]exit {event['exit_code']}[/red]"
+            timed = " [red]timed out[/red]" if event.get("timed_out") else ""
+            c.print(f"  $ {event['command']}  {ok}{timed} ({event['seconds']:.1f}s)")
+        elif kind == "escalate":
+            c.print(f"[yellow]↑ escalating to {event['to']}[/yellow]")
+        elif kind == "stage_end" and event.get("error"):
+            c.print(f"  [red]{event['stage']} stopped: {event['error']}[/red]")
+
+
+def cost_table(ledger: Ledger, console: Console, *, title: str = "cost by stage and model") -> None:
+    """Tokens, dollars and seconds per stage and model, with a total row."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("stage", "model", "requests", "tokens in", "tokens out", "dollars", "model s"):
+        table.add_column(col, justify="right" if col not in ("stage", "model") else "left")
+    groups = ledger.by(lambda e: f"{e.stage}\0{e.model}")
+    order = {"plan": 0, "implement": 1, "review": 2}
+    for key in sorted(groups, key=lambda k: (order.get(k.split("\0")[0], 9), k)):
+        stage, model = key.split("\0")
+        t = groups[key]
+        table.add_row(stage, model, str(t.requests), f"{t.tokens.input:,}", f"{t.tokens.output:,}",
+                      usd(t.usd_known), f"{t.seconds:.1f}")
+    total = ledger.total()
+    table.add_row("[bold]total[/bold]", "", str(total.requests), f"{total.tokens.input:,}",
+                  f"{total.tokens.output:,}", f"[bold]{usd(total.usd_known)}[/bold]", f"{total.seconds:.1f}")
+    console.print(table)

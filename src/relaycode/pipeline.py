@@ -1,0 +1,493 @@
+"""The run loop: plan → implement → verify → review → (fix | escalate | stop).
+
+`run_task` owns the ledger, the limits and the run files. Stages are plain
+async functions; limits and early exits are exceptions (`BudgetExceeded`,
+`StepLimit`, `Stuck`, `Aborted`, `ProviderError`) caught once, here, where
+they become the run's status. Whatever happens, the run directory ends with
+its files written and the branch keeps every accepted attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from relaycode import __version__
+from relaycode.config import SEVERITIES, Config
+from relaycode.errors import (
+    Aborted,
+    BudgetExceeded,
+    ConfigError,
+    LimitReached,
+    ProviderError,
+    RelayError,
+    Stuck,
+    UsageError,
+)
+from relaycode.ledger import Ledger, LedgerEntry
+from relaycode.runstore import RunStore, new_run_id
+
+if TYPE_CHECKING:
+    from pydantic_ai.models import Model
+
+    from relaycode.stages.plan import Plan
+    from relaycode.workspace import Worktree
+
+Event = dict[str, Any]
+
+
+@dataclass
+class RunOptions:
+    repo: Path
+    """A git repository with at least one commit."""
+    task: str
+    config: Config
+    yes: bool = True
+    """Skip interactive plan approval."""
+    plan_file: Path | None = None
+    """Start from this plan.md instead of asking the planner."""
+    run_id: str | None = None
+    resume: bool = False
+    """Continue run `run_id` from its last completed stage."""
+    no_sandbox: bool = False
+    model_overrides: Mapping[str, Model] | None = None
+    """Test doubles by model spec."""
+    on_event: Callable[[Event], None] | None = None
+    runs_dir: Path | None = None
+    """Default: `<git common dir>/relay/runs`."""
+    history: bool = True
+    """Record the run in the history database."""
+    base: str = "HEAD"
+    approve: Callable[[Plan, Path], Plan | None] | None = None
+    """Interactive approval: returns the (possibly edited) plan, or None to abort."""
+    stop_after_plan: bool = False
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    """succeeded | failed | budget_exceeded | aborted | error"""
+    branch: str
+    run_dir: Path
+    worktree: Path
+    iterations: int = 0
+    ledger: Ledger = field(default_factory=Ledger)
+    verify_passed: bool | None = None
+    findings: int = 0
+    escalations: list[str] = field(default_factory=list)
+    models_used: list[str] = field(default_factory=list)
+    malformed_outputs: int = 0
+    wall_s: float = 0.0
+    model_s: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None
+    sandboxed: bool = True
+    commits: list[str] = field(default_factory=list)
+
+    def cost_dict(self) -> dict[str, Any]:
+        data = self.ledger.to_dict()
+        return {"total": data["total"], "by_stage": data["by_stage"], "by_model": data["by_model"]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "branch": self.branch,
+            "run_dir": str(self.run_dir),
+            "worktree": str(self.worktree),
+            "iterations": self.iterations,
+            "cost": self.cost_dict(),
+            "verify": {"passed": self.verify_passed},
+            "review": {"findings": self.findings},
+            "escalations": self.escalations,
+            "models_used": self.models_used,
+            "malformed_outputs": self.malformed_outputs,
+            "wall_s": round(self.wall_s, 3),
+            "model_s": round(self.model_s, 3),
+            "overhead_s": round(max(0.0, self.wall_s - self.model_s), 3),
+            "sandboxed": self.sandboxed,
+            "commits": self.commits,
+            "error": self.error,
+            "error_kind": self.error_kind,
+            "relay_version": __version__,
+        }
+
+
+def severity_at_least(severity: str, threshold: str) -> bool:
+    if threshold == "none":
+        return False
+    return SEVERITIES.index(severity) <= SEVERITIES.index(threshold)  # type: ignore[arg-type]
+
+
+def preflight(config: Config) -> None:
+    """Refuse before any work: unpriced models (unless allowed) and missing API keys."""
+    from relaycode.models import missing_keys
+    from relaycode.pricing import unpriced_models
+
+    unpriced = unpriced_models(config)
+    if unpriced and config.unpriced == "refuse":
+        raise ConfigError(
+            f"{config.source}: no known price for {', '.join(unpriced)}: add [models.\"NAME\".price] "
+            'or set unpriced = "allow" (cost is then reported as unknown)'
+        )
+    missing = missing_keys(config)
+    if missing:
+        raise missing[0]
+
+
+class _Run:
+    """The state of one run while it executes. Only `run_task` creates it."""
+
+    def __init__(self, options: RunOptions, store: RunStore, worktree: Worktree, state: dict[str, Any]) -> None:
+        from relaycode.session import ModelSession
+
+        self.options = options
+        self.config = options.config
+        self.store = store
+        self.worktree = worktree
+        self.state = state
+        ledger = Ledger(LedgerEntry.from_dict(e) for e in (store.read_json("ledger.json") or {}).get("entries", []))
+        self.ledger = ledger
+        ledger.subscribe(self._on_call)
+        self.session = ModelSession(self.config, run_id=store.run_id, ledger=ledger,
+                                    model_overrides=options.model_overrides)
+        self.result = RunResult(run_id=store.run_id, status="error", branch=worktree.branch, run_dir=store.dir,
+                                worktree=worktree.root, ledger=ledger, sandboxed=not options.no_sandbox)
+        self.timeline: list[dict[str, Any]] = state.setdefault("timeline", [])
+
+    # ---------------------------------------------------------------- events
+
+    def emit(self, kind: str, **data: Any) -> None:
+        self.store.event(kind, **data)
+        if self.options.on_event is not None:
+            self.options.on_event({"kind": kind, **data})
+
+    def _on_call(self, entry: LedgerEntry) -> None:
+        data = entry.to_dict()
+        self.emit("model_call", **data)
+        self.store.write_json("ledger.json", self.ledger.to_dict())
+        if entry.model not in self.result.models_used:
+            self.result.models_used.append(entry.model)
+
+    def stage(self, name: str, model: str | None = None) -> _StageScope:
+        return _StageScope(self, name, model)
+
+    def save(self) -> None:
+        self.store.save_state(self.state)
+
+    # ---------------------------------------------------------------- stages
+
+    async def main(self) -> None:
+        # One event loop for the whole run: model clients keep connections bound to it.
+        plan = await self.plan()
+        if self.options.stop_after_plan:
+            self.result.status = "succeeded"
+            return
+        await self.loop(plan)
+
+    async def plan(self) -> Plan | None:
+        from relaycode.stages.plan import Plan, make_plan
+
+        if "plan" in self.state:
+            return Plan.model_validate(self.state["plan"]) if self.state["plan"] else None
+        plan: Plan | None = None
+        if self.options.plan_file is not None:
+            plan = Plan.from_markdown(self.options.plan_file.read_text(encoding="utf-8"),
+                                      source=str(self.options.plan_file))
+        elif self.config.stages.plan.model:
+            from relaycode.repomap import repo_map
+
+            spec = self.config.stages.plan.model
+            files = self.worktree.list_files()
+            with self.stage("plan", spec):
+                rmap = repo_map(self.worktree.root, files, self.options.task,
+                                max_chars=_context_chars(spec, self.config, 0.35))
+                plan = await make_plan(self.session, spec, self.options.task, rmap, known_files=files)
+        if plan is not None:
+            self.store.write_text("plan.md", plan.to_markdown())
+            self.store.write_json("plan.json", plan.model_dump())
+            if self.options.approve is not None and not self.options.yes:
+                approved = self.options.approve(plan, self.store.path("plan.md"))
+                if approved is None:
+                    raise Aborted("plan not approved")
+                plan = approved
+                self.store.write_text("plan.md", plan.to_markdown())
+                self.store.write_json("plan.json", plan.model_dump())
+        self.state["plan"] = plan.model_dump() if plan else None
+        self.save()
+        return plan
+
+    def implementers(self) -> list[str]:
+        impl = self.config.stages.implement
+        return [impl.model, *impl.escalate_to]
+
+    async def loop(self, plan: Plan | None) -> None:
+        from relaycode.repomap import relevant_files
+        from relaycode.stages.implement import choose_files, implement
+
+        cfg = self.config
+        impl_cfg = cfg.stages.implement
+        implementers = self.implementers()
+        st = self.state
+        st.setdefault("iteration", 0)
+        st.setdefault("implementer", 0)
+        st.setdefault("fails_with_current", 0)
+        st.setdefault("diffs", [])
+        st.setdefault("feedback", None)
+        while st["iteration"] < cfg.max_iterations:
+            iteration = st["iteration"] + 1
+            spec = implementers[st["implementer"]]
+            # A killed attempt may have left half-applied edits: start each attempt from the last commit.
+            self.worktree.reset_hard(st.get("head") or self.worktree.base)
+            with self.stage("implement", spec):
+                files = self.worktree.list_files()
+                sizes = {f: _size(self.worktree.root / f) for f in files}
+                ranked = relevant_files(self.worktree.root, files, self.options.task)
+                shown = choose_files(files, plan, ranked, sizes=sizes,
+                                     max_chars=_context_chars(spec, cfg, 0.45))
+                outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
+                                          files=shown, feedback=st["feedback"], attempt=iteration,
+                                          max_steps=impl_cfg.max_steps)
+            self.result.malformed_outputs += outcome.malformed
+            st["malformed"] = st.get("malformed", 0) + outcome.malformed
+            diff = self.worktree.diff(st.get("head") or self.worktree.base)
+            digest = hashlib.sha256(self.worktree.diff().encode()).hexdigest()
+            verify_result = None
+            findings: list[Any] = []
+            blocking: list[Any] = []
+            feedback_parts: list[str] = []
+            if outcome.last_error is not None and not outcome.changed:
+                feedback_parts.append("Your edits could not be applied:\n" + outcome.last_error)
+            elif not diff.strip():
+                feedback_parts.append("Your previous answer changed nothing.")
+            else:
+                verify_result = self.verify()
+                self.result.verify_passed = verify_result.passed
+                if not verify_result.passed:
+                    feedback_parts.append("Verification failed:\n" + verify_result.summary())
+                elif cfg.stages.review.models:
+                    findings = await self.review(plan, iteration)
+                    blocking = [f for f in findings if severity_at_least(f.severity, cfg.stages.review.block_on)]
+                    if blocking:
+                        feedback_parts.append("Reviewers raised these problems; fix them:\n"
+                                              + "\n".join(f"- {f.path}:{f.start_line} [{f.severity}] {f.message}"
+                                                          for f in blocking))
+            sha = None
+            if diff.strip():
+                sha = self.worktree.commit(f"relay: attempt {iteration} by {spec}\n\nrun {self.store.run_id}")
+                if sha:
+                    st["head"] = sha
+                    self.result.commits.append(sha)
+            st["iteration"] = iteration
+            self.result.iterations = iteration
+            self.result.findings = len(findings)
+            repeated = digest in st["diffs"]
+            st["diffs"].append(digest)
+            succeeded = verify_result is not None and verify_result.passed and not blocking
+            st["feedback"] = None if succeeded else "\n\n".join(feedback_parts)
+            self.save()
+            if succeeded:
+                self.result.status = "succeeded"
+                return
+            # Escalate: cheap implementer first, a stronger one only for what keeps failing.
+            st["fails_with_current"] += 1
+            if st["fails_with_current"] >= impl_cfg.escalate_after and st["implementer"] + 1 < len(implementers):
+                st["implementer"] += 1
+                st["fails_with_current"] = 0
+                nxt = implementers[st["implementer"]]
+                self.result.escalations.append(nxt)
+                self.emit("escalate", to=nxt, after_iteration=iteration)
+                self.save()
+                continue
+            if repeated or (not diff.strip() and outcome.last_error is None):
+                raise Stuck(f"attempt {iteration} repeated an earlier result; more attempts would not help")
+        self.result.status = "failed"
+        if self.result.error is None:
+            self.result.error = f"not done after {cfg.max_iterations} iterations"
+
+    def verify(self) -> Any:
+        from relaycode.sandbox import Limits, SandboxPolicy
+        from relaycode.stages.verify import run_verify
+
+        cfg = self.config
+        with self.stage("verify"):
+            policy = SandboxPolicy(enabled=not self.options.no_sandbox and cfg.sandbox.enabled,
+                                   env_allow=tuple(cfg.sandbox.env_allow))
+            limits = Limits(wall_s=cfg.stages.verify.timeout_s, memory_mb=cfg.sandbox.memory_mb,
+                            max_procs=cfg.sandbox.max_procs)
+            result = run_verify(self.worktree.root, cfg.stages.verify.commands, policy=policy, limits=limits)
+        self.store.write_json("verify.json", result.to_dict())
+        for cmd in result.results:
+            self.emit("command", command=cmd.command, exit_code=cmd.exit_code, seconds=round(cmd.seconds, 3),
+                      timed_out=cmd.timed_out)
+        return result
+
+    async def review(self, plan: Plan | None, iteration: int) -> list[Any]:
+        from relaycode.review import review_diff
+
+        cfg = self.config
+        with self.stage("review", ",".join(cfg.stages.review.models)):
+            result = await review_diff(
+                self.session, self.worktree.diff(), reviewers=cfg.stages.review.models,
+                repo_root=self.worktree.root, plan=plan.to_markdown() if plan else None, attempt=iteration,
+                min_agree=cfg.stages.review.min_agree,
+            )
+        self.store.write_json("review.json", result.to_dict())
+        return list(result.findings)
+
+
+class _StageScope:
+    """Times a stage, records it on the timeline and emits its boundaries (and its trace span)."""
+
+    def __init__(self, run: _Run, name: str, model: str | None) -> None:
+        self.run, self.name, self.model = run, name, model
+        self._span: Any = None
+
+    def __enter__(self) -> _StageScope:
+        from relaycode.trace import stage_span
+
+        self.start = time.time()
+        self._span = stage_span(self.name, model=self.model)
+        self._span.__enter__()
+        self.run.emit("stage_start", stage=self.name, model=self.model)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        end = time.time()
+        self.run.timeline.append({"stage": self.name, "model": self.model, "start": self.start, "end": end})
+        self.run.emit("stage_end", stage=self.name, model=self.model, seconds=round(end - self.start, 3),
+                      error=None if exc is None else str(exc))
+        self._span.__exit__(exc_type, exc, tb)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _context_chars(spec: str, config: Config, share: float) -> int:
+    from relaycode.models import profile_for
+
+    return int(profile_for(spec, config).context_tokens * 3 * share)
+
+
+def _status_of(exc: BaseException) -> tuple[str, str]:
+    if isinstance(exc, BudgetExceeded):
+        return "budget_exceeded", "budget"
+    if isinstance(exc, Aborted):
+        return "aborted", "aborted"
+    if isinstance(exc, LimitReached):
+        return exc.status, type(exc).__name__.lower()
+    if isinstance(exc, ProviderError):
+        return "error", f"provider_{exc.kind}"
+    return "error", type(exc).__name__
+
+
+def run_task(options: RunOptions) -> RunResult:
+    """Run the pipeline. Bad input raises UsageError/ConfigError before any work; everything else
+    (model failures, limits) ends the run with a status and its files saved."""
+    from relaycode.sandbox import SandboxPolicy, require_sandbox
+    from relaycode.workspace import open_repo
+
+    started = time.time()
+    t0 = time.perf_counter()
+    if not options.task.strip() and options.plan_file is None and not options.resume:
+        raise UsageError("the task is empty: say what to do, e.g. relay run \"fix the failing test in tests/test_x.py\"")
+    repo = open_repo(options.repo)
+    preflight(options.config)
+    if options.config.sandbox.enabled and not options.no_sandbox:
+        require_sandbox(SandboxPolicy(enabled=True))
+    runs_dir = options.runs_dir or repo.git_dir / "relay" / "runs"
+    if options.resume:
+        if not options.run_id:
+            raise UsageError("--resume needs a run id")
+        store = RunStore.open(runs_dir, options.run_id)
+        state = store.load_state()
+        if state.get("status") in {"succeeded", "failed", "budget_exceeded", "aborted"}:
+            raise UsageError(f"run {options.run_id} already ended with status {state['status']}")
+        worktree = repo.open_worktree(options.run_id)
+        options.task = options.task or state.get("task", "")
+    else:
+        if options.plan_file is not None and not options.plan_file.is_file():
+            raise UsageError(f"plan file {options.plan_file} does not exist")
+        if options.plan_file is not None:
+            from relaycode.stages.plan import Plan
+
+            Plan.from_markdown(options.plan_file.read_text(encoding="utf-8"), source=str(options.plan_file))
+        repo.resolve(options.base)
+        run_id = options.run_id or new_run_id()
+        store = RunStore.create(runs_dir, run_id)
+        worktree = repo.create_worktree(run_id, options.base)
+        state = {"run_id": run_id, "task": options.task, "repo": str(repo.root), "base": worktree.base,
+                 "branch": worktree.branch, "worktree": str(worktree.root), "started_at": started,
+                 "config": options.config.public_dict(), "relay_version": __version__}
+        store.save_state(state)
+    run = _Run(options, store, worktree, state)
+    history = _open_history(options, run)
+    run.emit("run_start", run_id=store.run_id, task=options.task, resume=options.resume)
+    from relaycode.trace import workflow_span
+
+    try:
+        with workflow_span(store.run_id, options.task):
+            asyncio.run(run.main())
+    except RelayError as exc:
+        status, kind = _status_of(exc)
+        run.result.status, run.result.error_kind, run.result.error = status, kind, str(exc)
+    except KeyboardInterrupt:
+        run.result.status, run.result.error_kind, run.result.error = "aborted", "interrupted", "interrupted"
+    finally:
+        _finish(run, started, t0, history)
+    return run.result
+
+
+def _open_history(options: RunOptions, run: _Run) -> Any:
+    if not options.history:
+        return None
+    from relaycode.history import History, attach
+
+    history = History.open()
+    history.start_run(run_id=run.store.run_id, kind="run", repo=str(options.repo), task=options.task,
+                      config=options.config.preset or options.config.source)
+    attach(run.ledger, history)
+    return history
+
+
+def _finish(run: _Run, started: float, t0: float, history: Any) -> None:
+    result = run.result
+    result.wall_s = time.perf_counter() - t0 + run.state.get("wall_before", 0.0)
+    result.model_s = run.ledger.total().seconds
+    result.malformed_outputs = run.state.get("malformed", result.malformed_outputs)
+    run.state["status"] = result.status
+    run.state["wall_before"] = result.wall_s
+    run.state["ended_at"] = time.time()
+    run.save()
+    try:
+        patch = run.worktree.diff()
+    except RelayError:
+        patch = ""
+    run.store.write_text("patch.diff", patch)
+    run.store.write_json("ledger.json", run.ledger.to_dict())
+    data = result.to_dict()
+    data["task"] = run.options.task
+    data["timeline"] = run.timeline
+    data["config"] = run.config.preset or run.config.source
+    data["started_at"] = started
+    run.store.write_json("result.json", data)
+    from relaycode.report import render_markdown
+
+    run.store.write_text("report.md", render_markdown(data))
+    run.emit("run_end", status=result.status, error=result.error)
+    if history is not None:
+        usd = run.ledger.total().usd_known
+        history.finish_run(run_id=result.run_id, status=result.status, wall_s=result.wall_s,
+                           model_s=result.model_s, usd=None if usd is None else float(usd),
+                           run_dir=str(run.store.dir))
+

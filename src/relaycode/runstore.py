@@ -1,0 +1,107 @@
+"""Run files under `.relay/runs/<run-id>/` (by default inside the repository's git dir).
+
+Every file is written atomically (temp file in the same directory, fsync,
+rename), so a run killed at any point leaves either the old or the new
+version of each file, never half of one. `events.jsonl` is append-only, one
+event per line, flushed per event; a torn last line is ignored on read.
+`state.json` holds what resume needs: which stages are done and their results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from relaycode.errors import UsageError
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write `data` to `path` so readers see the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunStore:
+    """The directory of one run."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        self.run_id = run_dir.name
+
+    @classmethod
+    def create(cls, runs_dir: Path, run_id: str) -> RunStore:
+        run_dir = runs_dir / run_id
+        if run_dir.exists():
+            raise UsageError(f"run {run_id} already exists at {run_dir}; use --resume {run_id}")
+        run_dir.mkdir(parents=True)
+        return cls(run_dir)
+
+    @classmethod
+    def open(cls, runs_dir: Path, run_id: str) -> RunStore:
+        run_dir = runs_dir / run_id
+        if not (run_dir / "state.json").is_file():
+            raise UsageError(f"no run {run_id} under {runs_dir}")
+        return cls(run_dir)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        atomic_write(self.dir / name, text)
+        return self.dir / name
+
+    def write_json(self, name: str, data: Any) -> Path:
+        return self.write_text(name, json.dumps(data, indent=2, default=str) + "\n")
+
+    def read_json(self, name: str, default: Any = None) -> Any:
+        try:
+            return json.loads((self.dir / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return default
+
+    def event(self, kind: str, **data: Any) -> None:
+        """Append one event to events.jsonl (model call, command, stage boundary)."""
+        line = json.dumps({"t": round(time.time(), 3), "kind": kind, **data}, default=str)
+        with open(self.dir / "events.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+
+    def events(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        try:
+            lines = (self.dir / "events.jsonl").read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return out
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed process
+        return out
+
+    # state: what resume needs
+    def load_state(self) -> dict[str, Any]:
+        state = self.read_json("state.json", {})
+        return state if isinstance(state, dict) else {}
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        self.write_json("state.json", state)

@@ -1,0 +1,123 @@
+"""Implement: the plan (or the task) and the files it names in, edits applied to the worktree out.
+
+The text protocol works with any model, down to 0.5B local ones: the model
+answers with SEARCH/REPLACE blocks (or a whole small file), `relaycode.edits`
+applies them as pure functions, and a block that does not apply goes back to
+the model with the closest lines, in the same conversation, up to `max_steps`
+turns. Malformed answers are counted; they are a measured property of a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from relaycode.edits import FORMAT_HELP, apply_edits, parse_edits
+from relaycode.errors import EditError, PathEscape
+
+if TYPE_CHECKING:
+    from pydantic_ai.messages import ModelMessage
+
+    from relaycode.session import ModelSession
+    from relaycode.stages.plan import Plan
+    from relaycode.workspace import Worktree
+
+
+IMPLEMENT_INSTRUCTIONS = f"""You are the implementer of a coding pipeline. Change the repository to do the task.
+Answer ONLY with edit blocks, no explanations. Each block names the file on its own line, then:
+<<<<<<< SEARCH
+the exact lines currently in the file (copy them exactly, a few lines are enough)
+=======
+the new lines
+>>>>>>> REPLACE
+
+Rules: the SEARCH part must match the file exactly, including indentation; keep blocks small;
+use several blocks for several places; never edit test files unless the task asks for it.
+{FORMAT_HELP}"""
+
+
+@dataclass
+class ImplementOutcome:
+    model: str
+    changed: list[str] = field(default_factory=list)
+    turns: int = 0
+    malformed: int = 0
+    last_error: str | None = None
+
+
+def choose_files(all_files: list[str], plan: Plan | None, ranked: list[str], *, max_chars: int,
+                 sizes: dict[str, int]) -> list[str]:
+    """Files to show the implementer: the plan's first, then the most relevant, within a character budget."""
+    wanted: list[str] = []
+    for path in ([*plan.files] if plan else []) + ranked:
+        if path in all_files and path not in wanted:
+            wanted.append(path)
+    chosen: list[str] = []
+    used = 0
+    for path in wanted:
+        size = sizes.get(path, 0)
+        if used + size > max_chars and chosen:
+            continue
+        chosen.append(path)
+        used += size
+    return chosen
+
+
+def implement_prompt(task: str, plan: Plan | None, files: dict[str, str], feedback: str | None) -> str:
+    parts = [f"# Task\n\n{task.strip()}\n"]
+    if plan is not None:
+        parts.append("# Plan\n\n" + plan.to_markdown().removeprefix("# Plan\n\n"))
+    parts.append("# Files\n")
+    for path, text in files.items():
+        lang = "python" if path.endswith(".py") else ""
+        parts.append(f"{path}\n```{lang}\n{text.rstrip()}\n```\n")
+    if feedback:
+        parts.append("# Feedback on your previous attempt\n\n" + feedback.strip() + "\n")
+    parts.append("Reply with SEARCH/REPLACE edit blocks only.")
+    return "\n".join(parts)
+
+
+async def implement(
+    session: ModelSession,
+    spec: str,
+    worktree: Worktree,
+    *,
+    task: str,
+    plan: Plan | None,
+    files: list[str],
+    feedback: str | None,
+    attempt: int,
+    max_steps: int,
+) -> ImplementOutcome:
+    """Run the edit-block protocol until the edits apply or `max_steps` turns are used."""
+    contents = {path: worktree.read_text(path) for path in files}
+    outcome = ImplementOutcome(model=spec)
+    prompt = implement_prompt(task, plan, contents, feedback)
+    history: list[ModelMessage] | None = None
+    while outcome.turns < max_steps:
+        outcome.turns += 1
+        answer = await session.ask("implement", spec, prompt, instructions=IMPLEMENT_INSTRUCTIONS,
+                                   attempt=attempt, history=history)
+        history = answer.messages
+        try:
+            edits = parse_edits(answer.output)
+            if not edits:
+                raise EditError("Your answer contained no edit blocks.\n" + FORMAT_HELP)
+            current = dict(contents)
+            for edit in edits:  # files the model edits without having been shown them
+                if edit.path not in current:
+                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                        current[edit.path] = worktree.read_text(edit.path)
+            new_files = apply_edits(current, edits)
+            for path, text in new_files.items():
+                worktree.write_text(path, text)  # path-safe: escapes raise PathEscape
+        except (EditError, PathEscape) as exc:
+            outcome.malformed += 1
+            outcome.last_error = exc.message
+            prompt = exc.message
+            continue
+        outcome.changed = sorted(new_files)
+        outcome.last_error = None
+        return outcome
+    return outcome

@@ -1,0 +1,223 @@
+"""End-to-end runs with scripted models on throwaway repos: branch content, run files, ledger totals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaycode.config import config_from_dict
+from relaycode.pipeline import RunOptions, RunResult, run_task
+from relaycode.pricing import Tokens, price_request
+from relaycode.testing.sample_repos import DEMO_TASK, make_demo_repo
+from relaycode.testing.scripted import scripted_output, scripted_text
+
+PLANNER = "anthropic:claude-opus-4-5"
+CHEAP = "google:gemini-2.5-flash"
+STRONG = "anthropic:claude-sonnet-4-5"
+REVIEWER = "openai:gpt-5-mini"
+
+GOOD_FIX = """shop/pagination.py
+<<<<<<< SEARCH
+    start = page * per_page
+=======
+    start = (page - 1) * per_page
+>>>>>>> REPLACE
+"""
+WRONG_FIX = """shop/pagination.py
+<<<<<<< SEARCH
+    start = page * per_page
+=======
+    start = page * per_page - 1
+>>>>>>> REPLACE
+"""
+PLAN = {
+    "goal": "Pages are 1-based: page 1 must start at the first item.",
+    "files": ["shop/pagination.py"],
+    "steps": ["In paginate, compute start as (page - 1) * per_page."],
+    "acceptance": ["tests/test_pagination.py passes"],
+}
+
+
+@pytest.fixture(autouse=True)
+def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The models are scripted; keys only satisfy the pre-flight check (the network is blocked anyway).
+    for var in ("ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENAI_API_KEY", "OPENROUTER_API_KEY"):
+        monkeypatch.setenv(var, "test-key")
+
+
+def config(**extra: Any):
+    data: dict[str, Any] = {
+        "stages": {
+            "plan": {"model": PLANNER},
+            "implement": {"model": CHEAP},
+            "verify": {"commands": ["python -m pytest -q"], "timeout_s": 60},
+        },
+    }
+    for key, value in extra.items():
+        if key == "stages":
+            data["stages"].update(value)
+        else:
+            data[key] = value
+    return config_from_dict(data)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and ".git" not in path.relative_to(root).parts[:1]:
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    out["<status>"] = subprocess.run(["git", "status", "--porcelain=v2"], cwd=root, capture_output=True,
+                                     text=True).stdout
+    out["<index>"] = hashlib.sha256((root / ".git" / "index").read_bytes()).hexdigest()
+    return out
+
+
+def run(repo: Path, cfg, overrides, **kw: Any) -> RunResult:
+    return run_task(RunOptions(repo=repo, task=kw.pop("task", DEMO_TASK), config=cfg, yes=True,
+                               model_overrides=overrides, history=False, **kw))
+
+
+def branch_file(repo: Path, branch: str, path: str) -> str:
+    return subprocess.run(["git", "show", f"{branch}:{path}"], cwd=repo, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def expected_usd(calls: list[tuple[str, tuple[int, int]]]) -> Decimal:
+    return sum((price_request(spec, Tokens(*u)) or Decimal(0) for spec, u in calls), Decimal(0))
+
+
+def test_succeeds_first_try(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop")
+    before = snapshot(repo)
+    planner = scripted_output([PLAN], usage=(400, 60))
+    implementer = scripted_text([GOOD_FIX], usage=(900, 40))
+    result = run(repo, config(), {PLANNER: planner, CHEAP: implementer})
+    assert result.status == "succeeded", result.error
+    assert result.iterations == 1 and result.verify_passed is True
+    assert "(page - 1) * per_page" in branch_file(repo, result.branch, "shop/pagination.py")
+    assert snapshot(repo) == before  # the user's checkout is untouched
+    for name in ("plan.md", "plan.json", "patch.diff", "verify.json", "ledger.json", "events.jsonl", "report.md",
+                 "result.json", "state.json"):
+        assert (result.run_dir / name).is_file(), name
+    assert "(page - 1)" in (result.run_dir / "patch.diff").read_text()
+    assert json.loads((result.run_dir / "plan.json").read_text())["files"] == ["shop/pagination.py"]
+    total = result.ledger.total()
+    assert total.requests == 2
+    assert total.tokens == Tokens(1300, 100)
+    assert total.usd == expected_usd([(PLANNER, (400, 60)), (CHEAP, (900, 40))])
+    # the implementer saw the plan and the file the plan names
+    assert "(page - 1) * per_page" in implementer.calls[0] and "def paginate" in implementer.calls[0]
+    kinds = [e["kind"] for e in map(json.loads, (result.run_dir / "events.jsonl").read_text().splitlines())]
+    assert kinds.count("model_call") == 2 and kinds[0] == "run_start" and kinds[-1] == "run_end"
+
+
+def test_fix_loop_feeds_test_output_back(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop")
+    implementer = scripted_text([WRONG_FIX, GOOD_FIX], usage=(800, 30))
+    cfg = config(stages={"plan": {"model": None}})
+    result = run(repo, cfg, {CHEAP: implementer})
+    assert result.status == "succeeded", result.error
+    assert result.iterations == 2 and len(result.commits) == 2
+    assert "test_first_page_starts_at_first_item" in implementer.calls[1]  # failing test fed back
+    assert "(page - 1) * per_page" in branch_file(repo, result.branch, "shop/pagination.py")
+    log = subprocess.run(["git", "log", "--format=%s", f"main..{result.branch}"], cwd=repo, capture_output=True,
+                         text=True).stdout.splitlines()
+    assert log == [f"relay: attempt 2 by {CHEAP}", f"relay: attempt 1 by {CHEAP}"]
+    assert result.ledger.total().usd == expected_usd([(CHEAP, (800, 30))] * 2)
+
+
+def test_escalates_to_stronger_implementer_only_after_failure(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop")
+    cheap = scripted_text([WRONG_FIX], usage=(800, 30))
+    strong = scripted_text([GOOD_FIX], usage=(800, 30))
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "escalate_to": [STRONG]}})
+    result = run(repo, cfg, {CHEAP: cheap, STRONG: strong})
+    assert result.status == "succeeded"
+    assert result.escalations == [STRONG]
+    assert len(cheap.calls) == 1 and len(strong.calls) == 1
+    by_model = result.ledger.by_model()
+    assert by_model[CHEAP].usd == expected_usd([(CHEAP, (800, 30))])
+    assert by_model[STRONG].usd == expected_usd([(STRONG, (800, 30))])
+
+
+def test_budget_exceeded_stops_cleanly_and_keeps_work(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop")
+    implementer = scripted_text([WRONG_FIX], usage=(800, 30))
+    # Flash worst case per request: ~prompt/3 input tokens + 4096 output at $2.50/M ≈ $0.0105.
+    cfg = config(stages={"plan": {"model": None}}, budget={"run_usd": 0.015}, max_iterations=5)
+    result = run(repo, cfg, {CHEAP: implementer})
+    assert result.status == "budget_exceeded"
+    assert result.error_kind == "budget"
+    assert len(implementer.calls) == 1  # the second request was never sent
+    assert result.ledger.total().usd <= Decimal("0.015")
+    assert result.commits and "page * per_page - 1" in branch_file(repo, result.branch, "shop/pagination.py")
+    assert json.loads((result.run_dir / "result.json").read_text())["status"] == "budget_exceeded"
+
+
+def test_malformed_edits_are_reported_back_and_counted(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop")
+    garbage = "I think the bug is in pagination, you should fix start."
+    mismatched = GOOD_FIX.replace("    start = page * per_page\n=", "    begin = page * per_page\n=")
+    implementer = scripted_text([garbage, mismatched, GOOD_FIX], usage=(500, 20))
+    result = run(repo, config(stages={"plan": {"model": None}}), {CHEAP: implementer})
+    assert result.status == "succeeded"
+    assert result.malformed_outputs == 2 and result.iterations == 1
+    assert "no edit blocks" in implementer.calls[1].lower()
+    assert "start = page * per_page" in implementer.calls[2]  # closest lines quoted back
+    assert result.ledger.total().requests == 3
+
+
+def test_repeated_identical_attempt_stops_as_stuck(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop")
+    implementer = scripted_text(["no edits here"], usage=(100, 10))
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "max_steps": 1}}, max_iterations=5)
+    result = run(repo, cfg, {CHEAP: implementer})
+    assert result.status == "failed"
+    assert result.iterations < 5
+
+
+def test_plan_file_skips_the_planner(tmp_path: Path) -> None:
+    from relaycode.stages.plan import Plan
+
+    repo = make_demo_repo(tmp_path / "shop")
+    plan_file = tmp_path / "plan.md"
+    plan_file.write_text(Plan.model_validate(PLAN).to_markdown())
+    implementer = scripted_text([GOOD_FIX])
+    result = run(repo, config(), {CHEAP: implementer}, plan_file=plan_file)
+    assert result.status == "succeeded"
+    assert {e.stage for e in result.ledger.entries} == {"implement"}
+
+
+def test_plan_markdown_round_trips() -> None:
+    from relaycode.stages.plan import Plan
+
+    plan = Plan.model_validate(PLAN)
+    assert Plan.from_markdown(plan.to_markdown()) == plan
+
+
+@pytest.mark.parametrize(
+    ("setup", "task", "needle"),
+    [
+        ("plain-dir", DEMO_TASK, "not a git repository"),
+        ("no-commits", DEMO_TASK, "no commits"),
+        ("ok", "   ", "task is empty"),
+    ],
+)
+def test_bad_input_is_a_usage_error(tmp_path: Path, setup: str, task: str, needle: str) -> None:
+    from relaycode.errors import UsageError
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    if setup == "no-commits":
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    elif setup == "ok":
+        make_demo_repo(tmp_path / "ok")
+        repo = tmp_path / "ok"
+    with pytest.raises(UsageError, match=needle):
+        run(repo, config(), {}, task=task)
