@@ -1,0 +1,135 @@
+"""`review_diff`: review a unified diff with several models at once and merge what they find."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from relaycode.errors import RelayError, UsageError
+from relaycode.ledger import Totals
+from relaycode.review.context import SourceReader, plan_chunks
+from relaycode.review.diff import DiffParseError, parse_diff
+from relaycode.review.findings import Finding, merge_findings
+from relaycode.review.reviewer import budget_chars, run_reviewer
+from relaycode.session import ModelSession
+
+
+class ReviewResult(BaseModel):
+    """The outcome of one review: merged findings, each reviewer's own, and what was not reviewed."""
+
+    findings: list[Finding] = Field(default_factory=list)
+    """Merged across reviewers (see `findings.merge_findings`), filtered by `min_agree`."""
+    per_reviewer: dict[str, list[Finding]] = Field(default_factory=dict)
+    """Each reviewer's validated findings before merging."""
+    not_reviewed: list[str] = Field(default_factory=list)
+    """Files, hunks or chunks not reviewed, each with the reason (and the reviewer when it is one's)."""
+    errors: dict[str, str] = Field(default_factory=dict)
+    """Reviewer → error message, for reviewers that failed on some or all chunks."""
+    notes: list[str] = Field(default_factory=list)
+    """Findings moved onto the nearest reviewed line or dropped because they cited lines not reviewed."""
+    reviewers: list[str] = Field(default_factory=list)
+    files: list[str] = Field(default_factory=list)
+    """Paths in the diff."""
+    usage: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Reviewer → ledger totals of this review (requests, tokens, usd) plus `wall_seconds`."""
+    min_agree: int = 1
+    seconds: float = 0.0
+    """Wall time of the whole review."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @property
+    def failed(self) -> bool:
+        """True when no reviewer produced a complete review."""
+        return bool(self.reviewers) and all(r in self.errors for r in self.reviewers)
+
+    def total_usage(self) -> dict[str, Any]:
+        """Sums over reviewers: requests, input/output tokens, usd (None if any request was unpriced)."""
+        keys = ("requests", "input_tokens", "output_tokens")
+        total: dict[str, Any] = {k: sum(int(u.get(k) or 0) for u in self.usage.values()) for k in keys}
+        usds = [u.get("usd") for u in self.usage.values()]
+        total["usd"] = None if any(u is None for u in usds) else round(sum(float(u or 0) for u in usds), 6)
+        return total
+
+
+def _disk_reader(root: Path) -> SourceReader:
+    from relaycode.workspace import open_in_root
+
+    def read(path: str) -> str | None:
+        try:
+            with open_in_root(root, path, "r") as fh:
+                text: str = fh.read()
+                return text
+        except (OSError, ValueError, RelayError):  # missing, not text, or a path leaving the repo
+            return None
+
+    return read
+
+
+async def review_diff(
+    session: ModelSession,
+    diff: str,
+    *,
+    reviewers: list[str],
+    repo_root: Path | None = None,
+    plan: str | None = None,
+    attempt: int = 0,
+    min_agree: int = 1,
+    read_source: SourceReader | None = None,
+) -> ReviewResult:
+    """Review `diff` with every model in `reviewers` concurrently and merge their findings.
+
+    `repo_root` (or `read_source`, which wins) supplies the new side of each file
+    for enclosing-function context. Model calls use stage "review" and `attempt`.
+    A reviewer that fails is listed in `errors`; the others' findings still count.
+    Raises `UsageError` for an empty reviewer list or a malformed diff.
+    """
+    if not reviewers:
+        raise UsageError("no reviewers: pass --reviewers or set stages.review.models in the config")
+    if min_agree < 1:
+        raise UsageError("min_agree must be at least 1")
+    try:
+        files = parse_diff(diff)
+    except DiffParseError as exc:
+        raise UsageError(f"cannot parse the diff: {exc}") from None
+    reader = read_source or (_disk_reader(repo_root) if repo_root is not None else None)
+    result = ReviewResult(reviewers=list(reviewers), files=[f.path for f in files], min_agree=min_agree)
+    first_entry = len(session.ledger.entries)
+    started = time.perf_counter()
+
+    plans = {}
+    skipped: dict[str, list[str]] = {}
+    for spec in reviewers:
+        plans[spec], skipped[spec] = plan_chunks(files, budget_chars(spec, session.config, plan), reader)
+    for spec in reviewers:
+        for reason in skipped[spec]:
+            # Binary or deleted files are skipped for everyone; a hunk too large only for some reviewers.
+            everyone = all(reason in skipped[other] for other in reviewers)
+            result.not_reviewed.append(reason if everyone else f"{reason} (for {spec})")
+    weight = round(1 / len(reviewers), 4)
+    outcomes = await asyncio.gather(*(
+        run_reviewer(session, spec, plans[spec], plan=plan, attempt=attempt, weight=weight) for spec in reviewers
+    ))
+    result.seconds = round(time.perf_counter() - started, 3)
+
+    every: list[Finding] = []
+    for outcome in outcomes:
+        result.per_reviewer[outcome.spec] = outcome.findings
+        every += outcome.findings
+        result.notes += outcome.notes
+        result.not_reviewed += outcome.not_reviewed
+        if outcome.errors:
+            result.errors[outcome.spec] = "; ".join(outcome.errors)
+        totals = Totals()
+        for entry in session.ledger.entries[first_entry:]:
+            if entry.model == outcome.spec and entry.stage == "review":
+                totals.add(entry)
+        result.usage[outcome.spec] = {**totals.to_dict(), "wall_seconds": round(outcome.seconds, 3)}
+    result.not_reviewed = list(dict.fromkeys(result.not_reviewed))
+    result.findings = merge_findings(every, reviewers=len(reviewers), min_agree=min_agree)
+    return result

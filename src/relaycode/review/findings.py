@@ -1,0 +1,188 @@
+"""Findings: what reviewers answer (`ModelReview`), what relay reports (`Finding`), and merging.
+
+The model-facing schema is small and forgiving because 0.5B–1.5B models fill
+it: one file per request (so no path), one line number, and severity/category
+words mapped from common synonyms (`high` → major, `logic` → bug) before
+validation. The enums stay in the JSON schema so servers that constrain output
+by schema (llama.cpp) only ever produce valid words.
+
+Merge rule (documented in docs/review.md):
+
+- Two findings are the same issue when they are on the same file, their line
+  ranges overlap once each is widened by `ADJACENT` (2) lines, and they have the
+  same category or similar messages (word overlap ≥ `SIMILAR`). Grouping is
+  transitive (union-find), within and across reviewers.
+- A group becomes one finding: the union of its line ranges and of its models;
+  `confidence` = distinct reviewers in the group / reviewers that ran; the
+  severity is the highest one that at least `min_agree` of the group's
+  reviewers gave (with min_agree=1: the highest); category, message and
+  suggestion come from the group's most severe member (earliest on ties).
+- Groups raised by fewer than `min_agree` distinct reviewers are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from relaycode.config import SEVERITIES, Severity
+
+Category = Literal["bug", "security", "performance", "maintainability", "style"]
+CATEGORIES: tuple[Category, ...] = ("bug", "security", "performance", "maintainability", "style")
+
+ADJACENT = 2
+SIMILAR = 0.5
+MAX_FINDINGS_PER_CHUNK = 12
+
+_SEVERITY_SYNONYMS = {
+    "critical": "blocker", "crash": "blocker", "fatal": "blocker", "blocking": "blocker",
+    "high": "major", "error": "major", "serious": "major", "important": "major",
+    "medium": "minor", "moderate": "minor", "warning": "minor", "warn": "minor",
+    "low": "nit", "info": "nit", "trivial": "nit", "note": "nit", "suggestion": "nit", "nitpick": "nit",
+}  # fmt: skip
+_CATEGORY_SYNONYMS = {
+    "correctness": "bug", "logic": "bug", "error": "bug", "bugs": "bug", "functional": "bug",
+    "vulnerability": "security", "injection": "security", "secure": "security",
+    "perf": "performance", "efficiency": "performance", "speed": "performance",
+    "readability": "maintainability", "design": "maintainability", "complexity": "maintainability",
+    "documentation": "style", "naming": "style", "formatting": "style", "docs": "style",
+}  # fmt: skip
+
+
+def severity_rank(severity: str) -> int:
+    """0 for blocker … 3 for nit: lower is more severe."""
+    return SEVERITIES.index(severity)  # type: ignore[arg-type]
+
+
+def at_or_above(severity: str, threshold: str) -> bool:
+    return severity_rank(severity) <= severity_rank(threshold)
+
+
+def _normalise(value: Any, known: Sequence[str], synonyms: dict[str, str], default: str) -> Any:
+    if not isinstance(value, str):
+        return value
+    word = value.strip().lower()
+    if word in known:
+        return word
+    return synonyms.get(word, default)
+
+
+class ModelFinding(BaseModel):
+    """One problem as a reviewer model reports it, for the file chunk it was shown."""
+
+    line: int = Field(description="Line number as shown at the left of the code")
+    end_line: int | None = Field(default=None, description="Last line, if the problem spans several")
+    severity: Severity = "minor"
+    category: Category = "bug"
+    message: str = Field(default="", description="What is wrong and why")
+    suggestion: str = Field(default="", description="How to fix it")
+
+    @field_validator("line", "end_line", mode="before")
+    @classmethod
+    def _first_number(cls, value: Any) -> Any:
+        # Small models write "12", "12-14" or "line 12".
+        if isinstance(value, str):
+            found = re.search(r"\d+", value)
+            return int(found.group()) if found else value
+        return value
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _severity(cls, value: Any) -> Any:
+        return _normalise(value, SEVERITIES, _SEVERITY_SYNONYMS, "minor")
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _category(cls, value: Any) -> Any:
+        return _normalise(value, CATEGORIES, _CATEGORY_SYNONYMS, "bug")
+
+
+class ModelReview(BaseModel):
+    """A reviewer's whole answer for one chunk. An empty list means: no problems."""
+
+    findings: list[ModelFinding] = Field(default_factory=list, max_length=MAX_FINDINGS_PER_CHUNK)
+
+
+class Finding(BaseModel):
+    """A review finding on the new side of a diff."""
+
+    path: str
+    start_line: int = Field(ge=1)
+    end_line: int = Field(ge=1)
+    severity: Severity
+    category: Category
+    message: str
+    suggestion: str = ""
+    models: list[str] = Field(default_factory=list)
+    """Reviewers that raised it."""
+    confidence: float = Field(default=1.0, ge=0, le=1)
+    """Share of the reviewers that ran which raised it."""
+
+    def touches(self, line: int, slack: int = 0) -> bool:
+        return self.start_line - slack <= line <= self.end_line + slack
+
+
+_WORD_RE = re.compile(r"[a-z0-9_]+")
+
+
+def similar(a: str, b: str) -> float:
+    """Word-set overlap (Jaccard) of two messages, 0–1."""
+    wa, wb = set(_WORD_RE.findall(a.lower())), set(_WORD_RE.findall(b.lower()))
+    if not wa or not wb:
+        return 0.0
+    return len(wa & wb) / len(wa | wb)
+
+
+def same_issue(a: Finding, b: Finding) -> bool:
+    """The duplicate test of the merge rule."""
+    if a.path != b.path:
+        return False
+    if a.start_line - ADJACENT > b.end_line + ADJACENT or b.start_line - ADJACENT > a.end_line + ADJACENT:
+        return False
+    return a.category == b.category or similar(a.message, b.message) >= SIMILAR
+
+
+def merge_findings(findings: Sequence[Finding], *, reviewers: int, min_agree: int = 1) -> list[Finding]:
+    """Merge duplicates (see module docstring); keep groups raised by at least `min_agree` reviewers."""
+    parent = list(range(len(findings)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(findings)):
+        for j in range(i + 1, len(findings)):
+            if same_issue(findings[i], findings[j]):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[Finding]] = {}
+    for i, finding in enumerate(findings):
+        groups.setdefault(root(i), []).append(finding)
+    merged = [_merge_group(g, reviewers=reviewers, min_agree=min_agree) for g in groups.values()]
+    kept = [m for m in merged if m is not None]
+    return sorted(kept, key=lambda f: (f.path, f.start_line, severity_rank(f.severity)))
+
+
+def _merge_group(group: list[Finding], *, reviewers: int, min_agree: int) -> Finding | None:
+    models = sorted({m for f in group for m in f.models})
+    if len(models) < min_agree:
+        return None
+    # Each reviewer's strongest word on this issue, strongest first; the k-th is what k reviewers agree on.
+    per_model = sorted(min(severity_rank(f.severity) for f in group if m in f.models) for m in models)
+    agreed = SEVERITIES[per_model[min(max(min_agree, 1), len(per_model)) - 1]]
+    lead = min(group, key=lambda f: severity_rank(f.severity))  # min() keeps the earliest on ties
+    return Finding(
+        path=lead.path,
+        start_line=min(f.start_line for f in group),
+        end_line=max(f.end_line for f in group),
+        severity=agreed,
+        category=lead.category,
+        message=lead.message,
+        suggestion=lead.suggestion,
+        models=models,
+        confidence=round(min(1.0, len(models) / max(reviewers, 1)), 4),
+    )
