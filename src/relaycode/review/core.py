@@ -57,7 +57,7 @@ class ReviewResult(BaseModel):
         return total
 
 
-def _disk_reader(root: Path) -> SourceReader:
+def disk_reader(root: Path) -> SourceReader:
     from relaycode.workspace import open_in_root
 
     def read(path: str) -> str | None:
@@ -97,7 +97,7 @@ async def review_diff(
         files = parse_diff(diff)
     except DiffParseError as exc:
         raise UsageError(f"cannot parse the diff: {exc}") from None
-    reader = read_source or (_disk_reader(repo_root) if repo_root is not None else None)
+    reader = read_source or (disk_reader(repo_root) if repo_root is not None else None)
     result = ReviewResult(reviewers=list(reviewers), files=[f.path for f in files], min_agree=min_agree)
     first_entry = len(session.ledger.entries)
     started = time.perf_counter()

@@ -1,0 +1,242 @@
+"""`relay review` (review any change) and `relay review-eval` (measure reviewers on labelled bugs)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from relaycode.cli import app
+from relaycode.cli._common import ConfigOpt, PresetOpt, RepoOpt, die, load_config_or_exit
+
+if TYPE_CHECKING:
+    from relaycode.config import Config
+    from relaycode.review.core import ReviewResult
+
+ReviewersOpt = typer.Option(
+    None, "--reviewers", help="Comma-separated reviewer models, e.g. local:qwen2.5-coder-0.5b,openai:gpt-5-mini. "
+    "Default: stages.review.models of the config."
+)
+
+
+def _usage(message: str) -> typer.Exit:
+    from relaycode.errors import UsageError
+
+    return die(UsageError(message))
+
+
+def resolve_reviewers(cfg: Config, option: str | None) -> list[str]:
+    """Reviewer specs from --reviewers or the config; each must name a known model, and its key must be set."""
+    from relaycode.config import PlanStage
+    from relaycode.errors import ConfigError
+    from relaycode.local.catalog import CATALOG
+    from relaycode.models import missing_keys, parse_model
+
+    specs = [s.strip() for s in option.split(",") if s.strip()] if option else list(cfg.stages.review.models)
+    if not specs:
+        raise _usage("no reviewers: pass --reviewers MODEL[,MODEL...] or set stages.review.models in the config")
+    specs = list(dict.fromkeys(specs))
+    try:
+        for spec in specs:
+            ref = parse_model(spec, cfg)
+            if ref.provider == "local" and ref.name not in CATALOG:
+                raise ConfigError(f"model {spec!r}: unknown local model; known: "
+                                  + ", ".join(f"local:{n}" for n in CATALOG))
+    except ConfigError as exc:
+        raise die(exc) from None
+    # missing_keys checks a config's models; ask it about a copy whose only models are the reviewers.
+    stages = cfg.stages.model_copy(update={
+        "plan": PlanStage(),
+        "implement": cfg.stages.implement.model_copy(update={"model": specs[0], "escalate_to": []}),
+        "review": cfg.stages.review.model_copy(update={"models": specs}),
+    })
+    missing = missing_keys(cfg.model_copy(update={"stages": stages}))
+    if missing:
+        raise die(missing[0])
+    return specs
+
+
+def _git_show(repo_root: Path, rev: str) -> Callable[[str], str | None]:
+    from relaycode.workspace import open_repo
+
+    repo = open_repo(repo_root)
+
+    def read(path: str) -> str | None:
+        proc = repo.git("show", f"{rev}:{path}", check=False)
+        return proc.stdout if proc.returncode == 0 else None
+
+    return read
+
+
+def collect_diff(
+    repo_root: Path, *, base: str | None, head: str | None, staged: bool, diff_file: str | None
+) -> tuple[str, Callable[[str], str | None] | None, str]:
+    """(diff text, reader of new-side files, description) for the chosen source of the change."""
+    from relaycode.workspace import Worktree, open_repo
+
+    if diff_file is not None:
+        text = sys.stdin.read() if diff_file == "-" else _read_file(Path(diff_file))
+        reader = None
+        if repo_root.is_dir():
+            from relaycode.review.core import disk_reader
+
+            reader = disk_reader(repo_root)  # used only where the file matches the diff's new side
+        return text, reader, "stdin" if diff_file == "-" else diff_file
+    repo = open_repo(repo_root)
+    flags = ("--no-color", "--no-ext-diff", "-M")
+    if staged:
+        return repo.git("diff", "--cached", *flags, "HEAD").stdout, _git_show(repo.root, ""), "staged changes"
+    if base is not None:
+        base_sha = repo.resolve(base)
+        head_sha = repo.resolve(head or "HEAD")
+        text = repo.git("diff", *flags, f"{base_sha}...{head_sha}").stdout
+        return text, _git_show(repo.root, head_sha), f"{base}...{head or 'HEAD'}"
+    # Default: everything not committed yet, untracked (not ignored) files included.
+    worktree = Worktree(repo=repo, root=repo.root, branch="", base=repo.head_sha())
+    from relaycode.review.core import disk_reader
+
+    return worktree.diff(), disk_reader(repo.root), "working tree vs HEAD"
+
+
+def _read_file(path: Path) -> str:
+    from relaycode.errors import UsageError
+
+    try:
+        return path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the diff: {exc.strerror or exc}") from None
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+
+
+@app.command("review")
+def review(
+    base: str | None = typer.Option(None, "--base", help="Review the commits on HEAD (or --head) since it left REF: `git diff REF...HEAD`."),
+    head: str | None = typer.Option(None, "--head", help="With --base: the tip to review instead of HEAD."),
+    staged: bool = typer.Option(False, "--staged", help="Review the staged changes (index vs HEAD)."),
+    diff_file: str | None = typer.Option(None, "--diff", help="Review a unified diff from FILE, or - for stdin."),
+    pr: str | None = typer.Option(None, "--pr", help="Review GitHub pull request OWNER/REPO#N and post one review (GITHUB_TOKEN)."),
+    post: bool = typer.Option(True, "--post/--no-post", help="With --pr: post the review to the pull request."),
+    reviewers: str | None = ReviewersOpt,
+    config: Path | None = ConfigOpt,
+    preset: str | None = PresetOpt,
+    repo: Path = RepoOpt,
+    fmt: str = typer.Option("text", "--format", "-f", help="text, md, json or sarif."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout."),
+    min_agree: int | None = typer.Option(None, "--min-agree", help="Keep findings raised by at least K reviewers (default: stages.review.min_agree)."),
+    fail_on: str | None = typer.Option(None, "--fail-on", help="Exit 1 if a finding is at or above SEVERITY (blocker, major, minor, nit)."),
+) -> None:
+    """Review a change with several models; default: the working tree (untracked files included) vs HEAD.
+
+    Exit 0 when no finding is at or above --fail-on (or it is not given), 1 when one
+    is or every reviewer failed, 2 for usage and config errors.
+    """
+    import asyncio
+
+    from relaycode.config import SEVERITIES
+    from relaycode.errors import RelayError
+    from relaycode.review.core import review_diff
+    from relaycode.review.formats import FORMATS, render
+    from relaycode.session import ModelSession
+
+    sources = [diff_file is not None, pr is not None, staged, base is not None]
+    if sum(sources) > 1:
+        raise _usage("choose one of --diff, --pr, --staged and --base")
+    if head is not None and base is None:
+        raise _usage("--head needs --base")
+    if fmt not in FORMATS:
+        raise _usage(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fail_on is not None and fail_on not in SEVERITIES:
+        raise _usage(f"--fail-on {fail_on!r}: choose one of {', '.join(SEVERITIES)}")
+    if min_agree is not None and min_agree < 1:
+        raise _usage("--min-agree must be at least 1")
+    cfg = load_config_or_exit(config, preset, repo)
+    specs = resolve_reviewers(cfg, reviewers)
+    agree = min_agree if min_agree is not None else cfg.stages.review.min_agree
+    try:
+        if pr is not None:
+            from relaycode.review.github import GitHubClient, parse_pr_ref, review_payload
+
+            ref = parse_pr_ref(pr)
+            with GitHubClient() as client:
+                pull = client.fetch_pr(ref)
+            text, reader, what = pull.diff, None, f"pull request {ref}"
+        else:
+            text, reader, what = collect_diff(repo, base=base, head=head, staged=staged, diff_file=diff_file)
+        if not text.strip():
+            typer.echo(f"relay: nothing to review ({what} has no changes)", err=True)
+        session = ModelSession(cfg, run_id="review")
+        result = asyncio.run(review_diff(session, text, reviewers=specs, min_agree=agree, read_source=reader))
+        _write(render(result, fmt, color=output is None and sys.stdout.isatty()), output)
+        if pr is not None and post:
+            with GitHubClient() as client:
+                answer = client.post_review(ref, review_payload(result, text, head_sha=pull.head_sha))
+            typer.echo(f"relay: posted review {answer.get('html_url') or answer.get('id', '')}", err=True)
+    except RelayError as exc:
+        raise die(exc) from None
+    _exit_for(result, fail_on)
+
+
+def _exit_for(result: ReviewResult, fail_on: str | None) -> None:
+    from relaycode.review.findings import at_or_above
+
+    for spec, error in result.errors.items():
+        typer.echo(f"relay: warning: reviewer {spec} failed: {error}", err=True)
+    if result.failed:
+        typer.echo("relay: error: every reviewer failed; the change was not reviewed", err=True)
+        raise typer.Exit(code=1)
+    if fail_on is not None and any(at_or_above(f.severity, fail_on) for f in result.findings):
+        raise typer.Exit(code=1)
+
+
+@app.command("review-eval")
+def review_eval(
+    suite: Path = typer.Argument(..., help="A JSONL benchmark suite with bug_lines (e.g. quixbugs.jsonl)."),
+    reviewers: str | None = ReviewersOpt,
+    config: Path | None = ConfigOpt,
+    preset: str | None = PresetOpt,
+    repo: Path = RepoOpt,
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N cases."),
+    out: Path = typer.Option(Path("review-eval"), "--out", help="Directory for review_eval.json and review_eval.md."),
+    min_agree: int = typer.Option(1, "--min-agree", help="min_agree of the merged ensemble."),
+) -> None:
+    """Measure reviewers' recall, precision, false alarms, cost and time on labelled bug-fix cases."""
+    import asyncio
+    import time
+
+    from relaycode.errors import RelayError
+    from relaycode.review.evaluate import evaluate, load_suite, markdown_table, save
+    from relaycode.session import ModelSession
+
+    if limit is not None and limit < 1:
+        raise _usage("--limit must be at least 1")
+    if min_agree < 1:
+        raise _usage("--min-agree must be at least 1")
+    cfg = load_config_or_exit(config, preset, repo)
+    specs = resolve_reviewers(cfg, reviewers)
+    try:
+        cases = load_suite(suite, limit)
+        if not cases:
+            raise _usage(f"{suite}: no bug-fix cases with bug_lines")
+        typer.echo(f"review-eval: {len(cases)} cases from {suite}, reviewers {', '.join(specs)}", err=True)
+        session = ModelSession(cfg, run_id="review-eval")
+        t0 = time.perf_counter()
+        run = asyncio.run(evaluate(session, cases, reviewers=specs, min_agree=min_agree,
+                                   progress=lambda m: typer.echo(m, err=True)))
+    except RelayError as exc:
+        raise die(exc) from None
+    header = (f"review-eval of {suite.name}: {len(cases)} cases, reviewers {', '.join(specs)}, "
+              f"min_agree {min_agree}, {time.perf_counter() - t0:.0f}s")
+    json_path, md_path = save(run, out, header=header)
+    typer.echo(header)
+    typer.echo(markdown_table(run.summary()))
+    typer.echo(f"saved {json_path} and {md_path}", err=True)

@@ -1,0 +1,185 @@
+"""Render a ReviewResult as text (rich, coloured on a terminal), Markdown, JSON or SARIF 2.1.0.
+
+Every format carries the cost per reviewer (dollars and tokens), what was not
+reviewed and reviewer errors, so a clean-looking report never hides a review
+that did not happen.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Literal
+
+from relaycode import __version__
+from relaycode.review.core import ReviewResult
+from relaycode.review.findings import CATEGORIES, Finding
+
+Format = Literal["text", "md", "json", "sarif"]
+FORMATS: tuple[str, ...] = ("text", "md", "json", "sarif")
+
+SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_LEVEL = {"blocker": "error", "major": "error", "minor": "warning", "nit": "note"}
+_STYLE = {"blocker": "bold red", "major": "red", "minor": "yellow", "nit": "dim"}
+_RULE_TEXT = {
+    "bug": "Incorrect behaviour: wrong results, crashes, unhandled cases.",
+    "security": "A weakness an attacker could use.",
+    "performance": "Needless slowness or resource use.",
+    "maintainability": "Code that is hard to change safely.",
+    "style": "Naming, formatting and documentation.",
+}
+
+
+def usd_text(usd: float | None) -> str:
+    return "unknown" if usd is None else f"${usd:.4f}"
+
+
+def cost_rows(result: ReviewResult) -> list[dict[str, Any]]:
+    """One row per reviewer: requests, tokens, dollars, seconds, status."""
+    rows = []
+    for spec in result.reviewers:
+        u = result.usage.get(spec, {})
+        rows.append({
+            "reviewer": spec,
+            "findings": len(result.per_reviewer.get(spec, [])),
+            "requests": u.get("requests", 0),
+            "input_tokens": u.get("input_tokens", 0),
+            "output_tokens": u.get("output_tokens", 0),
+            "usd": u.get("usd"),
+            "seconds": u.get("wall_seconds", 0.0),
+            "status": "error" if spec in result.errors else "ok",
+        })
+    return rows
+
+
+def render(result: ReviewResult, fmt: str, *, color: bool = False, width: int = 100) -> str:
+    if fmt == "json":
+        return json.dumps(result.to_dict(), indent=2) + "\n"
+    if fmt == "sarif":
+        return json.dumps(to_sarif(result), indent=2) + "\n"
+    if fmt == "md":
+        return to_markdown(result)
+    if fmt == "text":
+        return to_text(result, color=color, width=width)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _where(f: Finding) -> str:
+    return f"{f.path}:{f.start_line}" + (f"-{f.end_line}" if f.end_line != f.start_line else "")
+
+
+def to_text(result: ReviewResult, *, color: bool = False, width: int = 100) -> str:
+    """Human-readable report; colours only when `color` (a terminal)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=color, no_color=not color, width=width, highlight=False)
+    if not result.findings:
+        console.print("[green]No findings.[/green]")
+    for f in result.findings:
+        style = _STYLE[f.severity]
+        console.print(f"[{style}]{f.severity.upper():7}[/{style}] [bold]{escape(_where(f))}[/bold] "
+                      f"[cyan]{f.category}[/cyan]  ({', '.join(f.models)}; confidence {f.confidence:.2f})")
+        console.print(f"        {escape(f.message)}")
+        if f.suggestion:
+            console.print(f"        [dim]suggestion:[/dim] {escape(f.suggestion)}")
+    for item in result.not_reviewed:
+        console.print(f"[yellow]not reviewed:[/yellow] {escape(item)}")
+    for spec, error in result.errors.items():
+        console.print(f"[red]reviewer failed:[/red] {escape(spec)}: {escape(error)}")
+    table = Table("reviewer", "findings", "requests", "tokens in/out", "cost", "seconds", "status",
+                  title="cost", title_justify="left")
+    for row in cost_rows(result):
+        table.add_row(row["reviewer"], str(row["findings"]), str(row["requests"]),
+                      f"{row['input_tokens']}/{row['output_tokens']}", usd_text(row["usd"]),
+                      f"{row['seconds']:.1f}", row["status"])
+    total = result.total_usage()
+    table.add_row("total", str(len(result.findings)), str(total["requests"]),
+                  f"{total['input_tokens']}/{total['output_tokens']}", usd_text(total["usd"]),
+                  f"{result.seconds:.1f}", "merged")
+    console.print(table)
+    return buf.getvalue()
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(result: ReviewResult, *, title: str = "relay review", empty: str = "No findings.") -> str:
+    out = [f"## {title}", ""]
+    if result.findings:
+        out += ["| severity | where | category | finding | reviewers |", "|---|---|---|---|---|"]
+        for f in result.findings:
+            text = _md_cell(f.message) + (f"<br>**suggestion:** {_md_cell(f.suggestion)}" if f.suggestion else "")
+            out.append(f"| {f.severity} | `{_where(f)}` | {f.category} | {text} | "
+                       f"{', '.join(f.models)} ({f.confidence:.2f}) |")
+    else:
+        out.append(empty)
+    out.append("")
+    if result.not_reviewed:
+        out += ["**Not reviewed:**", *[f"- {_md_cell(x)}" for x in result.not_reviewed], ""]
+    if result.errors:
+        out += ["**Reviewer errors:**", *[f"- `{k}`: {_md_cell(v)}" for k, v in result.errors.items()], ""]
+    out += ["| reviewer | findings | requests | tokens in/out | cost | seconds | status |",
+            "|---|---|---|---|---|---|---|"]
+    for row in cost_rows(result):
+        out.append(f"| `{row['reviewer']}` | {row['findings']} | {row['requests']} | "
+                   f"{row['input_tokens']}/{row['output_tokens']} | {usd_text(row['usd'])} | "
+                   f"{row['seconds']:.1f} | {row['status']} |")
+    total = result.total_usage()
+    out.append(f"| **total** | {len(result.findings)} | {total['requests']} | "
+               f"{total['input_tokens']}/{total['output_tokens']} | {usd_text(total['usd'])} | "
+               f"{result.seconds:.1f} | merged |")
+    return "\n".join(out) + "\n"
+
+
+def to_sarif(result: ReviewResult) -> dict[str, Any]:
+    """One SARIF 2.1.0 run: a rule per category, a result per merged finding, cost in run properties."""
+    rules = [
+        {
+            "id": f"relay/{category}",
+            "name": category.capitalize(),
+            "shortDescription": {"text": f"{category} finding"},
+            "fullDescription": {"text": _RULE_TEXT[category]},
+            "properties": {"category": category},
+        }
+        for category in CATEGORIES
+    ]
+    results = []
+    for f in result.findings:
+        text = f.message + (f"\nSuggestion: {f.suggestion}" if f.suggestion else "")
+        results.append({
+            "ruleId": f"relay/{f.category}",
+            "ruleIndex": CATEGORIES.index(f.category),
+            "level": _LEVEL[f.severity],
+            "message": {"text": text},
+            "locations": [{
+                "physicalLocation": {
+                    "artifactLocation": {"uri": f.path, "uriBaseId": "%SRCROOT%"},
+                    "region": {"startLine": f.start_line, "endLine": f.end_line},
+                }
+            }],
+            "properties": {"models": f.models, "severity": f.severity, "confidence": f.confidence},
+        })
+    notifications = [{"level": "warning", "message": {"text": f"not reviewed: {x}"}} for x in result.not_reviewed]
+    notifications += [{"level": "error", "message": {"text": f"reviewer {k} failed: {v}"}}
+                      for k, v in result.errors.items()]
+    return {
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "relay",
+                "semanticVersion": __version__,
+                "rules": rules,
+            }},
+            "invocations": [{
+                "executionSuccessful": not result.failed,
+                "toolExecutionNotifications": notifications,
+            }],
+            "results": results,
+            "properties": {"reviewers": cost_rows(result), "total": result.total_usage()},
+        }],
+    }
