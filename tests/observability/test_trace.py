@@ -27,7 +27,7 @@ from relaycode.trace import (
     workflow_span,
 )
 
-from .otlp_receiver import Receiver, ReceivedSpan, start_receiver
+from .otlp_receiver import ReceivedSpan, Receiver, start_receiver
 
 PROMPT_CANARY = "CANARY-PROMPT-123"
 TASK_CANARY = "CANARY-TASK-456"
@@ -184,7 +184,7 @@ def test_include_content_puts_prompts_and_completions_in_spans_but_never_keys(
     monkeypatch.setenv("OPENAI_API_KEY", KEY_CANARY)
     _run_pipeline(include_content=True)
     spans = receiver.spans()
-    ok = [s for s in spans if s.name == "chat m" and "error.type" not in s.attributes][0]
+    ok = next(s for s in spans if s.name == "chat m" and "error.type" not in s.attributes)
     inputs = json.loads(ok.attributes["gen_ai.input.messages"])
     assert {"role": "user", "parts": [{"type": "text", "content": f"plan {PROMPT_CANARY}"}]} in inputs
     outputs = json.loads(ok.attributes["gen_ai.output.messages"])
@@ -223,9 +223,9 @@ def test_off_exporter_and_no_current_tracing_are_no_ops(tmp_path: Path, allow_mo
 
 
 def test_a_failure_escaping_a_model_span_is_marked(tmp_path: Path) -> None:
-    with configure_tracing(TraceSettings(exporter="file"), run_dir=tmp_path):
-        with pytest.raises(KeyError), workflow_span("r"), model_span("fake:m", "fake"):
-            raise KeyError("x")
+    tracing = configure_tracing(TraceSettings(exporter="file"), run_dir=tmp_path)
+    with tracing, pytest.raises(KeyError), workflow_span("r"), model_span("fake:m", "fake"):
+        raise KeyError("x")
     spans = [json.loads(line) for line in (tmp_path / TRACE_FILE).read_text().splitlines()]
     chat = next(s for s in spans if s["name"] == "chat m")
     assert chat["attributes"]["error.type"] == "KeyError"
