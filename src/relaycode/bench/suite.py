@@ -40,7 +40,7 @@ class SuiteError(UsageError):
         self.problems = list(problems)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Case:
     """One benchmark case: a tiny repository, a task, hidden tests and a known-good answer."""
 
@@ -257,7 +257,7 @@ def select_cases(cases: Sequence[Case], ids: Iterable[str] | None = None, limit:
                 unknown.append(i)
         if unknown:
             raise UsageError(f"--cases: unknown or ambiguous case id(s): {', '.join(unknown)}")
-        chosen = list(dict.fromkeys(chosen))
+        chosen = list({c.id: c for c in chosen}.values())  # a case named twice runs once
     if limit is not None:
         if limit < 1:
             raise UsageError("--limit must be at least 1")
