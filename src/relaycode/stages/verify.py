@@ -1,0 +1,191 @@
+"""Verify stage: run the project's own checks on the worktree, in the sandbox.
+
+Which checks (`detect_commands`), in this order:
+
+* `python -m pytest -q -p no:cacheprovider` if the project has tests: a `tests/`
+  directory, a `test_*.py` / `*_test.py` file anywhere outside hidden, vendored
+  and virtualenv directories, or pytest configuration (pytest.ini,
+  `[tool.pytest...]` in pyproject.toml, `[pytest]` in tox.ini,
+  `[tool:pytest]` in setup.cfg);
+* `ruff check .` if ruff is configured (ruff.toml, .ruff.toml, or `[tool.ruff`
+  in pyproject.toml): relay does not impose a linter the project does not use;
+* `npm test` if package.json has a `scripts.test` that is not npm's placeholder.
+
+Every command runs (a lint failure does not hide test failures), each through
+`sandbox.run`. `VerifyResult.summary()` is the text fed back to the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relaycode import sandbox
+from relaycode.sandbox import Limits, SandboxPolicy
+
+#: No -x: the model gets every failing test at once. No cache provider: no .pytest_cache in the diff.
+PYTEST_COMMAND = "python -m pytest -q -p no:cacheprovider"
+RUFF_COMMAND = "ruff check ."
+NPM_COMMAND = "npm test"
+
+#: Directories never searched for test files: not the project's own code.
+_SKIP_DIRS = frozenset(
+    {"node_modules", "venv", ".venv", "env", "site-packages", "build", "dist", "__pycache__"}
+)
+_NPM_PLACEHOLDER = 'echo "Error: no test specified" && exit 1'
+#: `FAILED tests/x.py::test_y - reason` and `ERROR tests/x.py::test_y` (summary lines, -rfE / -q).
+_PYTEST_NODE = re.compile(r"^(?:FAILED|ERROR)\s+(\S+?)(?:\s+-\s.*)?$", re.MULTILINE)
+#: `tests/x.py::test_y FAILED` (verbose progress lines).
+_PYTEST_VERBOSE = re.compile(r"^(\S+::\S+)\s+(?:FAILED|ERROR)\b", re.MULTILINE)
+
+
+@dataclass
+class CommandResult:
+    """One verification command and what came out of it."""
+
+    command: str
+    exit_code: int
+    seconds: float
+    output_tail: str
+    timed_out: bool
+    failing_tests: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+@dataclass
+class VerifyResult:
+    """All verification commands of one attempt. No command means nothing to fail."""
+
+    results: list[CommandResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "results": [asdict(r) for r in self.results]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VerifyResult:
+        return cls(results=[CommandResult(**r) for r in data.get("results", [])])
+
+    def summary(self, max_tail_chars: int = 4000) -> str:
+        """Plain text for the model: each failing command, its failing tests, the end of its output."""
+        if not self.results:
+            return "No verification commands were found for this project."
+        if self.passed:
+            return "All verification commands passed: " + ", ".join(r.command for r in self.results)
+        parts: list[str] = []
+        for r in self.results:
+            if r.passed:
+                parts.append(f"PASSED: {r.command}")
+                continue
+            why = f"timed out after {r.seconds:.0f}s" if r.timed_out else f"exit code {r.exit_code}"
+            parts.append(f"FAILED: {r.command} ({why})")
+            if r.failing_tests:
+                parts.append("Failing tests:\n" + "\n".join(f"  {t}" for t in r.failing_tests))
+            parts.append("Output (end):\n" + r.output_tail[-max_tail_chars:].rstrip())
+        return "\n\n".join(parts)
+
+
+def _has_test_files(root: Path) -> bool:
+    for _dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS]
+        if any(f.endswith(".py") and (f.startswith("test_") or f.endswith("_test.py")) for f in filenames):
+            return True
+    return False
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _has_pytest_config(root: Path) -> bool:
+    return (
+        (root / "pytest.ini").is_file()
+        or "[tool.pytest" in _read(root / "pyproject.toml")
+        or "[pytest]" in _read(root / "tox.ini")
+        or "[tool:pytest]" in _read(root / "setup.cfg")
+    )
+
+
+def _has_ruff_config(root: Path) -> bool:
+    return (
+        (root / "ruff.toml").is_file()
+        or (root / ".ruff.toml").is_file()
+        or "[tool.ruff" in _read(root / "pyproject.toml")
+    )
+
+
+def _has_npm_test(root: Path) -> bool:
+    try:
+        package = json.loads(_read(root / "package.json") or "{}")
+    except json.JSONDecodeError:
+        return False
+    scripts = package.get("scripts") if isinstance(package, dict) else None
+    test = scripts.get("test") if isinstance(scripts, dict) else None
+    return isinstance(test, str) and bool(test.strip()) and test.strip() != _NPM_PLACEHOLDER
+
+
+def detect_commands(root: Path) -> list[str]:
+    """The verification commands for the project at `root` (rules in the module docstring)."""
+    commands: list[str] = []
+    if (
+        (root / "tests").is_dir()
+        or (root / "test").is_dir()
+        or _has_pytest_config(root)
+        or _has_test_files(root)
+    ):
+        commands.append(PYTEST_COMMAND)
+    if _has_ruff_config(root):
+        commands.append(RUFF_COMMAND)
+    if _has_npm_test(root):
+        commands.append(NPM_COMMAND)
+    return commands
+
+
+def parse_pytest_failures(output: str) -> list[str]:
+    """Node ids of failed and errored tests, in order of appearance, without duplicates."""
+    found = _PYTEST_NODE.findall(output) + _PYTEST_VERBOSE.findall(output)
+    return list(dict.fromkeys(found))
+
+
+def run_verify(
+    root: Path, commands: list[str] | None, *, policy: SandboxPolicy, limits: Limits
+) -> VerifyResult:
+    """Run each command (detected if None) in the sandbox; all of them, even after a failure."""
+    if commands is None:
+        commands = detect_commands(root)
+    # `python`, `ruff` and `pytest` resolve to relay's own interpreter and tools first, and
+    # no bytecode caches end up in the diff.
+    tool_dir = str(Path(sys.executable).parent)
+    extra_env = {
+        "PATH": tool_dir + os.pathsep + os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    results: list[CommandResult] = []
+    for command in commands:
+        done = sandbox.run(command, root, policy=policy, limits=limits, extra_env=extra_env)
+        failing = parse_pytest_failures(done.output_tail) if "pytest" in command else []
+        results.append(
+            CommandResult(
+                command=done.command,
+                exit_code=done.exit_code,
+                seconds=done.seconds,
+                output_tail=done.output_tail,
+                timed_out=done.timed_out,
+                failing_tests=failing,
+            )
+        )
+    return VerifyResult(results=results)
