@@ -141,12 +141,7 @@ def _has_npm_test(root: Path) -> bool:
 def detect_commands(root: Path) -> list[str]:
     """The verification commands for the project at `root` (rules in the module docstring)."""
     commands: list[str] = []
-    if (
-        (root / "tests").is_dir()
-        or (root / "test").is_dir()
-        or _has_pytest_config(root)
-        or _has_test_files(root)
-    ):
+    if (root / "tests").is_dir() or _has_pytest_config(root) or _has_test_files(root):
         commands.append(PYTEST_COMMAND)
     if _has_ruff_config(root):
         commands.append(RUFF_COMMAND)
