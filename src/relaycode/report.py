@@ -172,7 +172,8 @@ def _cost_rows(run: Mapping[str, Any], key: str) -> tuple[list[list[str]], list[
         rows.append([
             name, fmt_int(g.get("requests")), fmt_int(g.get("input_tokens")), fmt_int(g.get("output_tokens")),
             fmt_int(g.get("cache_read_tokens")), fmt_int(g.get("cache_write_tokens")), _group_usd(g),
-            fmt_pct(_priced(g), usd_all), fmt_pct(_tokens(g), tok_all), fmt_seconds(g.get("model_seconds")),
+            "unknown" if g.get("unpriced_requests") and not _priced(g) else fmt_pct(_priced(g), usd_all),
+            fmt_pct(_tokens(g), tok_all), fmt_seconds(g.get("model_seconds")),
         ])
     return rows, [_priced(g) for _, g in groups], [_tokens(g) for _, g in groups]
 

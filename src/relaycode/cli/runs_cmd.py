@@ -1,0 +1,105 @@
+"""`relay runs`: recent runs from the run history; `relay runs show RUN_ID` prints or writes a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from relaycode.cli import app
+from relaycode.cli._common import JsonOpt, print_json
+
+if TYPE_CHECKING:
+    from relaycode.history import History, RunRecord
+
+runs_app = typer.Typer(help="Recent runs and their reports, from the run history.", invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
+
+
+def _open_history() -> History:
+    from relaycode.cli._common import die
+    from relaycode.history import History, HistoryError
+
+    try:
+        return History.open()
+    except HistoryError as exc:
+        raise die(exc) from None
+
+
+@runs_app.callback()
+def runs(
+    ctx: typer.Context,
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many runs, newest first."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List recent runs (newest first): status, cost, time and task."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _open_history() as history:
+        records = history.list_runs(limit)
+    if as_json:
+        print_json([r.to_dict() for r in records])
+        return
+
+    from datetime import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from relaycode.report import fmt_seconds, fmt_usd
+
+    console = Console()
+    if not records:
+        console.print("No runs in the run history yet.")
+        return
+    table = Table("run", "kind", "status", "started", "wall", "requests", "cost", "repo", "task")
+    for r in records:
+        started = datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M")
+        cost = "—" if r.status == "running" else fmt_usd(r.usd, r.unpriced_requests)
+        task = " ".join((r.task or "").split())
+        requests = "—" if r.status == "running" else str(r.requests)  # totals are written when a run ends
+        table.add_row(r.run_id, r.kind, r.status, started, fmt_seconds(r.wall_s), requests, cost,
+                      Path(r.repo).name if r.repo else "—", task[:60] + ("…" if len(task) > 60 else ""))
+    console.print(table)
+
+
+def run_data(record: RunRecord, history: History) -> dict[str, Any]:
+    """A run's report data: from its run directory when it still exists, else rebuilt from the history."""
+    from relaycode.report import load_run, run_from_history
+
+    data = load_run(Path(record.run_dir)) if record.run_dir else None
+    if data is None:
+        return run_from_history(record, history.calls(record.run_id))
+    for key, value in (("status", record.status), ("repo", record.repo), ("config", record.config_name),
+                       ("task", record.task), ("started_at", record.started_at), ("wall_s", record.wall_s)):
+        if data.get(key) is None and value is not None:
+            data[key] = value
+    return data
+
+
+@runs_app.command("show")
+def show(
+    run_id: str = typer.Argument(..., help="The run id (or a unique prefix of it)."),
+    html: Path | None = typer.Option(None, "--html", help="Write the HTML report to this file instead of printing."),
+) -> None:
+    """Print a run's report (its report.md), or write the HTML report with --html FILE."""
+    from relaycode.cli._common import die
+    from relaycode.errors import UsageError
+    from relaycode.report import render_html, render_markdown
+
+    with _open_history() as history:
+        record = history.get_run(run_id)
+        if record is None:
+            raise die(UsageError(f"no run {run_id!r} in the run history {history.path}; see `relay runs`"))
+        data = run_data(record, history)
+    if html is not None:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(render_html(data), encoding="utf-8")
+        typer.echo(f"wrote {html}")
+        return
+    report_md = Path(record.run_dir) / "report.md" if record.run_dir else None
+    if report_md is not None and report_md.is_file():
+        typer.echo(report_md.read_text(encoding="utf-8"), nl=False)
+    else:
+        typer.echo(render_markdown(data), nl=False)
