@@ -10,6 +10,7 @@ import shlex
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,37 @@ def test_network_opt_in(wt: Path) -> None:
     shared = run("readlink /proc/self/ns/net", wt, policy=SandboxPolicy(network=True), limits=Limits())
     assert isolated.output_tail.strip() not in {"", host_ns}
     assert shared.output_tail.strip() == host_ns
+
+
+@needs_bwrap
+def test_sandbox_dies_with_relay(wt: Path) -> None:
+    """If relay itself is SIGKILLed mid-command, --die-with-parent and the PID namespace end the command."""
+    duration = f"29.{os.getpid()}7"  # unique, to find it in the host's /proc
+    script = (
+        "import sys; from pathlib import Path; from relaycode import sandbox as s; "
+        f"s.run('sleep {duration}', Path(sys.argv[1]), policy=s.SandboxPolicy(), limits=s.Limits())"
+    )
+    relay = subprocess.Popen([sys.executable, "-c", script, str(wt)])
+    wanted = f"sleep\0{duration}\0".encode()
+
+    def running() -> bool:
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if (proc / "cmdline").read_bytes() == wanted and "State:\tZ" not in (
+                    proc / "status"
+                ).read_text():
+                    return True
+            except OSError:
+                continue
+        return False
+
+    deadline = time.monotonic() + 10
+    while not running():
+        assert time.monotonic() < deadline, "the sandboxed command never started"
+        time.sleep(0.05)
+    relay.kill()
+    relay.wait()
+    deadline = time.monotonic() + 3
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running()

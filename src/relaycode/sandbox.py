@@ -328,18 +328,19 @@ def _walk_worktree(root: Path) -> Iterator[str]:
             yield os.path.join(dirpath, name)
 
 
-def _lend_worktree(root: Path) -> dict[str, tuple[int, int]]:
-    """Chown the worktree to the sandbox uid; return the original owners."""
-    owners: dict[str, tuple[int, int]] = {}
+def _lend_worktree(root: Path, owners: dict[str, tuple[int, int]]) -> None:
+    """Chown the worktree to the sandbox uid, recording original owners as it goes (so a failure
+    half-way can still be undone)."""
     for path in _walk_worktree(root):
         st = os.lstat(path)
         owners[path] = (st.st_uid, st.st_gid)
         os.lchown(path, SANDBOX_UID, SANDBOX_GID)
-    return owners
 
 
 def _reclaim_worktree(root: Path, owners: Mapping[str, tuple[int, int]]) -> None:
     """Give every entry back its owner; new ones get the root's. Runs when no sandboxed process is left."""
+    if str(root) not in owners:
+        return  # nothing was lent
     default = owners[str(root)]
     for path in _walk_worktree(root):
         try:
@@ -455,7 +456,8 @@ def run(
     worktree = Path(cwd).resolve()
     env = _command_env(policy, extra_env)
     prefix, preexec = _limit_args(limits)
-    owners: dict[str, tuple[int, int]] | None = None
+    owners: dict[str, tuple[int, int]] = {}
+    lend = False
     start = time.monotonic()
     if policy.enabled:
         as_root = os.geteuid() == 0
@@ -463,14 +465,15 @@ def run(
         if git_dir_readonly is not None:
             readonly_git.append(Path(git_dir_readonly).resolve())
         argv = prefix + _bwrap_args(worktree, policy, limits, readonly_git, as_root) + argv
-        if as_root:
-            owners = _lend_worktree(worktree)
+        lend = as_root
     else:
         argv = prefix + argv
     try:
+        if lend:
+            _lend_worktree(worktree, owners)
         code, tail, timed_out = _execute(argv, worktree, env, limits.wall_s, preexec)
     finally:
-        if owners is not None:
+        if lend:
             _reclaim_worktree(worktree, owners)
     return CompletedCommand(
         command=text,
