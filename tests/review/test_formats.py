@@ -1,0 +1,98 @@
+"""Report formats: SARIF 2.1.0 validated against the official schema; cost in every format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from relaycode.review.core import ReviewResult
+from relaycode.review.findings import Finding
+from relaycode.review.formats import render, to_sarif
+
+SCHEMA = Path(__file__).resolve().parents[2] / ".." / "shared" / "schemas" / "sarif-schema-2.1.0.json"
+
+
+def sample() -> ReviewResult:
+    findings = [
+        Finding(path="src/a.py", start_line=3, end_line=5, severity="blocker", category="security",
+                message="SQL built from | user input", suggestion="use parameters", models=["m1", "m2"], confidence=1.0),
+        Finding(path="src/b.py", start_line=9, end_line=9, severity="minor", category="bug", message="off by one",
+                models=["m1"], confidence=0.5),
+        Finding(path="b.md", start_line=1, end_line=1, severity="nit", category="style", message="typo",
+                models=["m2"], confidence=0.5),
+    ]
+    return ReviewResult(
+        findings=findings, per_reviewer={"m1": findings[:2], "m2": [findings[0], findings[2]]},
+        not_reviewed=["logo.png: binary file"], errors={"m3": "timeout"}, reviewers=["m1", "m2", "m3"],
+        usage={"m1": {"requests": 2, "input_tokens": 1200, "output_tokens": 80, "usd": 0.0123, "wall_seconds": 4.2},
+               "m2": {"requests": 2, "input_tokens": 1100, "output_tokens": 60, "usd": 0.0, "wall_seconds": 2.0},
+               "m3": {"requests": 1, "input_tokens": 0, "output_tokens": 0, "usd": 0.0, "wall_seconds": 30.0}},
+        seconds=30.1,
+    )
+
+
+def test_sarif_is_valid_against_the_schema() -> None:
+    if not SCHEMA.is_file():
+        pytest.skip(f"SARIF schema not found at {SCHEMA} (shared/ is not beside the repository)")
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    sarif = json.loads(render(sample(), "sarif"))
+    jsonschema.validators.validator_for(schema)(schema).validate(sarif)
+    empty = to_sarif(ReviewResult(reviewers=["m1"]))
+    jsonschema.validators.validator_for(schema)(schema).validate(empty)
+    broken = json.loads(render(sample(), "sarif"))
+    broken["runs"][0]["results"][0]["level"] = "fatal"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validators.validator_for(schema)(schema).validate(broken)
+
+
+def test_sarif_content() -> None:
+    run = to_sarif(sample())["runs"][0]
+    rules = [r["id"] for r in run["tool"]["driver"]["rules"]]
+    assert rules == ["relay/bug", "relay/security", "relay/performance", "relay/maintainability", "relay/style"]
+    levels = [(r["ruleId"], r["level"]) for r in run["results"]]
+    assert levels == [("relay/security", "error"), ("relay/bug", "warning"), ("relay/style", "note")]
+    first = run["results"][0]
+    assert rules[first["ruleIndex"]] == first["ruleId"]
+    location = first["locations"][0]["physicalLocation"]
+    assert location["artifactLocation"]["uri"] == "src/a.py"
+    assert location["region"] == {"startLine": 3, "endLine": 5}
+    assert first["properties"] == {"models": ["m1", "m2"], "severity": "blocker", "confidence": 1.0}
+    assert run["properties"]["reviewers"][0]["usd"] == 0.0123
+    assert run["invocations"][0]["executionSuccessful"] is True
+    notes = [n["message"]["text"] for n in run["invocations"][0]["toolExecutionNotifications"]]
+    assert notes == ["not reviewed: logo.png: binary file", "reviewer m3 failed: timeout"]
+
+
+@pytest.mark.parametrize("fmt", ["text", "md", "json", "sarif"])
+def test_every_format_reports_cost_per_reviewer(fmt: str) -> None:
+    out = render(sample(), fmt)
+    assert "m1" in out and "m3" in out
+    assert ("0.0123" in out) and ("1200" in out)
+
+
+def test_text_and_markdown_are_readable() -> None:
+    text = render(sample(), "text")
+    assert "BLOCKER" in text and "src/a.py:3-5" in text and "not reviewed: logo.png" in text
+    assert "reviewer failed: m3: timeout" in text and "\x1b[" not in text  # no colour codes off a terminal
+    assert "\x1b[" in render(sample(), "text", color=True)
+    md = render(sample(), "md")
+    assert "| blocker | `src/a.py:3-5` | security | SQL built from \\| user input" in md
+    assert "**Not reviewed:**" in md and "| `m3` |" in md
+    data = json.loads(render(sample(), "json"))
+    assert data["findings"][0]["models"] == ["m1", "m2"] and data["usage"]["m1"]["usd"] == 0.0123
+
+
+def test_unknown_cost_is_never_zero() -> None:
+    result = sample()
+    result.usage["m2"]["usd"] = None
+    assert result.total_usage()["usd"] is None
+    assert "unknown" in render(result, "text") and "unknown" in render(result, "md")
+
+
+def test_unknown_format() -> None:
+    with pytest.raises(ValueError, match="unknown format"):
+        render(sample(), "xml")
