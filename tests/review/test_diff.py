@@ -20,7 +20,7 @@ index 83db48f..bf269f4 100644
 @@ -1,4 +1,5 @@
  import os
 +import sys
- 
+<SP>
  def main():
      return 0
 @@ -10,3 +11,3 @@ def helper(x):
@@ -65,7 +65,7 @@ Binary files a/logo.png and b/logo.png differ
 diff --git a/run.sh b/run.sh
 old mode 100644
 new mode 100755
-"""
+""".replace("<SP>", " ")  # an empty context line is a lone space
 
 
 def test_multi_file_diff_kinds_and_paths() -> None:

@@ -85,9 +85,8 @@ def test_no_findings_summary() -> None:
 
 
 def test_api_errors_are_typed_and_name_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    with FakeGitHub(DIFF, review_status=422) as gh:
-        with GitHubClient(token="t", base_url=gh.url) as client:
-            with pytest.raises(GitHubError, match="POST /repos/octo/widgets/pulls/7/reviews: HTTP 422"):
-                client.post_review(parse_pr_ref("octo/widgets#7"), {"event": "COMMENT", "body": "x"})
-            with pytest.raises(GitHubError, match="HTTP 404"):
-                client.fetch_pr(parse_pr_ref("octo/widgets#8"))
+    with FakeGitHub(DIFF, review_status=422) as gh, GitHubClient(token="t", base_url=gh.url) as client:
+        with pytest.raises(GitHubError, match="POST /repos/octo/widgets/pulls/7/reviews: HTTP 422"):
+            client.post_review(parse_pr_ref("octo/widgets#7"), {"event": "COMMENT", "body": "x"})
+        with pytest.raises(GitHubError, match="HTTP 404"):
+            client.fetch_pr(parse_pr_ref("octo/widgets#8"))

@@ -1,0 +1,254 @@
+"""`relay review` and `relay review-eval` end to end: real HTTP to a fake OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from relaycode.cli import _register, app
+from relaycode.review.evaluate import unified_diff
+from relaycode.testing.fake_openai import FakeOpenAI, Reply
+
+from .fake_github import FakeGitHub
+
+_register()
+runner = CliRunner()
+
+OLD = "def bitcount(n):\n    count = 0\n    while n:\n        n &= n - 1\n        count += 1\n    return count\n"
+NEW = OLD.replace("n &= n - 1", "n ^= n - 1")
+
+pytestmark = pytest.mark.usefixtures("allow_model_requests")
+
+
+def flag_first_added(request: dict[str, Any]) -> Reply:
+    """r1 flags the first added line as major; r2 as minor; an unchanged file gets no finding."""
+    text = "\n".join(str(m.get("content") or "") for m in request["messages"])
+    added = re.findall(r"^\s*(\d+) \+ ", text, flags=re.M)
+    if not added:
+        return Reply.json_output({"findings": []}, input_tokens=300, output_tokens=10)
+    severity = "major" if request["model"] == "r1" else "minor"
+    return Reply.json_output({"findings": [{"line": int(added[0]), "severity": severity, "category": "bug",
+                                            "message": "xor instead of and", "suggestion": "n &= n - 1"}]},
+                             input_tokens=300, output_tokens=40)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(default=flag_first_added) as fake:
+        yield fake
+
+
+def write_config(tmp_path: Path, server: FakeOpenAI, models: str = '["fake:r1", "fake:r2"]') -> Path:
+    path = tmp_path / "relay-test.toml"
+    path.write_text(f"""
+diversity = "off"
+[endpoints.fake]
+base_url = "{server.base_url}"
+[stages.implement]
+model = "fake:impl"
+[stages.review]
+models = {models}
+[retry]
+max_attempts = 1
+[models."fake:r1".price]
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+[models."fake:r2".price]
+input_per_mtok = 0.5
+output_per_mtok = 1.0
+""")
+    return path
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                          capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "bitcount.py").write_text(OLD)
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "base")
+    return root
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    return runner.invoke(app, list(args), env=env)
+
+
+def test_review_diff_file_json(tmp_path: Path, server: FakeOpenAI) -> None:
+    diff = tmp_path / "change.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    cfg = write_config(tmp_path, server)
+    result = invoke("review", "--diff", str(diff), "--config", str(cfg), "--format", "json", "--repo", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    [finding] = data["findings"]
+    assert (finding["start_line"], finding["severity"], finding["models"]) == (4, "major", ["fake:r1", "fake:r2"])
+    assert data["usage"]["fake:r1"]["usd"] == pytest.approx((300 * 1 + 40 * 2) / 1e6)
+    assert data["usage"]["fake:r2"]["input_tokens"] == 300
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize(("fail_on", "code"), [("major", 1), ("minor", 1), ("blocker", 0), (None, 0)])
+def test_fail_on_sets_the_exit_code(tmp_path: Path, server: FakeOpenAI, fail_on: str | None, code: int) -> None:
+    diff = tmp_path / "change.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    args = ["review", "--diff", str(diff), "--config", str(write_config(tmp_path, server)), "--format", "md"]
+    result = invoke(*args, *(["--fail-on", fail_on] if fail_on else []))
+    assert result.exit_code == code, result.output
+    assert "| `fake:r1` |" in result.stdout
+
+
+def test_min_agree_from_the_command_line(tmp_path: Path, server: FakeOpenAI) -> None:
+    diff = tmp_path / "change.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    cfg = write_config(tmp_path, server)
+    result = invoke("review", "--diff", str(diff), "--config", str(cfg), "--format", "json", "--min-agree", "2")
+    [finding] = json.loads(result.stdout)["findings"]
+    assert finding["severity"] == "minor"  # both agree on minor, only r1 on major
+    result = invoke("review", "--diff", str(diff), "--config", str(cfg), "--format", "json", "--min-agree", "3")
+    assert json.loads(result.stdout)["findings"] == []
+
+
+def test_working_tree_includes_untracked_files(repo: Path, tmp_path: Path, server: FakeOpenAI) -> None:
+    (repo / "bitcount.py").write_text(NEW)
+    (repo / "extra.py").write_text("x = 1\n")
+    (repo / ".gitignore").write_text("ignored.py\n")
+    (repo / "ignored.py").write_text("y = 2\n")
+    cfg = write_config(tmp_path, server)
+    out = tmp_path / "out" / "review.sarif"
+    result = invoke("review", "--repo", str(repo), "--config", str(cfg), "--format", "sarif", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    sarif = json.loads(out.read_text())
+    assert sarif["version"] == "2.1.0"
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in sarif["runs"][0]["results"]}
+    assert uris == {"bitcount.py", "extra.py", ".gitignore"}  # ignored.py is not reviewed
+    assert git(repo, "status", "--porcelain").count("??") == 2  # the user's index is untouched
+
+
+def test_base_and_head_review_the_branch(repo: Path, tmp_path: Path, server: FakeOpenAI) -> None:
+    git(repo, "checkout", "-qb", "feature")
+    (repo / "bitcount.py").write_text(NEW)
+    git(repo, "commit", "-qam", "break it")
+    (repo / "bitcount.py").write_text(OLD + "\n# uncommitted\n")  # not part of main...feature
+    cfg = write_config(tmp_path, server)
+    result = invoke("review", "--repo", str(repo), "--config", str(cfg), "--format", "json", "--base", "main")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["files"] == ["bitcount.py"] and data["findings"][0]["start_line"] == 4
+    prompt = server.requests[0]["messages"][-1]["content"]
+    assert "uncommitted" not in prompt
+    result = invoke("review", "--repo", str(repo), "--config", str(cfg), "--format", "json",
+                    "--base", "main", "--head", "main")
+    assert json.loads(result.stdout)["files"] == []
+
+
+def test_staged(repo: Path, tmp_path: Path, server: FakeOpenAI) -> None:
+    (repo / "bitcount.py").write_text(NEW)
+    git(repo, "add", "bitcount.py")
+    (repo / "bitcount.py").write_text(OLD)  # the working tree differs from the index
+    cfg = write_config(tmp_path, server)
+    result = invoke("review", "--repo", str(repo), "--config", str(cfg), "--format", "json", "--staged")
+    data = json.loads(result.stdout)
+    assert data["files"] == ["bitcount.py"] and data["findings"][0]["start_line"] == 4
+    prompt = server.requests[0]["messages"][-1]["content"]
+    assert "    1   def bitcount(n):" in prompt  # enclosing function read from the index, numbered
+
+
+@pytest.mark.parametrize("args", [
+    ["--format", "xml"], ["--head", "x"], ["--staged", "--diff", "-"], ["--fail-on", "fatal"], ["--min-agree", "0"],
+    ["--base", "no-such-ref"], ["--pr", "not-a-pr"],
+])
+def test_usage_errors_exit_2(repo: Path, tmp_path: Path, server: FakeOpenAI, args: list[str]) -> None:
+    cfg = write_config(tmp_path, server)
+    result = invoke("review", "--repo", str(repo), "--config", str(cfg), *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("relay: error:")
+    assert server.requests == []
+
+
+def test_missing_api_key_is_named_before_any_work(tmp_path: Path) -> None:
+    diff = tmp_path / "d.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    result = invoke("review", "--diff", str(diff), "--reviewers", "local:qwen2.5-coder-0.5b,openai:gpt-5-mini")
+    assert result.exit_code == 2
+    assert "OPENAI_API_KEY" in result.stderr
+    result = invoke("review", "--diff", str(diff), "--reviewers", "local:nope")
+    assert result.exit_code == 2 and "unknown local model" in result.stderr
+
+
+def test_every_reviewer_failing_exits_1(tmp_path: Path) -> None:
+    diff = tmp_path / "d.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    with FakeOpenAI(default=lambda _r: Reply.error(401, "bad key")) as server:
+        cfg = write_config(tmp_path, server)
+        result = invoke("review", "--diff", str(diff), "--config", str(cfg))
+    assert result.exit_code == 1
+    assert "every reviewer failed" in result.stderr and "auth" in result.stderr
+
+
+def test_diff_from_stdin(tmp_path: Path, server: FakeOpenAI) -> None:
+    cfg = write_config(tmp_path, server, models='["fake:r2"]')
+    result = runner.invoke(app, ["review", "--diff", "-", "--config", str(cfg), "--format", "text"],
+                           input=unified_diff("bitcount.py", OLD, NEW))
+    assert result.exit_code == 0, result.output
+    assert "MINOR" in result.stdout and "bitcount.py:4" in result.stdout and "fake:r2" in result.stdout
+
+
+@pytest.mark.parametrize("post", [True, False])
+def test_pull_request_review_is_posted_once(tmp_path: Path, server: FakeOpenAI, post: bool) -> None:
+    with FakeGitHub(unified_diff("bitcount.py", OLD, NEW)) as gh:
+        env = {"GITHUB_TOKEN": "ghp_x", "GITHUB_API_URL": gh.url}
+        cfg = write_config(tmp_path, server)
+        args = ["review", "--pr", "octo/widgets#7", "--config", str(cfg), "--format", "json"]
+        result = invoke(*args, *([] if post else ["--no-post"]), env=env)
+    assert result.exit_code == 0, result.output
+    posts = [r for r in gh.requests if r["method"] == "POST"]
+    assert len(posts) == (1 if post else 0)
+    if post:
+        [comment] = posts[0]["body"]["comments"]
+        assert (comment["path"], comment["line"], comment["side"]) == ("bitcount.py", 4, "RIGHT")
+        assert "fake:r1" in posts[0]["body"]["body"]
+
+
+def test_pull_request_needs_a_token(tmp_path: Path, server: FakeOpenAI) -> None:
+    result = invoke("review", "--pr", "octo/widgets#7", "--config", str(write_config(tmp_path, server)))
+    assert result.exit_code == 2 and "GITHUB_TOKEN" in result.stderr
+
+
+def test_review_eval_command(tmp_path: Path, server: FakeOpenAI) -> None:
+    suite = tmp_path / "suite.jsonl"
+    cases = [
+        {"id": "t/bitcount", "files": {"b.py": NEW}, "reference": {"b.py": OLD}, "bug_lines": {"b.py": [4]}},
+        {"id": "t/other", "files": {"o.py": "x = 1\ny = 3\n"}, "reference": {"o.py": "x = 1\ny = 2\n"},
+         "bug_lines": {"o.py": [1]}},
+        {"id": "t/implement", "files": {}, "reference": {}, "bug_lines": {}},
+    ]
+    suite.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    out = tmp_path / "eval"
+    result = invoke("review-eval", str(suite), "--config", str(write_config(tmp_path, server)), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "[2/2] t/other clean" in result.stderr
+    data = json.loads((out / "review_eval.json").read_text())
+    r1 = data["summary"]["fake:r1"]
+    # bitcount: line 4 flagged (true); other: line 2 flagged, bug labelled on line 1 → touches ±1 (true)
+    assert (r1["found"], r1["bugs"], r1["precision"]) == (2, 2, 1.0)
+    # clean changes (the fixes) get flagged too by this naive reviewer: 1 false alarm each
+    assert r1["false_alarms_per_clean"] == 1.0 and r1["clean_flagged_share"] == 1.0
+    assert data["summary"]["ensemble"]["usd_per_review"] == pytest.approx(
+        r1["usd_per_review"] + data["summary"]["fake:r2"]["usd_per_review"])
+    table = (out / "review_eval.md").read_text()
+    assert "| `ensemble` | 2/2 | 100% |" in table and table.splitlines()[-1] in result.stdout
