@@ -1,0 +1,194 @@
+"""Whole benches with scripted models: records, hidden tests, parallel jobs, resume after a kill, refusals."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relaycode.bench.runner import (
+    BenchOptions,
+    append_record,
+    prepare_out_dir,
+    read_records,
+    resolve_configs,
+    run_bench,
+)
+from relaycode.bench.suite import load_suite
+from relaycode.errors import UsageError
+from relaycode.pricing import Tokens, price_request
+
+from . import fakes
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture(autouse=True)
+def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Scripted models; keys only satisfy the pipeline's pre-flight (the network is blocked anyway).
+    for var in ("OPENAI_API_KEY", "GEMINI_API_KEY"):
+        monkeypatch.setenv(var, "test-key")
+
+
+def options(tmp_path: Path, **kw: Any) -> BenchOptions:
+    cases = load_suite(fakes.write_suite(tmp_path / "tiny.jsonl"))
+    configs = resolve_configs(fakes.write_configs(tmp_path))
+    kw.setdefault("out", tmp_path / "out")
+    return BenchOptions(cases=cases, configs=configs, model_overrides=fakes.overrides, **kw)
+
+
+EXPECTED = {("tiny/add", "good"): True, ("tiny/mul", "good"): True, ("tiny/spin", "good"): True,
+            ("tiny/add", "bad"): False, ("tiny/mul", "bad"): False, ("tiny/spin", "bad"): False}
+
+
+def check_records(records: list[dict[str, Any]], out: Path) -> None:
+    assert {(r["case"], r["config"]): r["passed"] for r in records} == EXPECTED, [
+        (r["case"], r["config"], r["error"], r["test_output_tail"]) for r in records]
+    assert len({r["run_id"] for r in records}) == 6
+    for r in records:
+        assert r["error_kind"] is None, r["error"]
+        model = fakes.GOOD if r["config"] == "good" else fakes.BAD
+        tin, tout = fakes.USAGE[model]
+        assert r["stages"] == {"implement": {"requests": 1, "input_tokens": tin, "output_tokens": tout,
+                                             "usd": str(price_request(model, Tokens(tin, tout))),
+                                             "model_s": r["stages"]["implement"]["model_s"]}}
+        assert Decimal(r["usd"]) == price_request(model, Tokens(tin, tout))
+        assert r["models_used"] == [model] and r["iterations"] == 1
+        assert r["timed_out"] == (r["case"] == "tiny/spin" and r["config"] == "bad")
+        assert r["test_exit_code"] == (0 if r["passed"] else r["test_exit_code"]) and r["test_exit_code"] is not None
+        assert r["cpu_s"]["total"] >= r["cpu_s"]["children"] > 0  # the hidden tests ran in a child
+        assert r["started_at"] < r["ended_at"] and r["relay_version"]
+        # The final worktree has the case's own files plus its hidden test, nothing of another case.
+        work = out / "work" / r["config"] / r["case"].replace("/", "__")
+        [worktree] = [p for p in (work / "repo" / ".git" / "relay" / "worktrees").iterdir()]
+        module = r["case"].split("/")[1]
+        names = sorted(p.name for p in worktree.iterdir() if p.name not in (".git", "__pycache__"))
+        assert names == ["README.md", f"{module}.py", f"test_{module}.py"]
+        assert not (work / "repo" / f"test_{module}.py").exists()  # hidden tests never reach the run's repo
+
+
+def test_bench_of_three_cases_by_two_configs(tmp_path: Path) -> None:
+    from relaycode.bench.report import write_reports
+
+    progress = io.StringIO()
+    records = run_bench(options(tmp_path, progress=progress))
+    out = tmp_path / "out"
+    check_records(records, out)
+    lines = progress.getvalue().splitlines()
+    assert len(lines) == 6 and lines[0].startswith("[1/6] good tiny/add PASS $0.0004 ")
+    assert lines[5].startswith("[6/6] bad tiny/spin FAIL (test timeout) $0.0003 ") and "so far $0.0022" in lines[5]
+    assert read_records(out / "results.jsonl") == records
+    write_reports(out, records)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["configs"]["good"]["passed"] == 3 and summary["configs"]["bad"]["passed"] == 0
+    assert summary["paired"][0] | {"p_value": 0} == {"a": "good", "b": "bad", "n": 3, "both": 0, "a_only": 3,
+                                                      "b_only": 0, "neither": 0, "p_value": 0}
+    assert summary["oracle"]["chosen"] == {"tiny/add": "good", "tiny/mul": "good", "tiny/spin": "good"}
+
+
+def test_two_jobs_run_concurrently_without_interfering(tmp_path: Path) -> None:
+    records = run_bench(options(tmp_path, jobs=2))
+    check_records(records, tmp_path / "out")
+    spans = sorted((r["started_at"], r["ended_at"]) for r in records)
+    assert any(b_start < a_end for (_, a_end), (b_start, _) in itertools.pairwise(spans)), spans
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all(json.loads(line) for line in lines)
+
+
+KILL_SCRIPT = """
+import sys
+sys.path[:0] = {paths!r}
+from pathlib import Path
+from relaycode.bench.runner import BenchOptions, resolve_configs, run_bench
+from relaycode.bench.suite import load_suite
+from bench import fakes
+cases = load_suite(Path({suite!r}))
+configs = resolve_configs([{good!r}])
+run_bench(BenchOptions(cases=cases, configs=configs, out=Path({out!r}), model_overrides=fakes.slow_overrides))
+"""
+
+
+def test_resume_after_a_kill_keeps_records_and_adds_no_duplicates(tmp_path: Path) -> None:
+    opts = options(tmp_path)
+    out = opts.out
+    results = out / "results.jsonl"
+    good = str(tmp_path / "good.toml")
+    script = KILL_SCRIPT.format(paths=[str(Path(__file__).parents[1])], suite=str(tmp_path / "tiny.jsonl"),
+                                good=good, out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (results.is_file() and results.read_text().count("\n") >= 1):
+            assert proc.poll() is None, "bench exited early"
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(0.5)  # now inside the second case (its model hangs)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = results.read_text()
+    assert first.count("\n") == 1 and json.loads(first)["case"] == "tiny/add"
+    assert (out / "work" / "good" / "tiny__mul").is_dir()  # the killed case left its dirs behind
+    with results.open("a") as fh:
+        fh.write('{"case": "tiny/mul", "conf')  # and a torn line, as a kill mid-write would
+
+    with pytest.raises(UsageError, match="not empty"):
+        run_bench(options(tmp_path))
+    records = run_bench(options(tmp_path, resume=True))
+    check_records(records, out)
+    text = results.read_text()
+    assert text.startswith(first) and text.count("\n") == 6 and "conf\n" not in text and '"conf{' not in text
+    pairs = [(r["case"], r["config"]) for r in map(json.loads, text.splitlines())]
+    assert len(pairs) == len(set(pairs)) == 6
+    # Nothing left to do: a second resume runs nothing and changes nothing.
+    assert len(run_bench(options(tmp_path, resume=True))) == 6
+    assert results.read_text() == text
+
+
+def test_refuses_to_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not empty; pass --resume"):
+        prepare_out_dir(out, resume=False, force=False)
+    with pytest.raises(UsageError, match=r"removes only bench files, but it also holds notes\.txt"):
+        prepare_out_dir(out, resume=False, force=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    with pytest.raises(UsageError, match="contradict"):
+        prepare_out_dir(out, resume=True, force=True)
+    (out / "notes.txt").unlink()
+    append_record(out / "results.jsonl", {"case": "c", "config": "x"})
+    (out / "work").mkdir()
+    prepare_out_dir(out, resume=False, force=True)
+    assert list(out.iterdir()) == []
+
+
+def test_read_records_drops_only_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    append_record(path, {"case": "a", "config": "x", "passed": True})
+    append_record(path, {"case": "b", "config": "x", "passed": False})
+    good = path.read_bytes()
+    path.write_bytes(good + b'{"case": "c", "con')
+    assert [r["case"] for r in read_records(path, repair=True)] == ["a", "b"]
+    assert path.read_bytes() == good
+    path.write_bytes(b'garbage\n' + good)
+    with pytest.raises(UsageError, match=r"results\.jsonl:1: not a bench record"):
+        read_records(path)
+
+
+def test_unknown_config_and_duplicate_names(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="neither a preset"):
+        resolve_configs(["no-such-preset"])
+    with pytest.raises(UsageError, match="more than one config is named local"):
+        resolve_configs(["local", "local"])
+    assert [c.name for c in resolve_configs(["solo-local", "local-cascade"])] == ["solo-local", "local-cascade"]
