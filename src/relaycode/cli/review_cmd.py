@@ -174,6 +174,8 @@ def review(
             text, reader, what = collect_diff(repo, base=base, head=head, staged=staged, diff_file=diff_file)
         if not text.strip():
             typer.echo(f"relay: nothing to review ({what} has no changes)", err=True)
+        else:
+            typer.echo(f"relay: reviewing {what} with {', '.join(specs)}", err=True)
         session = ModelSession(cfg, run_id="review")
         result = asyncio.run(review_diff(session, text, reviewers=specs, min_agree=agree, read_source=reader))
         _write(render(result, fmt, color=output is None and sys.stdout.isatty()), output)
