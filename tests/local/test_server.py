@@ -143,6 +143,31 @@ def test_local_start_promotes_a_run_server(fake_setup: str) -> None:
     assert [h.pid for h in running_servers()] == [handle.pid], "the run no longer owns it"
 
 
+def test_a_run_server_stops_only_when_its_last_user_closes(fake_setup: str) -> None:
+    first, second = LocalServer(), LocalServer()
+    handle = first.ensure(fake_setup)
+    assert second.ensure(fake_setup).pid == handle.pid
+    first.close()  # the run that started it ends while another still uses it
+    assert [h.pid for h in running_servers()] == [handle.pid]
+    check_alive(handle)
+    second.close()
+    assert _pid_gone(handle.pid)
+    assert running_servers() == []
+
+
+def test_users_whose_process_died_do_not_keep_a_server_alive(fake_setup: str, relay_home: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    manager = LocalServer()
+    handle = manager.ensure(fake_setup)
+    state = paths.state_dir() / f"server-{fake_setup}.json"
+    data = json.loads(state.read_text())
+    data["users"].append(f"{dead.pid}-deadbeef")
+    state.write_text(json.dumps(data))
+    manager.close()
+    assert _pid_gone(handle.pid)
+
+
 def test_server_dying_at_start_up_reports_the_log(
     fake_setup: str, monkeypatch: pytest.MonkeyPatch, relay_home: Path
 ) -> None:
@@ -169,7 +194,7 @@ def test_server_that_never_gets_ready_times_out(fake_setup: str, monkeypatch: py
 def test_stale_state_file_is_cleaned_up(fake_setup: str, relay_home: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = ServerHandle(fake_setup, 1, dead.pid, "cli", dead.pid, "/nonexistent.log", 0.0)
+    stale = ServerHandle(fake_setup, 1, dead.pid, "cli", "/nonexistent.log", 0.0)
     (paths.state_dir() / f"server-{fake_setup}.json").write_text(json.dumps(stale.__dict__))
     assert running_servers() == []
     assert not (relay_home / "state" / f"server-{fake_setup}.json").exists()

@@ -108,6 +108,7 @@ def _status_data(full_verify: bool) -> dict[str, Any]:
             "pid": h.pid,
             "rss": process_rss(h.pid),
             "started_by": h.started_by,
+            "users": list(h.users),
             "log": h.log_path,
         }
         for h in running_servers()

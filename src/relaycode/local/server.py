@@ -6,9 +6,10 @@ who started it), so any relay process can find, reuse and stop it:
 - `relay local start` starts servers with ``started_by="cli"``; they keep
   running after relay exits until `relay local stop`.
 - a run that needs a model calls `ensure_server`; a server it has to start is
-  ``started_by="run"`` and is stopped when that relay process exits
-  (`LocalServer.close`, registered with atexit). A run-started server whose
-  relay process died is adopted by the next run that uses it.
+  ``started_by="run"``. Every relay process using it is listed in the state
+  file, and the last one to exit stops it (`LocalServer.close`, registered
+  with atexit), so runs can share a server without pulling it from under
+  each other. `relay local start` on a run's server makes it permanent.
 
 Starting is serialised per model with a file lock, so two relay processes
 never start the same model twice.
@@ -27,8 +28,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -55,9 +57,10 @@ class ServerHandle:
     port: int
     pid: int
     started_by: StartedBy
-    owner_pid: int  # the relay process that started (or adopted) it
     log_path: str
     started_at: float
+    # Managers ("<pid>-<id>") using a run-started server; it stops when the last live one closes.
+    users: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -99,9 +102,22 @@ def _log_file(model: str) -> Path:
 def _read_state(model: str) -> ServerHandle | None:
     try:
         data = json.loads(_state_file(model).read_text())
-        return ServerHandle(**data)
+        # Ignore unknown keys: a state file from another relay version must still be found and stopped.
+        known = {k: v for k, v in data.items() if k in ServerHandle.__dataclass_fields__}
+        known["users"] = tuple(known.get("users", ()))
+        return ServerHandle(**known)
     except (OSError, ValueError, TypeError):
         return None
+
+
+def _live_users(users: tuple[str, ...]) -> tuple[str, ...]:
+    """The user tokens whose relay process is still alive."""
+    live = []
+    for user in users:
+        with contextlib.suppress(ValueError):
+            if _pid_alive(int(user.split("-", 1)[0])):
+                live.append(user)
+    return tuple(live)
 
 
 def _write_state(handle: ServerHandle) -> None:
@@ -228,15 +244,20 @@ def _terminate(pid: int, proc: subprocess.Popen[bytes] | None, grace_s: float = 
 
 
 class LocalServer:
-    """Finds or starts local servers; on `close` stops the ones this process started for a run.
+    """Finds or starts local servers; on `close` releases them, stopping run servers nobody uses any more.
 
-    Use as a context manager, or through `ensure_server`, whose process-wide
-    instance is closed at exit.
+    Every manager that uses a run-started server adds a token to the state
+    file's `users`; the server stops when the last live user releases it, so a
+    run never pulls a server from under another run that reuses it. Use as a
+    context manager, or through `ensure_server`, whose process-wide instance is
+    closed at exit.
     """
 
     def __init__(self, *, startup_timeout_s: float = 180.0) -> None:
         self.startup_timeout_s = startup_timeout_s
-        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self.token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._using: dict[str, int] = {}  # model -> pid of the server this manager uses
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # servers this manager spawned
 
     def __enter__(self) -> LocalServer:
         return self
@@ -251,19 +272,23 @@ class LocalServer:
             handle = _read_state(model.name)
             if handle is not None and _is_our_server(handle):
                 self._wait_healthy(handle, None)
-                return self._claim(handle, persistent)
-            _remove_state(model.name)
-            return self._start(model, persistent)
+                handle = self._claim(handle, persistent)
+            else:
+                _remove_state(model.name)
+                handle = self._start(model, persistent)
+            if handle.started_by == "run":
+                self._using[model.name] = handle.pid
+            return handle
 
     def _claim(self, handle: ServerHandle, persistent: bool) -> ServerHandle:
-        # `relay local start` makes a run's server permanent; a run adopts a
-        # run-started server whose relay process is gone, so someone stops it.
-        if persistent and handle.started_by == "run":
-            handle = ServerHandle(**{**asdict(handle), "started_by": "cli", "owner_pid": os.getpid()})
-            _write_state(handle)
-        elif handle.started_by == "run" and not _pid_alive(handle.owner_pid):
-            handle = ServerHandle(**{**asdict(handle), "owner_pid": os.getpid()})
-            _write_state(handle)
+        if persistent:
+            # `relay local start` on a run's server makes it permanent.
+            handle = replace(handle, started_by="cli", users=())
+        elif handle.started_by == "run":
+            handle = replace(handle, users=(*_live_users(handle.users), self.token))
+        else:
+            return handle
+        _write_state(handle)
         return handle
 
     def _start(self, model: LocalModel, persistent: bool) -> ServerHandle:
@@ -286,9 +311,9 @@ class LocalServer:
                 port=port,
                 pid=proc.pid,
                 started_by="cli" if persistent else "run",
-                owner_pid=os.getpid(),
                 log_path=str(log_path),
                 started_at=time.time(),
+                users=() if persistent else (self.token,),
             )
             _write_state(handle)  # before waiting: a crash of relay now still leaves a findable server
             try:
@@ -300,8 +325,7 @@ class LocalServer:
                 if "bind" in log_tail(log_path, 30).lower():
                     continue
                 raise
-            if not persistent:
-                self._children[model.name] = proc
+            self._children[model.name] = proc
             return handle
         assert last_error is not None
         raise last_error
@@ -325,17 +349,21 @@ class LocalServer:
             time.sleep(0.1)
 
     def close(self) -> None:
-        """Stop the servers this process started for a run (not those promoted by `relay local start`)."""
-        for name, proc in list(self._children.items()):
+        """Release every server this manager used; stop run-started ones left without a live user."""
+        for name, pid in list(self._using.items()):
             with _model_lock(name):
                 handle = _read_state(name)
-                ours = handle is not None and handle.pid == proc.pid
-                if ours and handle is not None and handle.started_by == "run":
-                    _terminate(proc.pid, proc)
-                    _remove_state(name)
-                elif not ours:
-                    proc.poll()  # reap it if it already exited
-            del self._children[name]
+                if handle is not None and handle.pid == pid and handle.started_by == "run":
+                    users = tuple(u for u in _live_users(handle.users) if u != self.token)
+                    if users:
+                        _write_state(replace(handle, users=users))
+                    else:
+                        _terminate(pid, self._children.get(name))
+                        _remove_state(name)
+            del self._using[name]
+        for proc in self._children.values():
+            proc.poll()  # reap the ones that exited; the others now belong to someone else
+        self._children.clear()
 
 
 _default: LocalServer | None = None
