@@ -192,3 +192,23 @@ def test_unknown_config_and_duplicate_names(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="more than one config is named local"):
         resolve_configs(["local", "local"])
     assert [c.name for c in resolve_configs(["solo-local", "local-cascade"])] == ["solo-local", "local-cascade"]
+
+
+def test_server_cpu_counts_only_the_configs_own_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from relaycode.bench import runner
+    from relaycode.local import server
+
+    handles = [SimpleNamespace(model="mine", pid=os.getpid()), SimpleNamespace(model="other", pid=os.getpid() + 10**6)]
+    monkeypatch.setattr(server, "running_servers", lambda: handles)
+    meter = runner.CpuMeter(frozenset({"mine"}))
+    assert list(meter.servers0) == [os.getpid()]  # the other model's server is not read at all
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.3:
+        pass  # burn CPU "in the server" (this process stands in for it)
+    cpu = meter.stop(shared_servers=False)
+    assert cpu["servers"] >= 0.2 and cpu["total"] >= cpu["servers"] + cpu["relay"] - 0.01
+    assert runner.CpuMeter().stop(shared_servers=True)["servers"] == 0.0  # no local models, no server CPU
+    assert runner.local_model_names(resolve_configs(["local-cascade"])[0].config) == {
+        "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}

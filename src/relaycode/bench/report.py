@@ -23,8 +23,9 @@ NOTES = [
     "95% CI: Wilson score interval. Paired: cases both configs ran; p = two-sided exact McNemar test.",
     "Oracle: per case the cheapest config that solved it (ties: less compute); an unsolved case is "
     "charged the cheapest config's attempt.",
-    "CPU s = relay process + its children (sandboxed commands, git) + local model servers over the "
-    "case's window (/proc); with --jobs > 1 a shared server's CPU is counted in every overlapping case.",
+    "CPU s = relay process + its children (sandboxed commands, git) + the servers of the config's local "
+    "models over the case's window (/proc); with --jobs > 1 a shared server's CPU is counted in every "
+    "overlapping case, so compare compute from --jobs 1 benches.",
 ]
 
 ESTIMATE_NOTE = (
@@ -111,7 +112,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lo, hi = c["ci95"]
         lines.append(
             f"| {name} | {c['n']} | {c['passed']} | {_pct(c['pass_rate'])} | {100 * lo:.1f}–{100 * hi:.1f}% "
-            f"| {_usd(c['usd_per_case'])} | {_usd(c['usd_per_solved'])} | {_num(c['tokens_per_case'], ',.0f')} "
+            f"| {_usd(c['usd_per_case'])} | {_usd(c['usd_per_solved']) if c['passed'] else '-'} | {_num(c['tokens_per_case'], ',.0f')} "
             f"| {_num(c['compute_s_mean'])} | {_num(c['wall_s_mean'])} | {_num(c['model_s_mean'])} |"
         )
     if any(c["zero_cost"] for c in summary["configs"].values()):
@@ -190,7 +191,7 @@ def render_png(summary: Mapping[str, Any]) -> bytes:
             lo, hi = summary["configs"][name]["ci95"]
             on_front = name in front
             ax.errorbar([x], [100 * y], yerr=[[100 * (y - lo)], [100 * (hi - y)]], fmt="o", capsize=4,
-                        color="tab:blue" if on_front else "tab:gray", markersize=8)
+                        color="tab:blue" if on_front else "tab:gray", markersize=8, zorder=3)
             ax.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(8, 6), fontsize=9)
         if len(front) > 1:
             xs = [points[n][0] for n in front]
@@ -201,7 +202,9 @@ def render_png(summary: Mapping[str, Any]) -> bytes:
         o = summary["oracle"]
         ox = o.get("compute_s_mean") if key == "compute_s_mean" else o.get("usd_per_case")
         if ox is not None and o["pass_rate"] is not None:
-            ax.plot([ox], [100 * o["pass_rate"]], marker="*", markersize=13, color="tab:orange", linestyle="none",
+            # Hollow and underneath: the oracle often lands on a config's point and must not hide it.
+            ax.plot([ox], [100 * o["pass_rate"]], marker="*", markersize=16, markerfacecolor="none",
+                    markeredgecolor="tab:orange", markeredgewidth=1.5, linestyle="none", zorder=1,
                     label="oracle (cheapest solver per case)")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("pass rate (%) with 95% Wilson CI")
@@ -214,10 +217,11 @@ def render_png(summary: Mapping[str, Any]) -> bytes:
         ax.set_title(f"{title} ({', '.join(summary['suites'])}, {n_cases} cases)"
                      + (" — ESTIMATE" if summary["estimate"] else ""), fontsize=10)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        # Below the axes: inside, it would cover points in whichever corner they land.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=8, frameon=False)
         buf = io.BytesIO()
         fig.tight_layout()
-        fig.savefig(buf, format="png")
+        fig.savefig(buf, format="png", bbox_inches="tight")
         return buf.getvalue()
     finally:
         plt.close(fig)

@@ -14,8 +14,10 @@ Processes also make CPU accounting exact: a worker runs one case at a time, so
 the rusage deltas of the worker and its reaped children (sandboxed verify and
 hidden-test commands, git) belong to that case. With `jobs == 1` cases run in
 this process, with the same accounting. Local model servers are separate,
-long-lived processes: their CPU is read from /proc over the case's window,
-which is exact with one job and over-counts (shared server) with several.
+long-lived processes: the CPU of the servers of the config's own models is
+read from /proc over the case's window, which is exact with one job (as long
+as nothing else uses those servers) and over-counts with several (a shared
+server's CPU lands in every overlapping case).
 """
 
 from __future__ import annotations
@@ -130,12 +132,25 @@ def _rusage_s() -> tuple[float, float]:
     return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
-def _server_cpu() -> dict[int, float]:
-    """CPU seconds so far of each running local model server (pid → s); empty if none or unreadable."""
+def local_model_names(config: Config) -> frozenset[str]:
+    """Names of the local models a config uses (their servers' CPU is the config's compute)."""
+    from relaycode.models import parse_model
+
+    refs = (parse_model(spec, config) for spec in config.all_models())
+    return frozenset(ref.name for ref in refs if ref.provider == "local")
+
+
+def _server_cpu(models: frozenset[str]) -> dict[int, float]:
+    """CPU seconds so far of the running servers of `models` (pid → s); empty if none or unreadable.
+
+    Only the config's own models count: servers of other models may be busy with other work.
+    """
+    if not models:
+        return {}
     try:
         from relaycode.local.server import running_servers
 
-        handles = running_servers()
+        handles = [h for h in running_servers() if h.model in models]
     except Exception:  # the local package is optional for API-only benches
         return {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -152,13 +167,14 @@ def _server_cpu() -> dict[int, float]:
 class CpuMeter:
     """CPU seconds spent between start and stop: this process, its reaped children, local servers."""
 
-    def __init__(self) -> None:
+    def __init__(self, local_models: frozenset[str] = frozenset()) -> None:
+        self.models = local_models
         self.self0, self.children0 = _rusage_s()
-        self.servers0 = _server_cpu()
+        self.servers0 = _server_cpu(local_models)
 
     def stop(self, *, shared_servers: bool) -> dict[str, Any]:
         self_s, children_s = _rusage_s()
-        servers = _server_cpu()
+        servers = _server_cpu(self.models)
         server_s = sum(max(0.0, s - self.servers0.get(pid, 0.0)) for pid, s in servers.items())
         own = self_s - self.self0
         kids = children_s - self.children0
@@ -257,7 +273,7 @@ def run_case(job: CaseJob) -> dict[str, Any]:
     case, bc = job.case, job.config
     started = _now()
     t0 = time.perf_counter()
-    meter = CpuMeter()
+    meter = CpuMeter(local_model_names(bc.config))
     record: dict[str, Any] = {
         "schema": RECORD_SCHEMA,
         "case": case.id,
@@ -435,14 +451,8 @@ def preflight_configs(configs: Sequence[BenchConfig], *, no_sandbox: bool, fake_
 
 def _start_local_servers(configs: Sequence[BenchConfig]) -> None:
     from relaycode.local.server import ensure_server
-    from relaycode.models import parse_model
 
-    names: list[str] = []
-    for bc in configs:
-        for spec in bc.config.all_models():
-            ref = parse_model(spec, bc.config)
-            if ref.provider == "local" and ref.name not in names:
-                names.append(ref.name)
+    names = sorted(set().union(*(local_model_names(bc.config) for bc in configs)))
     for name in names:
         try:
             ensure_server(name)
