@@ -117,9 +117,13 @@ def test_succeeds_first_try(tmp_path: Path) -> None:
     assert kinds.count("model_call") == 2 and kinds[0] == "run_start" and kinds[-1] == "run_end"
 
 
+SECOND_FIX = GOOD_FIX.replace("    start = page * per_page\n=", "    start = page * per_page - 1\n=")
+
+
 def test_fix_loop_feeds_test_output_back(tmp_path: Path) -> None:
     repo = make_demo_repo(tmp_path / "shop")
-    implementer = scripted_text([WRONG_FIX, GOOD_FIX], usage=(800, 30))
+    # The second attempt builds on the first: its SEARCH matches the first attempt's line.
+    implementer = scripted_text([WRONG_FIX, SECOND_FIX], usage=(800, 30))
     cfg = config(stages={"plan": {"model": None}})
     result = run(repo, cfg, {CHEAP: implementer})
     assert result.status == "succeeded", result.error
@@ -148,8 +152,9 @@ def test_escalates_to_stronger_implementer_only_after_failure(tmp_path: Path) ->
 
 def test_budget_exceeded_stops_cleanly_and_keeps_work(tmp_path: Path) -> None:
     repo = make_demo_repo(tmp_path / "shop")
-    implementer = scripted_text([WRONG_FIX], usage=(800, 30))
-    # Flash worst case per request: ~prompt/3 input tokens + 4096 output at $2.50/M ≈ $0.0105.
+    implementer = scripted_text([WRONG_FIX], usage=(800, 2000))  # $0.00524 per request
+    # Flash worst case per request: ~prompt/3 input tokens + 4096 output at $2.50/M ≈ $0.0105,
+    # so after one request ($0.00524 spent) the next worst case no longer fits in $0.015.
     cfg = config(stages={"plan": {"model": None}}, budget={"run_usd": 0.015}, max_iterations=5)
     result = run(repo, cfg, {CHEAP: implementer})
     assert result.status == "budget_exceeded"
@@ -221,3 +226,101 @@ def test_bad_input_is_a_usage_error(tmp_path: Path, setup: str, task: str, needl
         repo = tmp_path / "ok"
     with pytest.raises(UsageError, match=needle):
         run(repo, config(), {}, task=task)
+
+
+def test_reviewer_blocker_goes_back_to_the_implementer(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop")
+    # Attempt 1 passes the tests; the reviewer flags a blocker; attempt 2 addresses it; review is clean.
+    polish = """shop/pagination.py
+<<<<<<< SEARCH
+    start = (page - 1) * per_page
+=======
+    start = (page - 1) * per_page  # pages are 1-based
+>>>>>>> REPLACE
+"""
+    implementer = scripted_text([GOOD_FIX, polish], usage=(700, 40))
+    blocker = {"findings": [{"line": 15, "severity": "blocker", "category": "bug",
+                             "message": "explain the 1-based page arithmetic", "suggestion": "add a comment"}]}
+    reviewer = scripted_output([blocker, {"findings": []}], usage=(600, 50))
+    cfg = config(stages={"plan": {"model": None}, "review": {"models": [REVIEWER]}})
+    result = run(repo, cfg, {CHEAP: implementer, REVIEWER: reviewer})
+    assert result.status == "succeeded", result.error
+    assert result.iterations == 2
+    assert "explain the 1-based page arithmetic" in implementer.calls[1]
+    assert "# pages are 1-based" in branch_file(repo, result.branch, "shop/pagination.py")
+    review = json.loads((result.run_dir / "review.json").read_text())
+    assert review["findings"] == []
+    assert result.ledger.by_stage()["review"].usd == expected_usd([(REVIEWER, (600, 50))] * 2)
+    assert result.ledger.total().usd == expected_usd([(CHEAP, (700, 40))] * 2 + [(REVIEWER, (600, 50))] * 2)
+
+
+def test_checkout_is_byte_identical_with_staged_unstaged_and_untracked_changes(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop")
+    (repo / "shop" / "cart.py").write_text((repo / "shop" / "cart.py").read_text() + "\n# staged edit\n")
+    subprocess.run(["git", "add", "shop/cart.py"], cwd=repo, check=True)
+    (repo / "README.md").write_text("unstaged edit\n")
+    (repo / "notes.txt").write_text("untracked file\n")
+    before = snapshot(repo)
+    result = run(repo, config(stages={"plan": {"model": None}}), {CHEAP: scripted_text([GOOD_FIX])})
+    assert result.status == "succeeded"
+    assert snapshot(repo) == before
+    # the run started from HEAD, not from the user's uncommitted changes
+    assert "staged edit" not in branch_file(repo, result.branch, "shop/cart.py")
+
+
+def test_cli_run_json_has_the_promised_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import relaycode.pipeline as pipeline
+    from relaycode.cli import _register, app
+
+    _register()
+    repo = make_demo_repo(tmp_path / "shop")
+    (repo / "relay.toml").write_text(
+        f'[stages.implement]\nmodel = "{CHEAP}"\n[stages.verify]\ncommands = ["python -m pytest -q"]\n')
+    subprocess.run(["git", "add", "relay.toml"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "cfg"], cwd=repo, check=True)
+    real = pipeline.run_task
+
+    def with_doubles(options: RunOptions) -> RunResult:
+        options.model_overrides = {CHEAP: scripted_text([GOOD_FIX], usage=(300, 30))}
+        options.history = False
+        return real(options)
+
+    monkeypatch.setattr(pipeline, "run_task", with_doubles)
+    result = CliRunner().invoke(app, ["run", DEMO_TASK, "--repo", str(repo), "--yes", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    for key in ("run_id", "status", "branch", "run_dir", "cost", "verify", "review", "iterations"):
+        assert key in data, key
+    assert data["status"] == "succeeded" and data["verify"]["passed"] is True
+    assert data["review"]["findings"] == 0 and data["iterations"] == 1
+    assert data["cost"]["by_stage"]["implement"]["input_tokens"] == 300
+    assert data["cost"]["by_model"][CHEAP]["output_tokens"] == 30
+    assert data["cost"]["total"]["usd"] == float(expected_usd([(CHEAP, (300, 30))]))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "fix it", "--repo", "{plain}"], "not a git repository"),
+        (["run", "", "--repo", "{repo}"], "task is empty"),
+        (["run", "fix it", "--repo", "{repo}", "--plan", "{badplan}"], "plan does not parse"),
+        (["run", "fix it", "--repo", "{repo}", "--base", "no-such-branch"], "does not exist"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    from typer.testing import CliRunner
+
+    from relaycode.cli import _register, app
+
+    _register()
+    repo = make_demo_repo(tmp_path / "shop")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "bad.md").write_text("no headings here\n")
+    subst = {"{plain}": str(tmp_path / "plain"), "{repo}": str(repo), "{badplan}": str(tmp_path / "bad.md")}
+    argv = [subst.get(a, a) for a in args] + ["--preset", "api", "--yes"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -172,6 +172,11 @@ PROFILES: tuple[tuple[str, str, ModelProfile], ...] = (
 def profile_for(spec: str, config: Config | None = None) -> ModelProfile:
     ref = parse_model(spec, config)
     profile = next(p for prov, name, p in PROFILES if fnmatch.fnmatch(ref.provider, prov) and fnmatch.fnmatch(ref.name, name))
+    if ref.provider == "local":
+        from relaycode.local.catalog import CATALOG
+
+        if ref.name in CATALOG:  # the context the local server is started with
+            profile = ModelProfile(profile.protocol, profile.output_mode, CATALOG[ref.name].context)
     if config is not None:
         if ref.provider in config.endpoints:
             # Unknown self-hosted models: assume no native tool calling.

@@ -245,6 +245,10 @@ class _Run:
             spec = implementers[st["implementer"]]
             # A killed attempt may have left half-applied edits: start each attempt from the last commit.
             self.worktree.reset_hard(st.get("head") or self.worktree.base)
+            if st.get("fresh_start"):
+                # An escalated implementer starts from the base tree, not from the weaker model's attempt
+                # (which stays in the branch history).
+                self.worktree.git("read-tree", "--reset", "-u", self.worktree.base)
             with self.stage("implement", spec):
                 files = self.worktree.list_files()
                 sizes = {f: _size(self.worktree.root / f) for f in files}
@@ -279,6 +283,7 @@ class _Run:
                                               + "\n".join(f"- {f.path}:{f.start_line} [{f.severity}] {f.message}"
                                                           for f in blocking))
             sha = None
+            st["fresh_start"] = False
             if diff.strip():
                 sha = self.worktree.commit(f"relay: attempt {iteration} by {spec}\n\nrun {self.store.run_id}")
                 if sha:
@@ -300,6 +305,7 @@ class _Run:
             if st["fails_with_current"] >= impl_cfg.escalate_after and st["implementer"] + 1 < len(implementers):
                 st["implementer"] += 1
                 st["fails_with_current"] = 0
+                st["fresh_start"] = True
                 nxt = implementers[st["implementer"]]
                 self.result.escalations.append(nxt)
                 self.emit("escalate", to=nxt, after_iteration=iteration)
@@ -433,10 +439,10 @@ def run_task(options: RunOptions) -> RunResult:
     run = _Run(options, store, worktree, state)
     history = _open_history(options, run)
     run.emit("run_start", run_id=store.run_id, task=options.task, resume=options.resume)
-    from relaycode.trace import workflow_span
+    from relaycode.trace import configure_tracing, workflow_span
 
     try:
-        with workflow_span(store.run_id, options.task):
+        with configure_tracing(options.config.trace, run_dir=store.dir), workflow_span(store.run_id, options.task):
             asyncio.run(run.main())
     except RelayError as exc:
         status, kind = _status_of(exc)
@@ -454,8 +460,8 @@ def _open_history(options: RunOptions, run: _Run) -> Any:
     from relaycode.history import History, attach
 
     history = History.open()
-    history.start_run(run_id=run.store.run_id, kind="run", repo=str(options.repo), task=options.task,
-                      config=options.config.preset or options.config.source)
+    history.start_run(run.store.run_id, kind="run", repo=str(Path(options.repo).resolve()), task=options.task,
+                      config_name=options.config.preset or options.config.source, run_dir=str(run.store.dir))
     attach(run.ledger, history)
     return history
 
@@ -476,18 +482,27 @@ def _finish(run: _Run, started: float, t0: float, history: Any) -> None:
     run.store.write_text("patch.diff", patch)
     run.store.write_json("ledger.json", run.ledger.to_dict())
     data = result.to_dict()
-    data["task"] = run.options.task
-    data["timeline"] = run.timeline
-    data["config"] = run.config.preset or run.config.source
-    data["started_at"] = started
+    data.update(task=run.options.task, repo=run.state.get("repo"), timeline=run.timeline,
+                config=run.config.preset or run.config.source, started_at=started)
     run.store.write_json("result.json", data)
+    verify = run.store.read_json("verify.json")
+    report_data = {**data, "ledger": run.ledger.to_dict(), "findings": result.findings,
+                   "verify": None if verify is None else {"passed": result.verify_passed,
+                                                          "summary": _verify_line(verify)}}
+    run.store.write_json("run.json", {k: v for k, v in report_data.items() if k != "ledger"})
     from relaycode.report import render_markdown
 
-    run.store.write_text("report.md", render_markdown(data))
+    run.store.write_text("report.md", render_markdown(report_data))
     run.emit("run_end", status=result.status, error=result.error)
     if history is not None:
-        usd = run.ledger.total().usd_known
-        history.finish_run(run_id=result.run_id, status=result.status, wall_s=result.wall_s,
-                           model_s=result.model_s, usd=None if usd is None else float(usd),
-                           run_dir=str(run.store.dir))
+        history.finish_run(result.run_id, status=result.status, wall_s=result.wall_s, model_s=result.model_s,
+                           ledger=run.ledger)
+
+
+def _verify_line(verify: dict[str, Any]) -> str:
+    results = verify.get("results", [])
+    failed = [r["command"] for r in results if r.get("exit_code") != 0]
+    if not results:
+        return "no verify commands"
+    return "all commands passed" if not failed else "failed: " + ", ".join(failed)
 

@@ -32,8 +32,9 @@ the exact lines currently in the file (copy them exactly, a few lines are enough
 the new lines
 >>>>>>> REPLACE
 
-Rules: the SEARCH part must match the file exactly, including indentation; keep blocks small;
-use several blocks for several places; never edit test files unless the task asks for it.
+Rules: change only the lines needed for the task and leave everything else exactly as it is;
+the SEARCH part must match the file exactly, including indentation; keep each block small (a few lines
+around the change); use several blocks for several places; never edit test files unless the task asks for it.
 {FORMAT_HELP}"""
 
 
