@@ -79,3 +79,15 @@ def slow_overrides(case: Case, config: str) -> dict[str, Model]:
     if case.id != CASES[0]["id"]:
         time.sleep(120)
     return overrides(case, config)
+
+
+def interrupting_overrides(case: Case, config: str) -> dict[str, Model]:
+    """The second case's model call is interrupted (as by Ctrl-C)."""
+    if case.id == CASES[0]["id"]:
+        return overrides(case, config)
+    from pydantic_ai.models.function import FunctionModel
+
+    def interrupt(*_: object) -> Any:
+        raise KeyboardInterrupt
+
+    return {GOOD: FunctionModel(interrupt), BAD: FunctionModel(interrupt)}

@@ -44,7 +44,8 @@ def options(tmp_path: Path, **kw: Any) -> BenchOptions:
     cases = load_suite(fakes.write_suite(tmp_path / "tiny.jsonl"))
     configs = resolve_configs(fakes.write_configs(tmp_path))
     kw.setdefault("out", tmp_path / "out")
-    return BenchOptions(cases=cases, configs=configs, model_overrides=fakes.overrides, **kw)
+    kw.setdefault("model_overrides", fakes.overrides)
+    return BenchOptions(cases=cases, configs=configs, **kw)
 
 
 EXPECTED = {("tiny/add", "good"): True, ("tiny/mul", "good"): True, ("tiny/spin", "good"): True,
@@ -212,3 +213,11 @@ def test_server_cpu_counts_only_the_configs_own_models(monkeypatch: pytest.Monke
     assert runner.CpuMeter().stop(shared_servers=True)["servers"] == 0.0  # no local models, no server CPU
     assert runner.local_model_names(resolve_configs(["local-cascade"])[0].config) == {
         "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+
+
+def test_ctrl_c_stops_the_bench_without_recording_the_interrupted_pair(tmp_path: Path) -> None:
+    opts = options(tmp_path, model_overrides=fakes.interrupting_overrides)
+    opts.configs = opts.configs[:1]
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(opts)
+    assert [(r["case"], r["passed"]) for r in read_records(opts.out / "results.jsonl")] == [("tiny/add", True)]

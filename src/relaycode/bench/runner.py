@@ -315,6 +315,10 @@ def run_case(job: CaseJob) -> dict[str, Any]:
         result = run_task(RunOptions(repo=repo, task=case.instruction, config=bc.config, yes=True,
                                      no_sandbox=job.no_sandbox, model_overrides=overrides,
                                      runs_dir=job.work / "runs", history=job.history))
+        if result.error_kind == "interrupted":
+            # The pipeline turns Ctrl-C into an "aborted" run; for the bench it means stop, and the
+            # pair must not be recorded as a failure (resume will redo it).
+            raise KeyboardInterrupt
         record.update(
             status=result.status, run_id=result.run_id, iterations=result.iterations,
             verify_passed=result.verify_passed, findings=result.findings, models_used=list(result.models_used),
