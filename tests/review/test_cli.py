@@ -135,7 +135,7 @@ def test_working_tree_includes_untracked_files(repo: Path, tmp_path: Path, serve
     sarif = json.loads(out.read_text())
     assert sarif["version"] == "2.1.0"
     uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in sarif["runs"][0]["results"]}
-    assert uris == {"bitcount.py", "extra.py", ".gitignore"}  # ignored.py is not reviewed
+    assert uris == {"bitcount.py", "extra.py", ".gitignore"}, result.stderr  # ignored.py is not reviewed
     assert git(repo, "status", "--porcelain").count("??") == 2  # the user's index is untouched
 
 

@@ -15,6 +15,7 @@ from relaycode.cli._common import ConfigOpt, PresetOpt, RepoOpt, die, load_confi
 if TYPE_CHECKING:
     from relaycode.config import Config
     from relaycode.review.core import ReviewResult
+    from relaycode.workspace import Repo
 
 ReviewersOpt = typer.Option(
     None, "--reviewers", help="Comma-separated reviewer models, e.g. local:qwen2.5-coder-0.5b,openai:gpt-5-mini. "
@@ -75,7 +76,7 @@ def collect_diff(
     repo_root: Path, *, base: str | None, head: str | None, staged: bool, diff_file: str | None
 ) -> tuple[str, Callable[[str], str | None] | None, str]:
     """(diff text, reader of new-side files, description) for the chosen source of the change."""
-    from relaycode.workspace import Worktree, open_repo
+    from relaycode.workspace import open_repo
 
     if diff_file is not None:
         text = sys.stdin.read() if diff_file == "-" else _read_file(Path(diff_file))
@@ -94,11 +95,24 @@ def collect_diff(
         head_sha = repo.resolve(head or "HEAD")
         text = repo.git("diff", *flags, f"{base_sha}...{head_sha}").stdout
         return text, _git_show(repo.root, head_sha), f"{base}...{head or 'HEAD'}"
-    # Default: everything not committed yet, untracked (not ignored) files included.
-    worktree = Worktree(repo=repo, root=repo.root, branch="", base=repo.head_sha())
     from relaycode.review.core import disk_reader
 
-    return worktree.diff(), disk_reader(repo.root), "working tree vs HEAD"
+    return working_tree_diff(repo), disk_reader(repo.root), "working tree vs HEAD"
+
+
+def working_tree_diff(repo: Repo) -> str:
+    """Everything not committed yet: tracked changes (staged or not) and untracked, not ignored, files.
+
+    Uses the real index read-only: git's racy-entry check needs the index's own mtime, which a
+    copied index would lose (a same-size edit in the same second as the commit would then be missed).
+    """
+    parts = [repo.git("diff", "--no-color", "--no-ext-diff", "-M", "HEAD").stdout]
+    untracked = repo.git("ls-files", "--others", "--exclude-standard", "-z").stdout.split("\0")
+    for path in sorted(p for p in untracked if p):
+        # --no-index exits 1 when the files differ, which they always do here.
+        parts.append(repo.git("diff", "--no-color", "--no-ext-diff", "--no-index", "--", "/dev/null", path,
+                              check=False).stdout)
+    return "".join(parts)
 
 
 def _read_file(path: Path) -> str:
@@ -230,9 +244,8 @@ def review_eval(
         if not cases:
             raise _usage(f"{suite}: no bug-fix cases with bug_lines")
         typer.echo(f"review-eval: {len(cases)} cases from {suite}, reviewers {', '.join(specs)}", err=True)
-        session = ModelSession(cfg, run_id="review-eval")
         t0 = time.perf_counter()
-        run = asyncio.run(evaluate(session, cases, reviewers=specs, min_agree=min_agree,
+        run = asyncio.run(evaluate(lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, min_agree=min_agree,
                                    progress=lambda m: typer.echo(m, err=True)))
     except RelayError as exc:
         raise die(exc) from None

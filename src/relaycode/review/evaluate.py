@@ -180,14 +180,18 @@ def _constant(text: str) -> Callable[[str], str | None]:
 
 
 async def evaluate(
-    session: ModelSession,
+    new_session: Callable[[], ModelSession],
     cases: list[dict[str, Any]],
     *,
     reviewers: list[str],
     min_agree: int = 1,
     progress: Progress | None = None,
 ) -> EvalRun:
-    """Review every case's buggy and clean change in turn; the tallies are in the returned run."""
+    """Review every case's buggy and clean change in turn; the tallies are in the returned run.
+
+    Each review gets a fresh session from `new_session`: budgets then apply per review, and a
+    local server that was restarted meanwhile (on another port) is found again.
+    """
     run = EvalRun(list(reviewers), min_agree)
     say = progress or (lambda _m: None)
     for n, case in enumerate(cases, start=1):
@@ -198,14 +202,14 @@ async def evaluate(
             for kind, old, new in (("buggy", fixed, buggy), ("clean", buggy, fixed)):
                 t0 = time.perf_counter()
                 result = await review_diff(
-                    session, unified_diff(path, old, new), reviewers=reviewers, min_agree=min_agree,
+                    new_session(), unified_diff(path, old, new), reviewers=reviewers, min_agree=min_agree,
                     read_source=_constant(new),
                 )
                 row = run.record(case["id"], path, kind, list(lines), result)
                 hits = row["systems"][ENSEMBLE]["true"]
                 found = len(row["systems"][ENSEMBLE]["findings"])
                 verdict = f"{hits} true of {found}" if kind == "buggy" else f"{found} false alarm(s)"
-                failed = f", failed: {', '.join(result.errors)}" if result.errors else ""
+                failed = "".join(f"; {spec} failed: {error[:160]}" for spec, error in result.errors.items())
                 say(f"[{n}/{len(cases)}] {case['id']} {kind}: {verdict} ({time.perf_counter() - t0:.1f}s{failed})")
     return run
 
