@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 
 from relaycode import sandbox
 from relaycode.sandbox import Limits, SandboxPolicy
+from relaycode.stages import doc_examples
 
 #: No -x: the model gets every failing test at once. No cache provider: no .pytest_cache in the diff.
 PYTEST_COMMAND = "python -m pytest -q -p no:cacheprovider"
@@ -147,7 +149,27 @@ def detect_commands(root: Path) -> list[str]:
         commands.append(RUFF_COMMAND)
     if _has_npm_test(root):
         commands.append(NPM_COMMAND)
+    if PYTEST_COMMAND not in commands and _has_doc_examples(root):
+        # No test suite, but the project shows `>>>` examples: run those (stages/doc_examples.py).
+        commands.append(doc_examples.COMMAND_NAME)
     return commands
+
+
+def _has_doc_examples(root: Path) -> bool:
+    for path in sorted(root.rglob("*.py"))[:500]:
+        if ".git" in path.relative_to(root).parts or path.name.startswith("test_"):
+            continue
+        if doc_examples.has_examples(path):
+            return True
+    return False
+
+
+def _expand(command: str) -> str:
+    """The shell command behind a display name (`relay:doc-examples` runs relay's example checker)."""
+    if command == doc_examples.COMMAND_NAME:
+        source = Path(doc_examples.__file__).read_text(encoding="utf-8")
+        return "python -c " + shlex.quote(source)
+    return command
 
 
 def parse_pytest_failures(output: str) -> list[str]:
@@ -171,11 +193,11 @@ def run_verify(
     }
     results: list[CommandResult] = []
     for command in commands:
-        done = sandbox.run(command, root, policy=policy, limits=limits, extra_env=extra_env)
+        done = sandbox.run(_expand(command), root, policy=policy, limits=limits, extra_env=extra_env)
         failing = parse_pytest_failures(done.output_tail) if "pytest" in command else []
         results.append(
             CommandResult(
-                command=done.command,
+                command=command,
                 exit_code=done.exit_code,
                 seconds=done.seconds,
                 output_tail=done.output_tail,

@@ -1,0 +1,109 @@
+"""Run the `>>>` examples written in a project's own Python files, as a verify command.
+
+Many small repositories (and benchmark cases) have no test suite but do show
+examples in docstrings or description strings. Those examples are ground
+truth the project itself wrote, so when no test command is detected, verify
+runs them: deterministic, no model involved. Every string literal holding a
+`>>>` line counts, not only docstrings (QuixBugs keeps its examples in a bare
+string after the function).
+
+This file is executed as a script inside the sandbox (`python -c`), so it
+imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import importlib.util
+import signal
+import sys
+from pathlib import Path
+
+#: The name verify shows for this check; run_verify expands it to the real command.
+COMMAND_NAME = "relay:doc-examples"
+PER_EXAMPLE_TIMEOUT_S = 10
+
+
+def has_examples(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return ">>>" in text and bool(example_strings(text))
+
+
+def example_strings(source: str) -> list[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ">>>" in node.value]
+
+
+class ExampleTimeout(KeyboardInterrupt):
+    """Raised by the alarm. A KeyboardInterrupt, because doctest re-raises those instead of
+    counting them as an ordinary failure and going on to the next (possibly endless) example."""
+
+
+def _timeout(signum: int, frame: object) -> None:
+    raise ExampleTimeout(f"example took longer than {PER_EXAMPLE_TIMEOUT_S} s")
+
+
+def check(paths: list[Path]) -> int:
+    """Run every example of every file; print failures; return the number that failed."""
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    runner = doctest.DocTestRunner(optionflags=flags, verbose=False)
+    parser = doctest.DocTestParser()
+    signal.signal(signal.SIGALRM, _timeout)
+    sys.path.insert(0, str(Path.cwd()))
+    for path in paths:
+        source = path.read_text(encoding="utf-8")
+        strings = example_strings(source)
+        if not strings:
+            continue
+        name = path.with_suffix("").as_posix().replace("/", ".")
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        try:
+            signal.alarm(PER_EXAMPLE_TIMEOUT_S)
+            spec.loader.exec_module(module)
+        except (Exception, ExampleTimeout) as exc:  # the module itself is broken: every example fails
+            print(f"{path}: import failed: {type(exc).__name__}: {exc}")
+            runner.failures += len(strings)
+            continue
+        finally:
+            signal.alarm(0)
+        globs = dict(vars(module))
+        for i, text in enumerate(strings):
+            test = parser.get_doctest(text, globs, f"{path}[{i}]", str(path), 0)
+            for example in test.examples:  # one alarm per example: a hang fails only that one
+                single = doctest.DocTest([example], globs, test.name, test.filename, test.lineno, None)
+                signal.alarm(PER_EXAMPLE_TIMEOUT_S)
+                try:
+                    runner.run(single, clear_globs=False)
+                except ExampleTimeout as exc:
+                    print(f"{path}: line {example.lineno + 1}: {example.source.strip()}: {exc}")
+                    runner.failures += 1
+                    runner.tries += 1
+                finally:
+                    signal.alarm(0)
+                sys.stdout.flush()
+    failed, tried = runner.failures, runner.tries
+    print(f"doc examples: {tried - failed} passed, {failed} failed")
+    return failed
+
+
+def main(argv: list[str]) -> int:
+    paths = [Path(p) for p in argv] or sorted(
+        p for p in Path(".").rglob("*.py")
+        if ".git" not in p.parts and not p.name.startswith("test_") and has_examples(p)
+    )
+    return 1 if check(paths) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
