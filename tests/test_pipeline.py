@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from decimal import Decimal
@@ -15,6 +14,7 @@ from relaycode.config import config_from_dict
 from relaycode.pipeline import RunOptions, RunResult, run_task
 from relaycode.pricing import Tokens, price_request
 from relaycode.testing.sample_repos import DEMO_TASK, make_demo_repo
+from relaycode.testing.sample_repos import snapshot_checkout as snapshot
 from relaycode.testing.scripted import scripted_output, scripted_text
 
 PLANNER = "anthropic:claude-opus-4-5"
@@ -65,17 +65,6 @@ def config(**extra: Any):
         else:
             data[key] = value
     return config_from_dict(data)
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    out = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and ".git" not in path.relative_to(root).parts[:1]:
-            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    out["<status>"] = subprocess.run(["git", "status", "--porcelain=v2"], cwd=root, capture_output=True,
-                                     text=True).stdout
-    out["<index>"] = hashlib.sha256((root / ".git" / "index").read_bytes()).hexdigest()
-    return out
 
 
 def run(repo: Path, cfg, overrides, **kw: Any) -> RunResult:

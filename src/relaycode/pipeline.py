@@ -240,6 +240,10 @@ class _Run:
         st.setdefault("fails_with_current", 0)
         st.setdefault("diffs", [])
         st.setdefault("feedback", None)
+        if st.get("succeeded"):  # killed after success was recorded, before the run files were finished
+            self.result.status = "succeeded"
+            self.result.iterations = st["iteration"]
+            return
         while st["iteration"] < cfg.max_iterations:
             iteration = st["iteration"] + 1
             spec = implementers[st["implementer"]]
@@ -296,6 +300,7 @@ class _Run:
             st["diffs"].append(digest)
             succeeded = verify_result is not None and verify_result.passed and not blocking
             st["feedback"] = None if succeeded else "\n\n".join(feedback_parts)
+            st["succeeded"] = succeeded
             self.save()
             if succeeded:
                 self.result.status = "succeeded"

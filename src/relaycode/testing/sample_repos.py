@@ -117,3 +117,20 @@ def make_repo(root: Path, files: dict[str, str], message: str = "initial") -> Pa
 def make_demo_repo(root: Path) -> Path:
     """The `relay demo` repository: a shop library whose pagination is off by one page."""
     return make_repo(root, DEMO_FILES, "shop: cart and pagination")
+
+
+def snapshot_checkout(root: Path) -> dict[str, str]:
+    """Hashes of every file, plus `git status` and the index: equal snapshots mean an untouched checkout."""
+    import hashlib
+
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_file() and rel.parts[:1] != (".git",):
+            out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    status = subprocess.run(["git", "status", "--porcelain=v2", "--untracked-files=all"], cwd=root,
+                            capture_output=True, text=True, check=True)
+    out["<status>"] = status.stdout
+    out["<index>"] = hashlib.sha256((root / ".git" / "index").read_bytes()).hexdigest()
+    out["<HEAD>"] = (root / ".git" / "HEAD").read_text()
+    return out
