@@ -350,6 +350,9 @@ class _Run:
                 min_agree=cfg.stages.review.min_agree,
             )
         self.store.write_json("review.json", result.to_dict())
+        if self.session.budget.refused is not None:
+            # A reviewer hit a limit: the review is incomplete, and the run must stop as the limit says.
+            raise self.session.budget.refused
         return list(result.findings)
 
 
