@@ -23,9 +23,10 @@ NOTES = [
     "95% CI: Wilson score interval. Paired: cases both configs ran; p = two-sided exact McNemar test.",
     "Oracle: per case the cheapest config that solved it (ties: less compute); an unsolved case is "
     "charged the cheapest config's attempt.",
-    "CPU s = relay process + its children (sandboxed commands, git) + the servers of the config's local "
-    "models over the case's window (/proc); with --jobs > 1 a shared server's CPU is counted in every "
-    "overlapping case, so compare compute from --jobs 1 benches.",
+    "CPU s = relay process + its reaped children (git, unsandboxed commands) + the servers of the config's "
+    "local models over the case's window (/proc). Sandboxed commands (verify, hidden tests) are not "
+    "visible to getrusage under bubblewrap and are not included. With --jobs > 1 a shared server's CPU "
+    "is counted in every overlapping case, so compare compute from --jobs 1 benches.",
 ]
 
 ESTIMATE_NOTE = (

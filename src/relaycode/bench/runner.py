@@ -11,8 +11,10 @@ Layout of an output dir:
 Parallelism (`jobs > 1`) uses worker *processes* (spawn): each case has its own
 dirs and the only shared file, results.jsonl, is written by the parent alone.
 Processes also make CPU accounting exact: a worker runs one case at a time, so
-the rusage deltas of the worker and its reaped children (sandboxed verify and
-hidden-test commands, git) belong to that case. With `jobs == 1` cases run in
+the rusage deltas of the worker and its reaped children (git, unsandboxed
+commands) belong to that case. Commands inside bubblewrap never reach our
+RUSAGE_CHILDREN (bwrap does not hand its PID namespace's rusage up), so
+sandboxed verify and hidden-test CPU is not counted; docs/benchmarks.md says so. With `jobs == 1` cases run in
 this process, with the same accounting. Local model servers are separate,
 long-lived processes: the CPU of the servers of the config's own models is
 read from /proc over the case's window, which is exact with one job (as long
@@ -165,7 +167,7 @@ def _server_cpu(models: frozenset[str]) -> dict[int, float]:
 
 
 class CpuMeter:
-    """CPU seconds spent between start and stop: this process, its reaped children, local servers."""
+    """CPU seconds between start and stop: this process, its reaped (unsandboxed) children, local servers."""
 
     def __init__(self, local_models: frozenset[str] = frozenset()) -> None:
         self.models = local_models
