@@ -14,8 +14,18 @@ QWEN_15 = "local:qwen2.5-coder-1.5b"
 QWEN_05 = "local:qwen2.5-coder-0.5b"
 SMOLLM = "local:smollm2-135m"
 
+# Output caps for the local models: on 2 CPU cores a runaway answer of 4096 tokens costs minutes.
+# Long timeouts: a local request that times out would only redo the same work on the same CPU.
+# Plans, edit blocks and reviews of small changes fit well within these (measured on the suites).
+LOCAL_MODELS: dict[str, dict[str, Any]] = {
+    QWEN_15: {"max_tokens": 1024, "timeout_s": 900},
+    QWEN_05: {"max_tokens": 768, "timeout_s": 900},
+    SMOLLM: {"max_tokens": 256, "timeout_s": 900},
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "local": {
+        "models": LOCAL_MODELS,
         # Only one capable local vendor exists (Qwen), so diversity is by model:
         # the 1.5B implements (the only local model that fixes non-trivial bugs),
         # the 0.5B reviews, so no model reviews its own work.
@@ -27,6 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "local-noplan": {
+        "models": LOCAL_MODELS,
         "diversity": "model",
         "stages": {
             "implement": {"model": QWEN_15},
@@ -34,6 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "local-cascade": {
+        "models": LOCAL_MODELS,
         # Cheap implementer first; only what fails verification escalates to the 1.5B.
         "diversity": "off",
         "stages": {
@@ -41,6 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "solo-local": {
+        "models": LOCAL_MODELS,
         "diversity": "off",
         "stages": {
             "plan": {"model": QWEN_15},
@@ -49,6 +62,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "smoke": {
+        "models": LOCAL_MODELS,
         # The smallest model everywhere: exercises the whole real path fast (CI), solves little.
         "diversity": "off",
         "max_iterations": 1,
