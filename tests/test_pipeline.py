@@ -313,3 +313,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], n
     assert result.exit_code == 2, result.output
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_implementer_path_without_directory_is_mapped_to_the_unique_file(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop")
+    result = run(repo, config(stages={"plan": {"model": None}}),
+                 {CHEAP: scripted_text([GOOD_FIX.replace("shop/pagination.py", "pagination.py")])})
+    assert result.status == "succeeded" and result.malformed_outputs == 0

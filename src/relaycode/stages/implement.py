@@ -10,10 +10,10 @@ turns. Malformed answers are counted; they are a measured property of a model.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from relaycode.edits import FORMAT_HELP, apply_edits, parse_edits
+from relaycode.edits import FORMAT_HELP, Edit, apply_edits, parse_edits
 from relaycode.errors import EditError, PathEscape
 
 if TYPE_CHECKING:
@@ -32,6 +32,17 @@ the exact lines currently in the file (copy them exactly, a few lines are enough
 the new lines
 >>>>>>> REPLACE
 
+Example. Task: "greet() must say hello". File greet.py contains:
+def greet(name):
+    return "hi " + name
+Your answer:
+greet.py
+<<<<<<< SEARCH
+    return "hi " + name
+=======
+    return "hello " + name
+>>>>>>> REPLACE
+
 Rules: change only the lines needed for the task and leave everything else exactly as it is;
 the SEARCH part must match the file exactly, including indentation; keep each block small (a few lines
 around the change); use several blocks for several places; never edit test files unless the task asks for it.
@@ -45,6 +56,15 @@ class ImplementOutcome:
     turns: int = 0
     malformed: int = 0
     last_error: str | None = None
+
+
+def _resolve(edit: Edit, known: list[str]) -> Edit:
+    """Small models drop directories from paths (`pagination.py` for `shop/pagination.py`):
+    map a path that is not a file to the one known file with that name, if exactly one exists."""
+    if edit.path in known:
+        return edit
+    matches = [k for k in known if k.endswith("/" + edit.path)]
+    return replace(edit, path=matches[0]) if len(matches) == 1 else edit
 
 
 def choose_files(all_files: list[str], plan: Plan | None, ranked: list[str], *, max_chars: int,
@@ -93,6 +113,7 @@ async def implement(
 ) -> ImplementOutcome:
     """Run the edit-block protocol until the edits apply or `max_steps` turns are used."""
     contents = {path: worktree.read_text(path) for path in files}
+    all_files = worktree.list_files()
     outcome = ImplementOutcome(model=spec)
     prompt = implement_prompt(task, plan, contents, feedback)
     history: list[ModelMessage] | None = None
@@ -102,7 +123,7 @@ async def implement(
                                    attempt=attempt, history=history)
         history = answer.messages
         try:
-            edits = parse_edits(answer.output)
+            edits = [_resolve(edit, all_files) for edit in parse_edits(answer.output)]
             if not edits:
                 raise EditError("Your answer contained no edit blocks.\n" + FORMAT_HELP)
             current = dict(contents)
