@@ -85,9 +85,9 @@ def total_events(tmp_path_factory: pytest.TempPathFactory) -> int:
     return count_events(tmp_path_factory.mktemp("count"))
 
 
-# A complete run emits ~20 events (run/stage boundaries, model calls, commands) over
+# A complete run emits ~23 events (run/stage boundaries, model calls, commands) over
 # plan, two implement/verify rounds and a review: kill after each of them in turn.
-@pytest.mark.parametrize("kill_at", range(1, 21))
+@pytest.mark.parametrize("kill_at", range(1, 27))
 def test_sigkill_then_resume(tmp_path: Path, kill_at: int, total_events: int) -> None:
     if kill_at >= total_events:
         pytest.skip(f"the run has only {total_events} events")

@@ -63,7 +63,7 @@ def test_same_edit_over_and_over_is_stuck(tmp_path: Path) -> None:
 
 
 def test_endless_malformed_answers_hit_the_request_limit(tmp_path: Path) -> None:
-    implementer = scripted_text(["let me think about it some more..."])
+    implementer = scripted_text([f"let me think about it some more ({i})..." for i in range(100)])
     result = run(tmp_path, {CHEAP: implementer}, max_iterations=50,
                  stages={"implement": {"max_steps": 50}}, budget={"run_usd": 0.05, "stage_requests": {"implement": 7}})
     assert result.status == "failed"

@@ -185,6 +185,12 @@ class _Run:
 
     async def main(self) -> None:
         # One event loop for the whole run: model clients keep connections bound to it.
+        if "baseline" not in self.state:
+            # Verify before anything changes: failing tests and examples are the best grounding the
+            # planner and implementer can get, and they cost no model call.
+            baseline = self.verify(name="verify-baseline.json") if not self.options.stop_after_plan else None
+            self.state["baseline"] = None if baseline is None or baseline.passed else baseline.summary()
+            self.save()
         plan = await self.plan()
         if self.options.stop_after_plan:
             self.result.status = "succeeded"
@@ -208,7 +214,8 @@ class _Run:
             with self.stage("plan", spec):
                 rmap = repo_map(self.worktree.root, files, self.options.task,
                                 max_chars=_context_chars(spec, self.config, 0.35))
-                plan = await make_plan(self.session, spec, self.options.task, rmap, known_files=files)
+                plan = await make_plan(self.session, spec, self.options.task, rmap, known_files=files,
+                                       checks=self.state.get("baseline"))
         if plan is not None:
             self.store.write_text("plan.md", plan.to_markdown())
             self.store.write_json("plan.json", plan.model_dump())
@@ -239,6 +246,8 @@ class _Run:
         st.setdefault("implementer", 0)
         st.setdefault("fails_with_current", 0)
         st.setdefault("diffs", [])
+        if st.get("baseline") and "feedback" not in st:
+            st["feedback"] = "Current verification results, before any change:\n" + st["baseline"]
         st.setdefault("feedback", None)
         if st.get("succeeded"):  # killed after success was recorded, before the run files were finished
             self.result.status = "succeeded"
@@ -262,6 +271,8 @@ class _Run:
                 outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
                                           files=shown, feedback=st["feedback"], attempt=iteration,
                                           max_steps=impl_cfg.max_steps)
+            self.store.write_text(f"attempts/{iteration}-implement.md", "\n\n---\n\n".join(
+                f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
             self.result.malformed_outputs += outcome.malformed
             st["malformed"] = st.get("malformed", 0) + outcome.malformed
             diff = self.worktree.diff(st.get("head") or self.worktree.base)
@@ -322,7 +333,7 @@ class _Run:
         if self.result.error is None:
             self.result.error = f"not done after {cfg.max_iterations} iterations"
 
-    def verify(self) -> Any:
+    def verify(self, name: str = "verify.json") -> Any:
         from relaycode.sandbox import Limits, SandboxPolicy
         from relaycode.stages.verify import run_verify
 
@@ -333,7 +344,7 @@ class _Run:
             limits = Limits(wall_s=cfg.stages.verify.timeout_s, memory_mb=cfg.sandbox.memory_mb,
                             max_procs=cfg.sandbox.max_procs)
             result = run_verify(self.worktree.root, cfg.stages.verify.commands, policy=policy, limits=limits)
-        self.store.write_json("verify.json", result.to_dict())
+        self.store.write_json(name, result.to_dict())
         for cmd in result.results:
             self.emit("command", command=cmd.command, exit_code=cmd.exit_code, seconds=round(cmd.seconds, 3),
                       timed_out=cmd.timed_out)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 #: The name verify shows for this check; run_verify expands it to the real command.
 COMMAND_NAME = "relay:doc-examples"
-PER_EXAMPLE_TIMEOUT_S = 10
+PER_EXAMPLE_TIMEOUT_S = 5
 
 
 def has_examples(path: Path) -> bool:

@@ -32,21 +32,37 @@ the exact lines currently in the file (copy them exactly, a few lines are enough
 the new lines
 >>>>>>> REPLACE
 
-Example. Task: "greet() must say hello". File greet.py contains:
-def greet(name):
-    return "hi " + name
-Your answer:
-greet.py
-<<<<<<< SEARCH
-    return "hi " + name
-=======
-    return "hello " + name
->>>>>>> REPLACE
-
 Rules: change only the lines needed for the task and leave everything else exactly as it is;
 the SEARCH part must match the file exactly, including indentation; keep each block small (a few lines
 around the change); use several blocks for several places; never edit test files unless the task asks for it.
 {FORMAT_HELP}"""
+
+# One worked exchange, given as earlier conversation turns: small models follow a shown format
+# far better than a described one, and as a past turn they do not mistake it for the task.
+EXAMPLE_PROMPT = """# Task
+
+greet() must say hello, not hi.
+
+# Files
+
+greet.py
+```python
+def greet(name):
+    return "hi " + name
+```
+Reply with SEARCH/REPLACE edit blocks only."""
+EXAMPLE_ANSWER = """greet.py
+<<<<<<< SEARCH
+    return "hi " + name
+=======
+    return "hello " + name
+>>>>>>> REPLACE"""
+
+
+def example_history() -> list[ModelMessage]:
+    from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
+
+    return [ModelRequest(parts=[UserPromptPart(EXAMPLE_PROMPT)]), ModelResponse(parts=[TextPart(EXAMPLE_ANSWER)])]
 
 
 @dataclass
@@ -56,6 +72,8 @@ class ImplementOutcome:
     turns: int = 0
     malformed: int = 0
     last_error: str | None = None
+    answers: list[str] = field(default_factory=list)
+    """Every raw answer of the model, kept in the run dir for people to read."""
 
 
 def _resolve(edit: Edit, known: list[str]) -> Edit:
@@ -116,12 +134,18 @@ async def implement(
     all_files = worktree.list_files()
     outcome = ImplementOutcome(model=spec)
     prompt = implement_prompt(task, plan, contents, feedback)
-    history: list[ModelMessage] | None = None
+    history: list[ModelMessage] = example_history()
+    previous: str | None = None
     while outcome.turns < max_steps:
         outcome.turns += 1
         answer = await session.ask("implement", spec, prompt, instructions=IMPLEMENT_INSTRUCTIONS,
                                    attempt=attempt, history=history)
         history = answer.messages
+        outcome.answers.append(answer.output)
+        if answer.output == previous:  # the same broken answer again: more turns would not help
+            outcome.malformed += 1
+            break
+        previous = answer.output
         try:
             edits = [_resolve(edit, all_files) for edit in parse_edits(answer.output)]
             if not edits:

@@ -81,13 +81,17 @@ so be concrete and brief. Read the task and the repository map, then give:
 Do not write the code itself."""
 
 
-def plan_prompt(task: str, repo_map: str) -> str:
-    return f"# Task\n\n{task.strip()}\n\n# Repository map\n\n{repo_map.strip()}\n"
+def plan_prompt(task: str, repo_map: str, checks: str | None = None) -> str:
+    text = f"# Task\n\n{task.strip()}\n\n# Repository map\n\n{repo_map.strip()}\n"
+    if checks:
+        text += f"\n# Current test results (before any change)\n\n{checks.strip()}\n"
+    return text
 
 
-async def make_plan(session: ModelSession, spec: str, task: str, repo_map: str, *, known_files: list[str]) -> Plan:
+async def make_plan(session: ModelSession, spec: str, task: str, repo_map: str, *, known_files: list[str],
+                    checks: str | None = None) -> Plan:
     """Ask the planner for a plan; paths the planner invents outside the repo map are kept only if new."""
-    answer = await session.ask("plan", spec, plan_prompt(task, repo_map), instructions=PLAN_INSTRUCTIONS,
+    answer = await session.ask("plan", spec, plan_prompt(task, repo_map, checks), instructions=PLAN_INSTRUCTIONS,
                                output_type=Plan)
     plan: Plan = answer.output
     # Small models sometimes name files with a leading "./" or "/".
