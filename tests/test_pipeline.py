@@ -13,7 +13,8 @@ import pytest
 from relaycode.config import config_from_dict
 from relaycode.pipeline import RunOptions, RunResult, run_task
 from relaycode.pricing import Tokens, price_request
-from relaycode.testing.sample_repos import DEMO_TASK, make_demo_repo
+from relaycode.testing.sample_repos import PAGINATION_TASK as DEMO_TASK
+from relaycode.testing.sample_repos import make_demo_repo
 from relaycode.testing.sample_repos import snapshot_checkout as snapshot
 from relaycode.testing.scripted import scripted_output, scripted_text
 
@@ -82,7 +83,7 @@ def expected_usd(calls: list[tuple[str, tuple[int, int]]]) -> Decimal:
 
 
 def test_succeeds_first_try(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     before = snapshot(repo)
     planner = scripted_output([PLAN], usage=(400, 60))
     implementer = scripted_text([GOOD_FIX], usage=(900, 40))
@@ -110,7 +111,7 @@ SECOND_FIX = GOOD_FIX.replace("    start = page * per_page\n=", "    start = pag
 
 
 def test_fix_loop_feeds_test_output_back(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     # The second attempt builds on the first: its SEARCH matches the first attempt's line.
     implementer = scripted_text([WRONG_FIX, SECOND_FIX], usage=(800, 30))
     cfg = config(stages={"plan": {"model": None}})
@@ -126,7 +127,7 @@ def test_fix_loop_feeds_test_output_back(tmp_path: Path) -> None:
 
 
 def test_escalates_to_stronger_implementer_only_after_failure(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     cheap = scripted_text([WRONG_FIX], usage=(800, 30))
     strong = scripted_text([GOOD_FIX], usage=(800, 30))
     cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "escalate_to": [STRONG]}})
@@ -140,7 +141,7 @@ def test_escalates_to_stronger_implementer_only_after_failure(tmp_path: Path) ->
 
 
 def test_budget_exceeded_stops_cleanly_and_keeps_work(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     implementer = scripted_text([WRONG_FIX], usage=(800, 2000))  # $0.00524 per request
     # Flash worst case per request: ~prompt/3 input tokens + 4096 output at $2.50/M ≈ $0.0105,
     # so after one request ($0.00524 spent) the next worst case no longer fits in $0.015.
@@ -155,7 +156,7 @@ def test_budget_exceeded_stops_cleanly_and_keeps_work(tmp_path: Path) -> None:
 
 
 def test_malformed_edits_are_reported_back_and_counted(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     garbage = "I think the bug is in pagination, you should fix start."
     mismatched = GOOD_FIX.replace("    start = page * per_page\n=", "    begin = page * per_page\n=")
     implementer = scripted_text([garbage, mismatched, GOOD_FIX], usage=(500, 20))
@@ -168,7 +169,7 @@ def test_malformed_edits_are_reported_back_and_counted(tmp_path: Path) -> None:
 
 
 def test_repeated_identical_attempt_stops_as_stuck(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     implementer = scripted_text(["no edits here"], usage=(100, 10))
     cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "max_steps": 1}}, max_iterations=5)
     result = run(repo, cfg, {CHEAP: implementer})
@@ -179,7 +180,7 @@ def test_repeated_identical_attempt_stops_as_stuck(tmp_path: Path) -> None:
 def test_plan_file_skips_the_planner(tmp_path: Path) -> None:
     from relaycode.stages.plan import Plan
 
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     plan_file = tmp_path / "plan.md"
     plan_file.write_text(Plan.model_validate(PLAN).to_markdown())
     implementer = scripted_text([GOOD_FIX])
@@ -211,14 +212,14 @@ def test_bad_input_is_a_usage_error(tmp_path: Path, setup: str, task: str, needl
     if setup == "no-commits":
         subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     elif setup == "ok":
-        make_demo_repo(tmp_path / "ok")
+        make_demo_repo(tmp_path / "ok", bug="pagination")
         repo = tmp_path / "ok"
     with pytest.raises(UsageError, match=needle):
         run(repo, config(), {}, task=task)
 
 
 def test_reviewer_blocker_goes_back_to_the_implementer(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     # Attempt 1 passes the tests; the reviewer flags a blocker; attempt 2 addresses it; review is clean.
     polish = """shop/pagination.py
 <<<<<<< SEARCH
@@ -244,7 +245,7 @@ def test_reviewer_blocker_goes_back_to_the_implementer(tmp_path: Path) -> None:
 
 
 def test_checkout_is_byte_identical_with_staged_unstaged_and_untracked_changes(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     (repo / "shop" / "cart.py").write_text((repo / "shop" / "cart.py").read_text() + "\n# staged edit\n")
     subprocess.run(["git", "add", "shop/cart.py"], cwd=repo, check=True)
     (repo / "README.md").write_text("unstaged edit\n")
@@ -264,7 +265,7 @@ def test_cli_run_json_has_the_promised_fields(tmp_path: Path, monkeypatch: pytes
     from relaycode.cli import _register, app
 
     _register()
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     (repo / "relay.toml").write_text(
         f'[stages.implement]\nmodel = "{CHEAP}"\n[stages.verify]\ncommands = ["python -m pytest -q"]\n')
     subprocess.run(["git", "add", "relay.toml"], cwd=repo, check=True)
@@ -304,7 +305,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], n
     from relaycode.cli import _register, app
 
     _register()
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     (tmp_path / "plain").mkdir()
     (tmp_path / "bad.md").write_text("no headings here\n")
     subst = {"{plain}": str(tmp_path / "plain"), "{repo}": str(repo), "{badplan}": str(tmp_path / "bad.md")}
@@ -316,7 +317,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], n
 
 
 def test_implementer_path_without_directory_is_mapped_to_the_unique_file(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     result = run(repo, config(stages={"plan": {"model": None}}),
                  {CHEAP: scripted_text([GOOD_FIX.replace("shop/pagination.py", "pagination.py")])})
     assert result.status == "succeeded" and result.malformed_outputs == 0

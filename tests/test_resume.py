@@ -25,7 +25,7 @@ DRIVER = textwrap.dedent('''
     from pathlib import Path
     from relaycode.config import config_from_dict
     from relaycode.pipeline import RunOptions, run_task
-    from relaycode.testing.sample_repos import DEMO_TASK
+    from relaycode.testing.sample_repos import PAGINATION_TASK as DEMO_TASK
     from relaycode.testing.scripted import scripted_output, scripted_text
 
     repo, run_id, kill_at, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
@@ -73,7 +73,7 @@ def runs_dir(repo: Path) -> Path:
 
 
 def count_events(tmp_path: Path) -> int:
-    repo = make_demo_repo(tmp_path / "full")
+    repo = make_demo_repo(tmp_path / "full", bug="pagination")
     done = drive(tmp_path, repo, "full", 0, False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "succeeded"
@@ -91,7 +91,7 @@ def total_events(tmp_path_factory: pytest.TempPathFactory) -> int:
 def test_sigkill_then_resume(tmp_path: Path, kill_at: int, total_events: int) -> None:
     if kill_at >= total_events:
         pytest.skip(f"the run has only {total_events} events")
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     before = snapshot(repo)
     killed = drive(tmp_path, repo, "r1", kill_at, False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr

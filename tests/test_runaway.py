@@ -14,7 +14,8 @@ from pydantic_ai.usage import RequestUsage
 
 from relaycode.config import config_from_dict
 from relaycode.pipeline import RunOptions, RunResult, run_task
-from relaycode.testing.sample_repos import DEMO_TASK, make_demo_repo
+from relaycode.testing.sample_repos import PAGINATION_TASK as DEMO_TASK
+from relaycode.testing.sample_repos import make_demo_repo
 from relaycode.testing.scripted import scripted_output, scripted_text
 
 CHEAP = "google:gemini-2.5-flash"
@@ -45,7 +46,7 @@ def run(tmp_path: Path, overrides: dict[str, Any], **cfg: Any) -> RunResult:
                 data["stages"][stage] = {**data["stages"].get(stage, {}), **settings}
         else:
             data[key] = value
-    repo = make_demo_repo(tmp_path / "shop")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     result = run_task(RunOptions(repo=repo, task=DEMO_TASK, config=config_from_dict(data), model_overrides=overrides,
                                  history=False))
     run_usd = Decimal(str(data["budget"]["run_usd"]))

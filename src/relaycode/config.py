@@ -59,6 +59,8 @@ class ModelSettings(_Strict):
     """Vendor family for the diversity rule; derived from the provider when unset."""
     protocol: Literal["auto", "edit-blocks", "agentic"] = "auto"
     """How this model implements: text edit blocks (any model) or an agentic action loop."""
+    edit_format: Literal["auto", "search-replace", "whole-file"] = "auto"
+    """Edit blocks as SEARCH/REPLACE or as whole files; auto = the model's profile (whole files for local models)."""
 
 
 class Endpoint(_Strict):

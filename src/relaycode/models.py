@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from relaycode.errors import ConfigError, MissingApiKey
@@ -144,6 +144,7 @@ def missing_keys(config: Config) -> list[MissingApiKey]:
 
 Protocol = Literal["edit-blocks", "agentic"]
 OutputMode = Literal["tool", "native", "prompted"]
+EditFormat = Literal["search-replace", "whole-file"]
 
 
 @dataclass(frozen=True)
@@ -156,12 +157,16 @@ class ModelProfile:
     """How structured output is requested: a tool call, JSON-schema response format, or a prompt."""
     context_tokens: int = 128_000
     """Context window used for sizing review chunks and the repo map."""
+    edit_format: EditFormat = "search-replace"
+    """How the edit-blocks protocol asks for changes: SEARCH/REPLACE blocks, or whole files (small models
+    copy a whole small file far more reliably than they quote exact lines)."""
 
 
 # First matching (provider glob, model glob) wins. Local models make no reliable
 # native tool calls (measured): they get JSON-schema constrained output instead.
 PROFILES: tuple[tuple[str, str, ModelProfile], ...] = (
-    ("local", "*", ModelProfile(protocol="edit-blocks", output_mode="native", context_tokens=8192)),
+    ("local", "*", ModelProfile(protocol="edit-blocks", output_mode="native", context_tokens=8192,
+                                edit_format="whole-file")),
     ("google", "gemini-*", ModelProfile(context_tokens=1_000_000)),
     ("anthropic", "claude-*", ModelProfile(context_tokens=200_000)),
     ("openai", "gpt-5*", ModelProfile(context_tokens=400_000)),
@@ -176,7 +181,7 @@ def profile_for(spec: str, config: Config | None = None) -> ModelProfile:
         from relaycode.local.catalog import CATALOG
 
         if ref.name in CATALOG:  # the context the local server is started with
-            profile = ModelProfile(profile.protocol, profile.output_mode, CATALOG[ref.name].context)
+            profile = replace(profile, context_tokens=CATALOG[ref.name].context)
     if config is not None:
         if ref.provider in config.endpoints:
             # Unknown self-hosted models: assume no native tool calling.
@@ -184,9 +189,11 @@ def profile_for(spec: str, config: Config | None = None) -> ModelProfile:
         settings = config.models.get(spec)
         if settings is not None:
             if settings.context_tokens:
-                profile = ModelProfile(profile.protocol, profile.output_mode, settings.context_tokens)
+                profile = replace(profile, context_tokens=settings.context_tokens)
             if settings.protocol != "auto":
-                profile = ModelProfile(settings.protocol, profile.output_mode, profile.context_tokens)
+                profile = replace(profile, protocol=settings.protocol)
+            if settings.edit_format != "auto":
+                profile = replace(profile, edit_format=settings.edit_format)
     return profile
 
 

@@ -10,6 +10,7 @@ turns. Malformed answers are counted; they are a measured property of a model.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -37,32 +38,10 @@ the SEARCH part must match the file exactly, including indentation; keep each bl
 around the change); use several blocks for several places; never edit test files unless the task asks for it.
 {FORMAT_HELP}"""
 
-# One worked exchange, given as earlier conversation turns: small models follow a shown format
-# far better than a described one, and as a past turn they do not mistake it for the task.
-EXAMPLE_PROMPT = """# Task
-
-greet() must say hello, not hi.
-
-# Files
-
-greet.py
-```python
-def greet(name):
-    return "hi " + name
-```
-Reply with SEARCH/REPLACE edit blocks only."""
-EXAMPLE_ANSWER = """greet.py
-<<<<<<< SEARCH
-    return "hi " + name
-=======
-    return "hello " + name
->>>>>>> REPLACE"""
-
-
-def example_history() -> list[ModelMessage]:
-    from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
-
-    return [ModelRequest(parts=[UserPromptPart(EXAMPLE_PROMPT)]), ModelResponse(parts=[TextPart(EXAMPLE_ANSWER)])]
+WHOLE_FILE_INSTRUCTIONS = """You are the implementer of a coding pipeline. Change the code so the task is done.
+Reply with the complete new content of each file you change: the file's path alone on one line, then the
+whole file in one fenced code block. Change only what the task needs and keep every other line exactly as it
+is. Never change test files unless the task asks for it. No explanations."""
 
 
 @dataclass
@@ -74,6 +53,16 @@ class ImplementOutcome:
     last_error: str | None = None
     answers: list[str] = field(default_factory=list)
     """Every raw answer of the model, kept in the run dir for people to read."""
+
+
+WHOLE_FILE_MAX_LINES = 300
+_FENCE = re.compile(r"^```[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
+
+
+def _bare_fence(text: str, path: str) -> list[Edit]:
+    """One fenced block and no path, when exactly one file was shown: that file's new content."""
+    blocks = _FENCE.findall(text)
+    return [Edit(path=path, search="", replace=blocks[0], whole_file=True)] if len(blocks) == 1 else []
 
 
 def _resolve(edit: Edit, known: list[str]) -> Edit:
@@ -103,7 +92,8 @@ def choose_files(all_files: list[str], plan: Plan | None, ranked: list[str], *, 
     return chosen
 
 
-def implement_prompt(task: str, plan: Plan | None, files: dict[str, str], feedback: str | None) -> str:
+def implement_prompt(task: str, plan: Plan | None, files: dict[str, str], feedback: str | None,
+                     *, whole_file: bool = False) -> str:
     parts = [f"# Task\n\n{task.strip()}\n"]
     if plan is not None:
         parts.append("# Plan\n\n" + plan.to_markdown().removeprefix("# Plan\n\n"))
@@ -113,7 +103,10 @@ def implement_prompt(task: str, plan: Plan | None, files: dict[str, str], feedba
         parts.append(f"{path}\n```{lang}\n{text.rstrip()}\n```\n")
     if feedback:
         parts.append("# Feedback on your previous attempt\n\n" + feedback.strip() + "\n")
-    parts.append("Reply with SEARCH/REPLACE edit blocks only.")
+    if whole_file:
+        parts.append("Reply with the path and the complete new content of each file you change.")
+    else:
+        parts.append("Reply with SEARCH/REPLACE edit blocks only.")
     return "\n".join(parts)
 
 
@@ -130,15 +123,20 @@ async def implement(
     max_steps: int,
 ) -> ImplementOutcome:
     """Run the edit-block protocol until the edits apply or `max_steps` turns are used."""
+    from relaycode.models import profile_for
+
     contents = {path: worktree.read_text(path) for path in files}
     all_files = worktree.list_files()
     outcome = ImplementOutcome(model=spec)
-    prompt = implement_prompt(task, plan, contents, feedback)
-    history: list[ModelMessage] = example_history()
+    whole = profile_for(spec, session.config).edit_format == "whole-file" and all(
+        text.count("\n") <= WHOLE_FILE_MAX_LINES for text in contents.values())
+    instructions = WHOLE_FILE_INSTRUCTIONS if whole else IMPLEMENT_INSTRUCTIONS
+    prompt = implement_prompt(task, plan, contents, feedback, whole_file=whole)
+    history: list[ModelMessage] | None = None
     previous: str | None = None
     while outcome.turns < max_steps:
         outcome.turns += 1
-        answer = await session.ask("implement", spec, prompt, instructions=IMPLEMENT_INSTRUCTIONS,
+        answer = await session.ask("implement", spec, prompt, instructions=instructions,
                                    attempt=attempt, history=history)
         history = answer.messages
         outcome.answers.append(answer.output)
@@ -148,6 +146,8 @@ async def implement(
         previous = answer.output
         try:
             edits = [_resolve(edit, all_files) for edit in parse_edits(answer.output)]
+            if not edits and whole and len(contents) == 1:
+                edits = _bare_fence(answer.output, next(iter(contents)))
             if not edits:
                 raise EditError("Your answer contained no edit blocks.\n" + FORMAT_HELP)
             current = dict(contents)

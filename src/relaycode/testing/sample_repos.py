@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 DEMO_TASK = (
-    "The test suite fails: tests/test_pagination.py::test_first_page_starts_at_first_item. "
+    "The test suite fails: tests/test_cart.py::test_discount_applies_to_total. "
     "Find the bug in the library code and fix it. Do not change the tests."
 )
 
@@ -32,7 +32,7 @@ class Cart:
     def total(self, discount_percent: float = 0.0) -> float:
         """Sum of price * quantity, minus a percentage discount, rounded to cents."""
         gross = sum(price * qty for price, qty in self.lines.values())
-        return round(gross * (1 - discount_percent / 100), 2)
+        return round(gross * (1 + discount_percent / 100), 2)
 ''',
     "shop/pagination.py": '''"""Split product lists into pages. Pages are numbered from 1."""
 
@@ -48,7 +48,7 @@ def paginate(items: list, page: int, per_page: int) -> list:
     """The items on page `page` (1-based) of `per_page` items each."""
     if page < 1:
         raise ValueError("pages start at 1")
-    start = page * per_page
+    start = (page - 1) * per_page
     return items[start:start + per_page]
 ''',
     "tests/test_cart.py": '''from shop.cart import Cart
@@ -114,9 +114,29 @@ def make_repo(root: Path, files: dict[str, str], message: str = "initial") -> Pa
     return root
 
 
-def make_demo_repo(root: Path) -> Path:
-    """The `relay demo` repository: a shop library whose pagination is off by one page."""
-    return make_repo(root, DEMO_FILES, "shop: cart and pagination")
+PAGINATION_TASK = (
+    "The test suite fails: tests/test_pagination.py::test_first_page_starts_at_first_item. "
+    "Find the bug in the library code and fix it. Do not change the tests."
+)
+
+
+def pagination_bug_files() -> dict[str, str]:
+    """The shop with a correct cart and pagination off by one page (the scripted-model tests' bug)."""
+    files = dict(DEMO_FILES)
+    files["shop/cart.py"] = files["shop/cart.py"].replace("(1 + discount_percent", "(1 - discount_percent")
+    files["shop/pagination.py"] = files["shop/pagination.py"].replace("start = (page - 1) * per_page",
+                                                                      "start = page * per_page")
+    return files
+
+
+def make_demo_repo(root: Path, *, bug: str = "discount") -> Path:
+    """The `relay demo` repository: a shop library with one real bug.
+
+    `discount` (the demo): the discount raises the price instead of lowering it.
+    `pagination`: pages are off by one (used by tests with scripted models).
+    """
+    files = DEMO_FILES if bug == "discount" else pagination_bug_files()
+    return make_repo(root, files, "shop: cart and pagination")
 
 
 def snapshot_checkout(root: Path) -> dict[str, str]:
