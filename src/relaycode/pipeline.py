@@ -266,7 +266,7 @@ class _Run:
                 files = self.worktree.list_files()
                 sizes = {f: _size(self.worktree.root / f) for f in files}
                 ranked = relevant_files(self.worktree.root, files, self.options.task)
-                shown = choose_files(files, plan, ranked, sizes=sizes,
+                shown = choose_files(files, plan, ranked, sizes=sizes, task=self.options.task,
                                      max_chars=_context_chars(spec, cfg, 0.45))
                 outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
                                           files=shown, feedback=st["feedback"], attempt=iteration,

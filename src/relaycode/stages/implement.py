@@ -74,18 +74,33 @@ def _resolve(edit: Edit, known: list[str]) -> Edit:
     return replace(edit, path=matches[0]) if len(matches) == 1 else edit
 
 
+MAX_FILES_SHOWN = 3
+
+
+def is_test_file(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name.startswith("test_") or name.endswith("_test.py") or "tests/" in path or name == "conftest.py"
+
+
 def choose_files(all_files: list[str], plan: Plan | None, ranked: list[str], *, max_chars: int,
-                 sizes: dict[str, int]) -> list[str]:
-    """Files to show the implementer: the plan's first, then the most relevant, within a character budget."""
+                 sizes: dict[str, int], task: str = "") -> list[str]:
+    """Files to show the implementer: the plan's first, then the most relevant, within a budget.
+
+    Test files are left out unless the task asks to change tests: the failing tests' output is in the
+    feedback already, and small models shown a test file tend to rewrite it. Few files, because every
+    file shown is a file a small model may echo back or break.
+    """
+    wants_tests = "test" in task.lower() and not any(
+        phrase in task.lower() for phrase in ("do not change the test", "don't change the test", "not the test"))
     wanted: list[str] = []
     for path in ([*plan.files] if plan else []) + ranked:
-        if path in all_files and path not in wanted:
+        if path in all_files and path not in wanted and (wants_tests or not is_test_file(path)):
             wanted.append(path)
     chosen: list[str] = []
     used = 0
     for path in wanted:
         size = sizes.get(path, 0)
-        if used + size > max_chars and chosen:
+        if len(chosen) >= MAX_FILES_SHOWN or (used + size > max_chars and chosen):
             continue
         chosen.append(path)
         used += size
