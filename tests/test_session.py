@@ -191,3 +191,38 @@ def test_non_loopback_hosts_are_unreachable_in_tests() -> None:
 
     with pytest.raises(ConnectionRefusedError, match="blocked"), socket.create_connection(("192.0.2.1", 443), timeout=1):
         pass
+
+
+def test_fallback_to_the_next_configured_model(allow_model_requests: None) -> None:
+    with FakeOpenAI(default=lambda _r: Reply.error(503, "overloaded")) as down, FakeOpenAI() as up:
+        up.push(Reply.text("from the fallback", input_tokens=20, output_tokens=4))
+        config = cfg(endpoints={"fake": {"base_url": down.base_url}, "backup": {"base_url": up.base_url}},
+                     models={"fake:m": {"price": {"input_per_mtok": 1, "output_per_mtok": 2}, "fallback": ["backup:m"]},
+                             "backup:m": {"price": {"input_per_mtok": 3, "output_per_mtok": 4}}})
+
+        async def no_sleep(_s: float) -> None:
+            return None
+
+        session = ModelSession(config, sleep=no_sleep, model_overrides={
+            "fake:m": openai_compatible_model("m", down.base_url, "k"),
+            "backup:m": openai_compatible_model("m", up.base_url, "k")})
+        assert ask(session) == "from the fallback"
+    assert len(down.requests) == 3 and len(up.requests) == 1  # primary's retries, then one fallback call
+    assert [e.model for e in session.ledger.entries] == ["fake:m"] * 3 + ["backup:m"]
+    assert session.ledger.entries[-1].usd == Decimal(20 * 3 + 4 * 4) / 1_000_000
+    staged = cfg(stages={"implement": {"model": "fake:m"}}, endpoints=config.public_dict()["endpoints"],
+                 models=config.public_dict()["models"])
+    assert staged.all_models() == ["fake:m", "backup:m"]  # fallbacks are priced and key-checked too
+
+
+def test_no_fallback_on_auth_errors(allow_model_requests: None) -> None:
+    with FakeOpenAI(default=lambda _r: Reply.error(401, "bad key")) as down, FakeOpenAI() as up:
+        config = cfg(endpoints={"fake": {"base_url": down.base_url}, "backup": {"base_url": up.base_url}},
+                     models={"fake:m": {"price": {"input_per_mtok": 1, "output_per_mtok": 2}, "fallback": ["backup:m"]},
+                             "backup:m": {"price": {"input_per_mtok": 3, "output_per_mtok": 4}}})
+        session = ModelSession(config, model_overrides={
+            "fake:m": openai_compatible_model("m", down.base_url, "k"),
+            "backup:m": openai_compatible_model("m", up.base_url, "k")})
+        with pytest.raises(ProviderError) as info:
+            ask(session)
+    assert info.value.kind == "auth" and up.requests == []

@@ -51,6 +51,8 @@ class ModelSettings(_Strict):
     """Maximum output tokens per request. Also the worst case the budget reserves."""
     timeout_s: float = Field(default=120.0, gt=0)
     """Timeout of one request, in seconds."""
+    fallback: list[str] = Field(default_factory=list)
+    """Models to try, in order, when this one still fails after its retries (never on auth errors)."""
     price: Price | None = None
     """Price override; otherwise genai-prices' bundled data (local models cost $0)."""
     context_tokens: int | None = Field(default=None, gt=0)
@@ -206,6 +208,10 @@ class Config(_Strict):
         ]:
             if name and name not in names:
                 names.append(name)
+        for name in list(names):  # fallbacks are used models too: priced, keyed and checked
+            for fallback in self.settings_for(name).fallback:
+                if fallback not in names:
+                    names.append(fallback)
         return names
 
     def public_dict(self) -> dict[str, Any]:

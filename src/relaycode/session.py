@@ -179,6 +179,10 @@ class Answer(Generic[T]):
     model: str
 
 
+def _should_fall_back(exc: Exception) -> bool:
+    return isinstance(exc, ProviderError) and exc.kind != "auth"
+
+
 async def _real_sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
@@ -228,7 +232,15 @@ class ModelSession:
         """Run one agent turn (plus output-validation retries) on `spec` and return its output."""
         settings = self.config.settings_for(spec)
         profile = profile_for(spec, self.config)
-        metered = MeteredModel(self.model(spec), spec=spec, session=self, context=CallContext(stage, attempt))
+        context = CallContext(stage, attempt)
+        metered: Model = MeteredModel(self.model(spec), spec=spec, session=self, context=context)
+        if settings.fallback:
+            # Each fallback is metered on its own (its own price, budget check and ledger rows);
+            # a failure that survived the primary's retries moves to the next, except auth errors.
+            from pydantic_ai.models.fallback import FallbackModel
+
+            chain = [MeteredModel(self.model(f), spec=f, session=self, context=context) for f in settings.fallback]
+            metered = FallbackModel(metered, *chain, fallback_on=_should_fall_back)
         spec_output: Any = output_type
         if output_type is not str:
             if profile.output_mode == "native":
@@ -249,4 +261,7 @@ class ModelSession:
         except pai_exc.UnexpectedModelBehavior as exc:
             raise ProviderError(f"{spec}: malformed output: {str(exc).splitlines()[0][:300]}",
                                 kind="bad_response", model=spec) from exc
+        except pai_exc.FallbackExceptionGroup as group:
+            # Every model of the chain failed: report the last one's typed error.
+            raise group.exceptions[-1] from group
         return Answer(result.output, result.all_messages(), spec)
