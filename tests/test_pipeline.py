@@ -321,3 +321,45 @@ def test_implementer_path_without_directory_is_mapped_to_the_unique_file(tmp_pat
     result = run(repo, config(stages={"plan": {"model": None}}),
                  {CHEAP: scripted_text([GOOD_FIX.replace("shop/pagination.py", "pagination.py")])})
     assert result.status == "succeeded" and result.malformed_outputs == 0
+
+
+def test_person_edits_the_plan_before_implementing(tmp_path: Path) -> None:
+    from relaycode.stages.plan import Plan
+
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    seen: list[Path] = []
+
+    def approve(plan: Plan, path: Path) -> Plan | None:
+        seen.append(path)
+        return plan.model_copy(update={"steps": ["Edited by a person: use (page - 1) * per_page."]})
+
+    implementer = scripted_text([GOOD_FIX])
+    result = run_task(RunOptions(repo=repo, task=DEMO_TASK, config=config(), yes=False, approve=approve,
+                                 history=False, model_overrides={PLANNER: scripted_output([PLAN]), CHEAP: implementer}))
+    assert result.status == "succeeded"
+    assert seen and seen[0].name == "plan.md"
+    assert "Edited by a person" in implementer.calls[0]
+    assert "Edited by a person" in (result.run_dir / "plan.md").read_text()
+
+
+def test_declining_the_plan_aborts_before_implementing(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    implementer = scripted_text([GOOD_FIX])
+    result = run_task(RunOptions(repo=repo, task=DEMO_TASK, config=config(), yes=False, approve=lambda p, f: None,
+                                 history=False, model_overrides={PLANNER: scripted_output([PLAN]), CHEAP: implementer}))
+    assert result.status == "aborted" and implementer.calls == []
+    assert (result.run_dir / "report.md").is_file()
+
+
+def test_missing_api_key_stops_run_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from relaycode.cli import _register, app
+
+    _register()
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    result = CliRunner().invoke(app, ["run", "fix it", "--repo", str(repo), "--preset", "api", "--yes"])
+    assert result.exit_code == 2
+    assert "ANTHROPIC_API_KEY" in result.stderr
+    assert not (repo / ".git" / "relay").exists()  # no run was created

@@ -1,0 +1,44 @@
+"""`relay run` with a real local model over HTTP (SmolLM2-135M through llama-server), end to end.
+
+Success is not expected of a 135M model; a complete, well-formed run is: every stage reached the
+real server through relay's normal provider path, the ledger holds real token counts, and the run
+files are written. Needs `relay local setup --models smollm2-135m` (scripts/dev test does it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from relaycode.config import load_config
+from relaycode.local.catalog import get
+from relaycode.local.runtime import runtime_status
+from relaycode.local.weights import model_status
+from relaycode.pipeline import RunOptions, run_task
+from relaycode.testing.sample_repos import DEMO_TASK, make_demo_repo
+
+pytestmark = pytest.mark.local_model
+
+
+def test_relay_run_with_a_real_local_model(tmp_path: Path, allow_model_requests: None) -> None:
+    if not runtime_status().present or not model_status(get("smollm2-135m")).verified:
+        pytest.skip("local runtime or smollm2-135m not installed: run `relay local setup --models smollm2-135m`")
+    repo = make_demo_repo(tmp_path / "shop")
+    config = load_config(preset="smoke")
+    result = run_task(RunOptions(repo=repo, task=DEMO_TASK, config=config, yes=True, history=False))
+    assert result.status in {"succeeded", "failed"}, result.error
+    assert result.error_kind in {None, "stuck"}, result.error
+    stages = {e.stage for e in result.ledger.entries}
+    assert {"plan", "implement"} <= stages
+    for entry in result.ledger.entries:
+        assert entry.model == "local:smollm2-135m" and entry.provider == "local"
+        assert entry.outcome == "ok" and entry.tokens.input > 0 and entry.tokens.output > 0
+        assert entry.usd == 0
+    for name in ("plan.md", "plan.json", "ledger.json", "events.jsonl", "report.md", "result.json",
+                 "verify-baseline.json", "patch.diff"):
+        assert (result.run_dir / name).is_file(), name
+    data = json.loads((result.run_dir / "result.json").read_text())
+    assert data["cost"]["total"]["usd"] == 0.0 and data["cost"]["total"]["input_tokens"] > 0
+    assert "## " in (result.run_dir / "report.md").read_text()
