@@ -252,3 +252,4 @@ def test_review_eval_command(tmp_path: Path, server: FakeOpenAI) -> None:
         r1["usd_per_review"] + data["summary"]["fake:r2"]["usd_per_review"])
     table = (out / "review_eval.md").read_text()
     assert "| `ensemble` | 2/2 | 100% |" in table and table.splitlines()[-1] in result.stdout
+    assert table.startswith("review-eval of suite.jsonl: 2 of 2 cases") and data["cases_done"] == 2

@@ -74,11 +74,14 @@ def test_evaluate_with_scripted_reviewers(allow_model_requests: None) -> None:
 
     models = {q05: reviewer(flag_added()), gpt: reviewer(never)}
     said: list[str] = []
-    run = asyncio.run(evaluate(lambda: ModelSession(config(), model_overrides=models), cases, reviewers=[q05, gpt], progress=said.append))
+    saved: list[int] = []
+    run = asyncio.run(evaluate(lambda: ModelSession(config(), model_overrides=models), cases * 2,
+                               checkpoint=lambda r: saved.append(len(r.reviews)), reviewers=[q05, gpt], progress=said.append))
     s = run.summary()
-    assert (s[q05]["found"], s[q05]["precision"], s[q05]["false_alarms_per_clean"]) == (1, 1.0, 1.0)
+    assert (s[q05]["found"], s[q05]["precision"], s[q05]["false_alarms_per_clean"]) == (2, 1.0, 1.0)
     assert (s[gpt]["found"], s[gpt]["precision"], s[gpt]["false_alarms_per_clean"]) == (0, None, 0.0)
-    assert s["ensemble"]["found"] == 1 and s["ensemble"]["reviews"] == 2
+    assert saved == [2, 4]  # after every case
+    assert s["ensemble"]["found"] == 2 and s["ensemble"]["reviews"] == 4
     assert s[gpt]["usd_per_review"] > 0 and s[q05]["usd_per_review"] == 0
-    assert said == ["[1/1] t/f buggy: 1 true of 1 (" + said[0].split("(")[1], said[1]]
-    assert [r["kind"] for r in run.to_dict()["reviews"]] == ["buggy", "clean"]
+    assert said[0].startswith("[1/2] t/f buggy: 1 true of 1 (") and said[1].startswith("[1/2] t/f clean: 1 false")
+    assert [r["kind"] for r in run.to_dict()["reviews"]] == ["buggy", "clean", "buggy", "clean"]

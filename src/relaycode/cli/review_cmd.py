@@ -245,13 +245,19 @@ def review_eval(
             raise _usage(f"{suite}: no bug-fix cases with bug_lines")
         typer.echo(f"review-eval: {len(cases)} cases from {suite}, reviewers {', '.join(specs)}", err=True)
         t0 = time.perf_counter()
-        run = asyncio.run(evaluate(lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, min_agree=min_agree,
-                                   progress=lambda m: typer.echo(m, err=True)))
+
+        def header(done: int) -> str:
+            return (f"review-eval of {suite.name}: {done} of {len(cases)} cases, reviewers {', '.join(specs)}, "
+                    f"min_agree {min_agree}, {time.perf_counter() - t0:.0f}s")
+
+        run = asyncio.run(evaluate(
+            lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, min_agree=min_agree,
+            progress=lambda m: typer.echo(m, err=True),
+            checkpoint=lambda partial: save(partial, out, header=header(partial.cases_done)),
+        ))
     except RelayError as exc:
         raise die(exc) from None
-    header = (f"review-eval of {suite.name}: {len(cases)} cases, reviewers {', '.join(specs)}, "
-              f"min_agree {min_agree}, {time.perf_counter() - t0:.0f}s")
-    json_path, md_path = save(run, out, header=header)
-    typer.echo(header)
+    json_path, md_path = save(run, out, header=header(run.cases_done))
+    typer.echo(header(run.cases_done))
     typer.echo(markdown_table(run.summary()))
     typer.echo(f"saved {json_path} and {md_path}", err=True)

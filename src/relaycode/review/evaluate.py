@@ -114,6 +114,7 @@ class EvalRun:
     min_agree: int
     tallies: dict[str, Tally] = field(default_factory=dict)
     reviews: list[dict[str, Any]] = field(default_factory=list)
+    cases_done: int = 0
 
     def record(self, case_id: str, path: str, kind: str, bug_lines: list[int], result: ReviewResult) -> dict[str, Any]:
         systems: dict[str, tuple[list[Finding], dict[str, Any], float, bool]] = {
@@ -147,8 +148,8 @@ class EvalRun:
         return {name: self.tallies[name].summary() for name in [*self.reviewers, ENSEMBLE] if name in self.tallies}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reviewers": self.reviewers, "min_agree": self.min_agree, "summary": self.summary(),
-                "reviews": self.reviews}
+        return {"reviewers": self.reviewers, "min_agree": self.min_agree, "cases_done": self.cases_done,
+                "summary": self.summary(), "reviews": self.reviews}
 
 
 def _pct(x: float | None) -> str:
@@ -186,11 +187,13 @@ async def evaluate(
     reviewers: list[str],
     min_agree: int = 1,
     progress: Progress | None = None,
+    checkpoint: Callable[[EvalRun], object] | None = None,
 ) -> EvalRun:
     """Review every case's buggy and clean change in turn; the tallies are in the returned run.
 
     Each review gets a fresh session from `new_session`: budgets then apply per review, and a
-    local server that was restarted meanwhile (on another port) is found again.
+    local server that was restarted meanwhile (on another port) is found again. `checkpoint` is
+    called after every case, so a long run that is stopped keeps what it measured.
     """
     run = EvalRun(list(reviewers), min_agree)
     say = progress or (lambda _m: None)
@@ -211,6 +214,9 @@ async def evaluate(
                 verdict = f"{hits} true of {found}" if kind == "buggy" else f"{found} false alarm(s)"
                 failed = "".join(f"; {spec} failed: {error[:160]}" for spec, error in result.errors.items())
                 say(f"[{n}/{len(cases)}] {case['id']} {kind}: {verdict} ({time.perf_counter() - t0:.1f}s{failed})")
+        run.cases_done = n
+        if checkpoint is not None:
+            checkpoint(run)
     return run
 
 
