@@ -363,3 +363,14 @@ def test_missing_api_key_stops_run_before_any_work(tmp_path: Path, monkeypatch: 
     assert result.exit_code == 2
     assert "ANTHROPIC_API_KEY" in result.stderr
     assert not (repo / ".git" / "relay").exists()  # no run was created
+
+
+def test_malformed_plan_falls_back_to_the_task(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    planner = scripted_output([{"goal": 3}])  # never validates: the agent's output retries run out
+    implementer = scripted_text([GOOD_FIX])
+    result = run(repo, config(), {PLANNER: planner, CHEAP: implementer})
+    assert result.status == "succeeded"
+    assert result.malformed_outputs == 1
+    assert "# Plan" not in implementer.calls[0]
+    assert not (result.run_dir / "plan.md").exists()

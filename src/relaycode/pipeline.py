@@ -214,8 +214,16 @@ class _Run:
             with self.stage("plan", spec):
                 rmap = repo_map(self.worktree.root, files, self.options.task,
                                 max_chars=_context_chars(spec, self.config, 0.35))
-                plan = await make_plan(self.session, spec, self.options.task, rmap, known_files=files,
-                                       checks=self.state.get("baseline"))
+                try:
+                    plan = await make_plan(self.session, spec, self.options.task, rmap, known_files=files,
+                                           checks=self.state.get("baseline"))
+                except ProviderError as exc:
+                    if exc.kind != "bad_response":
+                        raise
+                    # A plan is an aid: when the planner cannot produce a valid one (small models run
+                    # out of tokens mid-JSON), the implementer works from the task alone.
+                    self.state["malformed"] = self.state.get("malformed", 0) + 1
+                    self.emit("plan_skipped", reason=str(exc))
         if plan is not None:
             self.store.write_text("plan.md", plan.to_markdown())
             self.store.write_json("plan.json", plan.model_dump())
