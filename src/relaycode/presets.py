@@ -77,7 +77,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "plan": {"model": "anthropic:claude-opus-4-5"},
             "implement": {
                 "model": "google:gemini-2.5-flash",
-                "escalate_to": ["anthropic:claude-sonnet-4-5"],
+                # Sonnet 4.5 reaches end of life on 2026-11-30 (the SDK warns): its successor escalates.
+                "escalate_to": ["anthropic:claude-sonnet-4-6"],
             },
             "review": {"models": ["openai:gpt-5-mini", "openrouter:z-ai/glm-4.6"]},
         },

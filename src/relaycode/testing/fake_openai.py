@@ -78,12 +78,15 @@ class Reply:
 class FakeOpenAI:
     """An OpenAI-compatible chat-completions server for tests. Thread-safe; records every request."""
 
-    def __init__(self, default: Callable[[dict[str, Any]], Reply] | None = None) -> None:
+    def __init__(self, default: Callable[[dict[str, Any]], Reply] | None = None, *,
+                 wire: Literal["openai", "anthropic"] = "openai") -> None:
         self._replies: deque[Reply] = deque()
         self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.default = default or (lambda _req: Reply.text("ok"))
+        self.wire = wire
+        """`openai`: chat completions at /v1/chat/completions; `anthropic`: the Messages API at /v1/messages."""
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -94,7 +97,9 @@ class FakeOpenAI:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        # The Anthropic SDK appends /v1/messages itself; OpenAI clients take the /v1 prefix.
+        root = f"http://127.0.0.1:{self.port}"
+        return root if self.wire == "anthropic" else root + "/v1"
 
     def push(self, *replies: Reply) -> None:
         with self._lock:
@@ -149,11 +154,16 @@ class FakeOpenAI:
                     self.connection.shutdown(2)
                     return
                 if reply.fault == "status":
-                    self._send(reply.status, reply.body or {}, reply.headers)
+                    body_err = reply.body or {}
+                    if fake.wire == "anthropic":
+                        err = body_err.get("error", {})
+                        body_err = {"type": "error", "error": {"type": err.get("code") or "api_error",
+                                                               "message": err.get("message", "error")}}
+                    self._send(reply.status, body_err, reply.headers)
                     return
                 if reply.delay_s:
                     time.sleep(reply.delay_s)
-                body = completion_body(request, reply)
+                body = anthropic_body(request, reply) if fake.wire == "anthropic" else completion_body(request, reply)
                 if reply.fault == "truncated":
                     data = json.dumps(body).encode()
                     self.send_response(200)
@@ -193,5 +203,24 @@ def completion_body(request: dict[str, Any], reply: Reply) -> dict[str, Any]:
             "completion_tokens": reply.output_tokens,
             "total_tokens": reply.input_tokens + reply.output_tokens,
             "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+        },
+    }
+
+
+def anthropic_body(request: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    """A Messages API response. Anthropic counts cached input apart from `input_tokens`."""
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": request.get("model", "fake"),
+        "content": [{"type": "text", "text": reply.content or ""}],
+        "stop_reason": "end_turn" if reply.finish_reason == "stop" else "max_tokens",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": reply.input_tokens,
+            "output_tokens": reply.output_tokens,
+            "cache_read_input_tokens": reply.cached_tokens,
+            "cache_creation_input_tokens": 0,
         },
     }
