@@ -403,7 +403,7 @@ class Worktree:
         with tempfile.TemporaryDirectory(prefix="relay-index-") as tmp:
             index = Path(tmp) / "index"
             if real.exists():
-                shutil.copyfile(real, index)
+                shutil.copy2(real, index)  # keep the mtime: git needs it to detect racily-clean entries
             env = {"GIT_INDEX_FILE": str(index)}
             self.git("add", "-A", env=env)
             yield env
