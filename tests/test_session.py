@@ -226,3 +226,15 @@ def test_no_fallback_on_auth_errors(allow_model_requests: None) -> None:
         with pytest.raises(ProviderError) as info:
             ask(session)
     assert info.value.kind == "auth" and up.requests == []
+
+
+def test_finish_reason_length_with_cut_json_is_a_typed_malformed_output(allow_model_requests: None) -> None:
+    with FakeOpenAI(default=lambda _r: Reply(content='{"line": 3, "mess', finish_reason="length")) as server:
+        config = cfg(endpoints={"fake": {"base_url": server.base_url}})
+        session = ModelSession(config, model_overrides={"fake:m": openai_compatible_model("m", server.base_url, "k")})
+        with pytest.raises(ProviderError) as info:
+            asyncio.run(session.ask("review", "fake:m", "review", instructions="x", output_type=Finding,
+                                    output_retries=1))
+    assert info.value.kind == "bad_response"
+    assert len(server.requests) <= 2  # bounded: the agent's output retries, no transport retries
+    assert all(e.outcome == "ok" for e in session.ledger.entries)  # the tokens were billed and recorded
