@@ -59,8 +59,9 @@ class ModelSettings(_Strict):
     """Context window, used to size review chunks and repo maps. Guessed when unset."""
     vendor: str | None = None
     """Vendor family for the diversity rule; derived from the provider when unset."""
-    protocol: Literal["auto", "edit-blocks", "agentic"] = "auto"
-    """How this model implements: text edit blocks (any model) or an agentic action loop."""
+    protocol: Literal["auto", "edit-blocks"] = "auto"
+    """How this model implements. Only text edit blocks exist so far (they work with any model);
+    an agentic action loop for strong models is not built yet."""
     edit_format: Literal["auto", "search-replace", "whole-file"] = "auto"
     """Edit blocks as SEARCH/REPLACE or as whole files; auto = the model's profile (whole files for local models)."""
 

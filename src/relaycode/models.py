@@ -142,7 +142,7 @@ def missing_keys(config: Config) -> list[MissingApiKey]:
 
 # ---------------------------------------------------------------- profiles
 
-Protocol = Literal["edit-blocks", "agentic"]
+Protocol = Literal["edit-blocks"]  # an agentic action loop is not built yet
 OutputMode = Literal["tool", "native", "prompted"]
 EditFormat = Literal["search-replace", "whole-file"]
 
@@ -152,7 +152,7 @@ class ModelProfile:
     """What relay needs to know about a model beyond its wire format."""
 
     protocol: Protocol = "edit-blocks"
-    """How it implements: text edit blocks (any model) or an agentic action loop."""
+    """How it implements: text edit blocks (the only protocol so far)."""
     output_mode: OutputMode = "tool"
     """How structured output is requested: a tool call, JSON-schema response format, or a prompt."""
     context_tokens: int = 128_000
