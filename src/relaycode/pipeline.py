@@ -22,7 +22,6 @@ from relaycode.config import SEVERITIES, Config
 from relaycode.errors import (
     Aborted,
     BudgetExceeded,
-    ConfigError,
     LimitReached,
     ProviderError,
     RelayError,
@@ -128,14 +127,9 @@ def severity_at_least(severity: str, threshold: str) -> bool:
 def preflight(config: Config) -> None:
     """Refuse before any work: unpriced models (unless allowed) and missing API keys."""
     from relaycode.models import missing_keys
-    from relaycode.pricing import unpriced_models
+    from relaycode.pricing import require_prices
 
-    unpriced = unpriced_models(config)
-    if unpriced and config.unpriced == "refuse":
-        raise ConfigError(
-            f"{config.source}: no known price for {', '.join(unpriced)}: add [models.\"NAME\".price] "
-            'or set unpriced = "allow" (cost is then reported as unknown)'
-        )
+    require_prices(config)
     missing = missing_keys(config)
     if missing:
         raise missing[0]

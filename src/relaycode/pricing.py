@@ -114,3 +114,15 @@ def quote(spec: str, config: Config | None = None) -> Quote | None:
 
 def unpriced_models(config: Config) -> list[str]:
     return [spec for spec in config.all_models() if quote(spec, config) is None]
+
+
+def require_prices(config: Config) -> None:
+    """Raise ConfigError when a model has no known price and the config does not allow that."""
+    from relaycode.errors import ConfigError
+
+    unpriced = unpriced_models(config)
+    if unpriced and config.unpriced == "refuse":
+        raise ConfigError(
+            f"{config.source}: no known price for {', '.join(unpriced)}: add [models.\"NAME\".price] "
+            'or set unpriced = "allow" (cost is then reported as unknown)'
+        )

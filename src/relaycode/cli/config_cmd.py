@@ -53,17 +53,15 @@ def check(
     """Validate the config: exit 0 if usable (missing API keys are warnings), 2 with the error otherwise."""
     from relaycode.errors import ConfigError
     from relaycode.models import missing_keys
-    from relaycode.pricing import unpriced_models
+    from relaycode.pricing import require_prices
 
     cfg = load_config_or_exit(config, preset, repo)
-    unpriced = unpriced_models(cfg)
-    if unpriced and cfg.unpriced == "refuse":
+    try:
+        require_prices(cfg)
+    except ConfigError as exc:
         from relaycode.cli._common import die
 
-        raise die(ConfigError(
-            f"{cfg.source}: no known price for {', '.join(unpriced)}: add [models.\"NAME\".price] "
-            'or set unpriced = "allow" (cost is then reported as unknown)'
-        ))
+        raise die(exc) from None
     for missing in missing_keys(cfg):
         typer.echo(f"relay: warning: {missing}", err=True)
     typer.echo(f"ok: {cfg.source} ({len(cfg.all_models())} models)")
