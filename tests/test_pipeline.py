@@ -13,7 +13,9 @@ import pytest
 from relaycode.config import config_from_dict
 from relaycode.pipeline import RunOptions, RunResult, run_task
 from relaycode.pricing import Tokens, price_request
+from relaycode.testing.sample_repos import PAGINATION_FIX as GOOD_FIX
 from relaycode.testing.sample_repos import PAGINATION_TASK as DEMO_TASK
+from relaycode.testing.sample_repos import PAGINATION_WRONG_FIX as WRONG_FIX
 from relaycode.testing.sample_repos import make_demo_repo
 from relaycode.testing.sample_repos import snapshot_checkout as snapshot
 from relaycode.testing.scripted import scripted_output, scripted_text
@@ -23,20 +25,6 @@ CHEAP = "google:gemini-2.5-flash"
 STRONG = "anthropic:claude-sonnet-4-5"
 REVIEWER = "openai:gpt-5-mini"
 
-GOOD_FIX = """shop/pagination.py
-<<<<<<< SEARCH
-    start = page * per_page
-=======
-    start = (page - 1) * per_page
->>>>>>> REPLACE
-"""
-WRONG_FIX = """shop/pagination.py
-<<<<<<< SEARCH
-    start = page * per_page
-=======
-    start = page * per_page - 1
->>>>>>> REPLACE
-"""
 PLAN = {
     "goal": "Pages are 1-based: page 1 must start at the first item.",
     "files": ["shop/pagination.py"],

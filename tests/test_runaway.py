@@ -14,20 +14,14 @@ from pydantic_ai.usage import RequestUsage
 
 from relaycode.config import config_from_dict
 from relaycode.pipeline import RunOptions, RunResult, run_task
+from relaycode.testing.sample_repos import PAGINATION_FIX as GOOD_FIX
 from relaycode.testing.sample_repos import PAGINATION_TASK as DEMO_TASK
+from relaycode.testing.sample_repos import PAGINATION_WRONG_FIX as WRONG_FIX
 from relaycode.testing.sample_repos import make_demo_repo
 from relaycode.testing.scripted import scripted_output, scripted_text
 
 CHEAP = "google:gemini-2.5-flash"
 REVIEWER = "openai:gpt-5-mini"
-WRONG_FIX = """shop/pagination.py
-<<<<<<< SEARCH
-    start = page * per_page
-=======
-    start = page * per_page - 1
->>>>>>> REPLACE
-"""
-GOOD_FIX = WRONG_FIX.replace("page * per_page - 1", "(page - 1) * per_page")
 
 
 @pytest.fixture(autouse=True)

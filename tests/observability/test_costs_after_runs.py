@@ -12,16 +12,9 @@ from typer.testing import CliRunner
 from relaycode.cli import _register, app
 from relaycode.config import config_from_dict
 from relaycode.pipeline import RunOptions, run_task
+from relaycode.testing.sample_repos import PAGINATION_FIX as FIX
 from relaycode.testing.sample_repos import PAGINATION_TASK, make_demo_repo
 from relaycode.testing.scripted import scripted_output, scripted_text
-
-FIX = """shop/pagination.py
-<<<<<<< SEARCH
-    start = page * per_page
-=======
-    start = (page - 1) * per_page
->>>>>>> REPLACE
-"""
 
 
 def test_costs_by_model_equal_the_runs_ledgers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -120,6 +120,17 @@ PAGINATION_TASK = (
 )
 
 
+#: Edit blocks for the pagination bug, for scripted implementers: the right fix and a wrong one.
+PAGINATION_FIX = """shop/pagination.py
+<<<<<<< SEARCH
+    start = page * per_page
+=======
+    start = (page - 1) * per_page
+>>>>>>> REPLACE
+"""
+PAGINATION_WRONG_FIX = PAGINATION_FIX.replace("(page - 1) * per_page", "page * per_page - 1")
+
+
 def pagination_bug_files() -> dict[str, str]:
     """The shop with a correct cart and pagination off by one page (the scripted-model tests' bug)."""
     files = dict(DEMO_FILES)
