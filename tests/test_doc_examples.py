@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from relaycode.sandbox import Limits, SandboxPolicy, bwrap_available
-from relaycode.stages.doc_examples import COMMAND_NAME, example_strings
+from relaycode.stages.doc_examples import COMMAND_NAME, collect, example_strings
 from relaycode.stages.verify import detect_commands, run_verify
 
 BUGGY = '''
@@ -65,3 +65,27 @@ def test_an_endless_loop_is_a_failure_not_a_hang(tmp_path: Path) -> None:
     result = run_verify(tmp_path, None, policy=SandboxPolicy(enabled=False), limits=Limits(wall_s=60))
     assert not result.passed
     assert result.results[0].seconds < 30
+
+
+def test_pinned_examples_still_run_after_the_docstring_is_deleted(tmp_path: Path) -> None:
+    (tmp_path / "bitcount.py").write_text(BUGGY)
+    pinned = collect(tmp_path)
+    assert list(pinned) == ["bitcount.py"]
+    policy, limits = SandboxPolicy(enabled=False), Limits(wall_s=30)
+    stripped_bug = BUGGY.split('"""')[0]  # a whole-file answer that kept the bug and lost the examples
+    (tmp_path / "bitcount.py").write_text(stripped_bug)
+    assert run_verify(tmp_path, None, policy=policy, limits=limits).results == []  # unpinned: nothing to check
+    bad = run_verify(tmp_path, [COMMAND_NAME], policy=policy, limits=limits, examples=pinned)
+    assert not bad.passed
+    (tmp_path / "bitcount.py").write_text(FIXED.split('"""')[0])
+    good = run_verify(tmp_path, [COMMAND_NAME], policy=policy, limits=limits, examples=pinned)
+    assert good.passed and "2 passed, 0 failed" in good.results[0].output_tail
+
+
+def test_a_pinned_file_that_was_deleted_fails_its_examples(tmp_path: Path) -> None:
+    (tmp_path / "bitcount.py").write_text(FIXED)
+    pinned = collect(tmp_path)
+    (tmp_path / "bitcount.py").unlink()
+    result = run_verify(tmp_path, [COMMAND_NAME], policy=SandboxPolicy(enabled=False), limits=Limits(wall_s=30),
+                        examples=pinned)
+    assert not result.passed and "no longer exists" in result.results[0].output_tail

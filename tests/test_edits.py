@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from relaycode.edits import Edit, apply_edits, parse_edits
+from relaycode.edits import Edit, apply_edits, parse_edits, unwrap_path_fences
 from relaycode.errors import EditError
 
 APP = """import os
@@ -364,3 +364,24 @@ def test_property_replace_then_reverse_round_trips(fb: tuple[str, str], new_line
     assert "@@relay-sentinel@@" in edited
     restored = apply_edits({"f": edited}, [Edit("f", replacement, block)]).get("f", edited)
     assert restored == text
+
+
+# --------------------------------------------------------------------------- path in its own fence
+# Seen in Qwen2.5-Coder 1.5B whole-file answers on QuixBugs (the gcd case, verbatim shape).
+
+def test_path_wrapped_in_a_bare_fence_is_not_part_of_the_file() -> None:
+    answer = "```\ngcd.py\n```python\ndef gcd(a, b):\n    return a\n```"
+    assert parse_edits(answer) == [Edit(path="gcd.py", search="", replace="def gcd(a, b):\n    return a\n",
+                                        whole_file=True)]
+
+
+def test_path_with_its_own_closed_fence_then_the_code_fence() -> None:
+    answer = "```\ngcd.py\n```\n```python\ndef gcd(a, b):\n    return a\n```\n"
+    assert parse_edits(answer) == [Edit(path="gcd.py", search="", replace="def gcd(a, b):\n    return a\n",
+                                        whole_file=True)]
+
+
+def test_a_fenced_block_that_only_mentions_a_file_name_is_left_alone() -> None:
+    # A bare fence, a path-like line, then code (no language fence): ordinary content, not a wrapper.
+    lines = ["```", "setup.py", "print(1)", "```"]
+    assert unwrap_path_fences(lines) == lines

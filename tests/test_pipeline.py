@@ -156,6 +156,17 @@ def test_malformed_edits_are_reported_back_and_counted(tmp_path: Path) -> None:
     assert result.ledger.total().requests == 3
 
 
+def test_an_edit_that_breaks_python_syntax_is_refused_and_explained(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    broken = GOOD_FIX.replace("(page - 1) * per_page", "(page - 1 * per_page")
+    implementer = scripted_text([broken, GOOD_FIX], usage=(500, 20))
+    result = run(repo, config(stages={"plan": {"model": None}}), {CHEAP: implementer})
+    assert result.status == "succeeded"
+    assert result.malformed_outputs == 1 and result.iterations == 1
+    assert "syntax error" in implementer.calls[1].lower() and "shop/pagination.py line" in implementer.calls[1]
+    assert "start = (page - 1) * per_page" in branch_file(repo, result.branch, "shop/pagination.py")
+
+
 def test_repeated_identical_attempt_stops_as_stuck(tmp_path: Path) -> None:
     repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     implementer = scripted_text(["no edits here"], usage=(100, 10))

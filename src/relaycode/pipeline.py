@@ -179,6 +179,8 @@ class _Run:
 
     async def main(self) -> None:
         # One event loop for the whole run: model clients keep connections bound to it.
+        if "verify_commands" not in self.state:
+            self.pin_verification()
         if "baseline" not in self.state:
             # Verify before anything changes: failing tests and examples are the best grounding the
             # planner and implementer can get, and they cost no model call.
@@ -335,6 +337,21 @@ class _Run:
         if self.result.error is None:
             self.result.error = f"not done after {cfg.max_iterations} iterations"
 
+    def pin_verification(self) -> None:
+        """Decide once, on the untouched tree, what verification means for this run.
+
+        Detected commands and the project's doc examples are fixed here, so an attempt that
+        deletes the tests or the docstrings holding the examples deletes no checks with them.
+        """
+        from relaycode.stages import doc_examples
+        from relaycode.stages.verify import detect_commands
+
+        configured = self.config.stages.verify.commands
+        commands = list(configured) if configured is not None else detect_commands(self.worktree.root)
+        self.state["verify_commands"] = commands
+        if doc_examples.COMMAND_NAME in commands:
+            self.state["doc_examples"] = doc_examples.collect(self.worktree.root)
+
     def verify(self, name: str = "verify.json") -> Any:
         from relaycode.sandbox import Limits, SandboxPolicy
         from relaycode.stages.verify import run_verify
@@ -345,7 +362,8 @@ class _Run:
                                    env_allow=tuple(cfg.sandbox.env_allow))
             limits = Limits(wall_s=cfg.stages.verify.timeout_s, memory_mb=cfg.sandbox.memory_mb,
                             max_procs=cfg.sandbox.max_procs)
-            result = run_verify(self.worktree.root, cfg.stages.verify.commands, policy=policy, limits=limits)
+            result = run_verify(self.worktree.root, self.state.get("verify_commands"), policy=policy,
+                                limits=limits, examples=self.state.get("doc_examples"))
         self.store.write_json(name, result.to_dict())
         for cmd in result.results:
             self.emit("command", command=cmd.command, exit_code=cmd.exit_code, seconds=round(cmd.seconds, 3),

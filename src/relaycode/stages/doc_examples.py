@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import doctest
 import importlib.util
+import json
 import signal
 import sys
 from pathlib import Path
@@ -51,16 +52,41 @@ def _timeout(signum: int, frame: object) -> None:
     raise ExampleTimeout(f"example took longer than {PER_EXAMPLE_TIMEOUT_S} s")
 
 
-def check(paths: list[Path]) -> int:
-    """Run every example of every file; print failures; return the number that failed."""
+def candidate_files(root: Path) -> list[Path]:
+    """Python files under `root` (relative paths) that hold examples; test files and .git excluded."""
+    return sorted(
+        p.relative_to(root) for p in root.rglob("*.py")
+        if ".git" not in p.relative_to(root).parts and not p.name.startswith("test_") and has_examples(p)
+    )
+
+
+def collect(root: Path) -> dict[str, list[str]]:
+    """The example strings of every file, by relative path: what `check(pinned=...)` replays.
+
+    A run pins the examples of the code as it was before any change, so an implementer that
+    deletes a docstring (small models rewriting a whole file often do) deletes no checks.
+    """
+    return {p.as_posix(): example_strings((root / p).read_text(encoding="utf-8")) for p in candidate_files(root)}
+
+
+def check(paths: list[Path], pinned: dict[str, list[str]] | None = None) -> int:
+    """Run every example of every file; print failures; return the number that failed.
+
+    With `pinned`, the examples come from there (path -> example strings) instead of the files'
+    current text; a pinned file that no longer exists or imports fails all of its examples.
+    """
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     runner = doctest.DocTestRunner(optionflags=flags, verbose=False)
     parser = doctest.DocTestParser()
     signal.signal(signal.SIGALRM, _timeout)
     sys.path.insert(0, str(Path.cwd()))
+    if pinned is not None:
+        paths = [Path(p) for p in pinned]
     for path in paths:
-        source = path.read_text(encoding="utf-8")
-        strings = example_strings(source)
+        if pinned is not None:
+            strings = pinned[path.as_posix()]
+        else:
+            strings = example_strings(path.read_text(encoding="utf-8"))
         if not strings:
             continue
         name = path.with_suffix("").as_posix().replace("/", ".")
@@ -70,6 +96,8 @@ def check(paths: list[Path]) -> int:
         module = importlib.util.module_from_spec(spec)
         try:
             signal.alarm(PER_EXAMPLE_TIMEOUT_S)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} no longer exists")
             spec.loader.exec_module(module)
         except (Exception, ExampleTimeout) as exc:  # the module itself is broken: every example fails
             print(f"{path}: import failed: {type(exc).__name__}: {exc}")
@@ -98,10 +126,10 @@ def check(paths: list[Path]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    paths = [Path(p) for p in argv] or sorted(
-        p for p in Path(".").rglob("*.py")
-        if ".git" not in p.parts and not p.name.startswith("test_") and has_examples(p)
-    )
+    """`[--pinned JSON] [PATH...]`: check the given files, or every file with examples."""
+    if argv[:1] == ["--pinned"]:
+        return 1 if check([], pinned=json.loads(argv[1])) else 0
+    paths = [Path(p) for p in argv] or candidate_files(Path("."))
     return 1 if check(paths) else 0
 
 

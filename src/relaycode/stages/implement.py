@@ -77,6 +77,36 @@ def _resolve(edit: Edit, known: list[str]) -> Edit:
 MAX_FILES_SHOWN = 3
 
 
+def _syntax_error(path: str, text: str) -> SyntaxError | None:
+    try:
+        compile(text, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return exc
+    except ValueError:  # null bytes: not ours to judge
+        return None
+    return None
+
+
+def check_syntax(before: dict[str, str], after: dict[str, str]) -> None:
+    """Refuse edits that turn a Python file that compiled into one that does not.
+
+    Cheap, deterministic and local: the model hears about its broken answer in the same
+    conversation, instead of a whole verify round (or, with no tests, nobody) finding it.
+    Files that did not compile before are not judged (the task may be to fix exactly that).
+    """
+    problems = []
+    for path, text in after.items():
+        if not path.endswith(".py") or (path in before and _syntax_error(path, before[path])):
+            continue
+        error = _syntax_error(path, text)
+        if error is not None:
+            line = (error.text or "").rstrip()
+            problems.append(f"- {path} line {error.lineno}: {error.msg}" + (f": `{line.strip()}`" if line else ""))
+    if problems:
+        raise EditError("Your change leaves Python syntax errors, so it was not applied:\n" + "\n".join(problems)
+                        + "\nSend the corrected change again.")
+
+
 def is_test_file(path: str) -> bool:
     name = path.rsplit("/", 1)[-1]
     return name.startswith("test_") or name.endswith("_test.py") or "tests/" in path or name == "conftest.py"
@@ -171,6 +201,7 @@ async def implement(
                     with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                         current[edit.path] = worktree.read_text(edit.path)
             new_files = apply_edits(current, edits)
+            check_syntax(current, new_files)
             for path, text in new_files.items():
                 worktree.write_text(path, text)  # path-safe: escapes raise PathEscape
         except (EditError, PathEscape) as exc:

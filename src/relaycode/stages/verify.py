@@ -164,10 +164,17 @@ def _has_doc_examples(root: Path) -> bool:
     return False
 
 
-def _expand(command: str) -> str:
+#: Pinned examples travel on the command line; past this size (far above any seen) they are not pinned.
+MAX_PINNED_CHARS = 100_000
+
+
+def _expand(command: str, examples: dict[str, list[str]] | None = None) -> str:
     """The shell command behind a display name (`relay:doc-examples` runs relay's example checker)."""
     if command == doc_examples.COMMAND_NAME:
         source = Path(doc_examples.__file__).read_text(encoding="utf-8")
+        pinned = json.dumps(examples) if examples is not None else ""
+        if examples is not None and len(pinned) <= MAX_PINNED_CHARS:
+            return "python -c " + shlex.quote(source) + " --pinned " + shlex.quote(pinned)
         return "python -c " + shlex.quote(source)
     return command
 
@@ -179,9 +186,13 @@ def parse_pytest_failures(output: str) -> list[str]:
 
 
 def run_verify(
-    root: Path, commands: list[str] | None, *, policy: SandboxPolicy, limits: Limits
+    root: Path, commands: list[str] | None, *, policy: SandboxPolicy, limits: Limits,
+    examples: dict[str, list[str]] | None = None,
 ) -> VerifyResult:
-    """Run each command (detected if None) in the sandbox; all of them, even after a failure."""
+    """Run each command (detected if None) in the sandbox; all of them, even after a failure.
+
+    `examples` pins the doc examples `relay:doc-examples` replays (see `doc_examples.collect`).
+    """
     if commands is None:
         commands = detect_commands(root)
     # `python`, `ruff` and `pytest` resolve to relay's own interpreter and tools first, and
@@ -193,7 +204,7 @@ def run_verify(
     }
     results: list[CommandResult] = []
     for command in commands:
-        done = sandbox.run(_expand(command), root, policy=policy, limits=limits, extra_env=extra_env)
+        done = sandbox.run(_expand(command, examples), root, policy=policy, limits=limits, extra_env=extra_env)
         failing = parse_pytest_failures(done.output_tail) if "pytest" in command else []
         results.append(
             CommandResult(
