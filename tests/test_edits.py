@@ -381,6 +381,12 @@ def test_path_with_its_own_closed_fence_then_the_code_fence() -> None:
                                         whole_file=True)]
 
 
+def test_path_fence_and_code_fence_separated_by_blank_lines() -> None:
+    answer = "```\nkth.py\n```\n\n```python\ndef kth(arr, k):\n    return arr[k]\n```\n"
+    assert parse_edits(answer) == [Edit(path="kth.py", search="", replace="def kth(arr, k):\n    return arr[k]\n",
+                                        whole_file=True)]
+
+
 def test_a_fenced_block_that_only_mentions_a_file_name_is_left_alone() -> None:
     # A bare fence, a path-like line, then code (no language fence): ordinary content, not a wrapper.
     lines = ["```", "setup.py", "print(1)", "```"]

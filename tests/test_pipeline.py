@@ -167,6 +167,24 @@ def test_an_edit_that_breaks_python_syntax_is_refused_and_explained(tmp_path: Pa
     assert "start = (page - 1) * per_page" in branch_file(repo, result.branch, "shop/pagination.py")
 
 
+def test_an_answer_that_changes_nothing_gets_one_more_chance(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    echo = GOOD_FIX.replace("    start = (page - 1) * per_page\n>", "    start = page * per_page\n>")  # a no-op edit
+    implementer = scripted_text([echo, GOOD_FIX], usage=(500, 20))
+    result = run(repo, config(stages={"plan": {"model": None}}), {CHEAP: implementer})
+    assert result.status == "succeeded" and result.iterations == 2
+    assert "left every file exactly as it was" in implementer.calls[1]
+
+
+def test_changing_nothing_twice_stops_as_stuck(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    echo = GOOD_FIX.replace("    start = (page - 1) * per_page\n>", "    start = page * per_page\n>")
+    implementer = scripted_text([echo], usage=(500, 20))
+    result = run(repo, config(stages={"plan": {"model": None}}, max_iterations=5), {CHEAP: implementer})
+    assert result.status == "failed" and result.iterations == 2
+    assert "repeated an earlier result" in (result.error or "")
+
+
 def test_repeated_identical_attempt_stops_as_stuck(tmp_path: Path) -> None:
     repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     implementer = scripted_text(["no edits here"], usage=(100, 10))

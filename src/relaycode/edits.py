@@ -176,6 +176,11 @@ def unwrap_path_fences(lines: list[str]) -> list[str]:
     (or closes the path's own fence first). Taken literally, the path and the inner fence
     line would become the first lines of the file; that corrupted 9 of 23 QuixBugs answers.
     """
+    def next_nonblank(j: int) -> int:
+        while j < len(lines) and not lines[j].strip():
+            j += 1
+        return j
+
     out: list[str] = []
     i = 0
     while i < len(lines):
@@ -184,9 +189,10 @@ def unwrap_path_fences(lines: list[str]) -> list[str]:
                 out.append(lines[i + 1])
                 i += 2
                 continue
-            if _fence_info(lines[i + 2]) == "" and i + 3 < len(lines) and _is_language_fence(lines[i + 3]):
-                out.append(lines[i + 1])  # ``` / path / ``` / ```python: the path had a fence of its own
-                i += 3
+            code = next_nonblank(i + 3)
+            if _fence_info(lines[i + 2]) == "" and code < len(lines) and _is_language_fence(lines[code]):
+                out.append(lines[i + 1])  # ``` / path / ``` / (blank lines) / ```python: the path had its own fence
+                i = code
                 continue
         out.append(lines[i])
         i += 1

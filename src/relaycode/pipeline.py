@@ -288,7 +288,8 @@ class _Run:
             if outcome.last_error is not None and not outcome.changed:
                 feedback_parts.append("Your edits could not be applied:\n" + outcome.last_error)
             elif not diff.strip():
-                feedback_parts.append("Your previous answer changed nothing.")
+                feedback_parts.append("Your previous answer left every file exactly as it was, so the task is "
+                                      "still not done. Find the lines that must change and change them.")
             else:
                 verify_result = self.verify()
                 self.result.verify_passed = verify_result.passed
@@ -331,7 +332,9 @@ class _Run:
                 self.emit("escalate", to=nxt, after_iteration=iteration)
                 self.save()
                 continue
-            if repeated or (not diff.strip() and outcome.last_error is None):
+            # An unchanged tree once gets a second chance with feedback (small models often echo the
+            # file back as it was); the same diff twice, empty or not, ends the run.
+            if repeated:
                 raise Stuck(f"attempt {iteration} repeated an earlier result; more attempts would not help")
         self.result.status = "failed"
         if self.result.error is None:
