@@ -59,9 +59,11 @@ class ModelSettings(_Strict):
     """Context window, used to size review chunks and repo maps. Guessed when unset."""
     vendor: str | None = None
     """Vendor family for the diversity rule; derived from the provider when unset."""
-    protocol: Literal["auto", "edit-blocks"] = "auto"
-    """How this model implements. Only text edit blocks exist so far (they work with any model);
-    an agentic action loop for strong models is not built yet."""
+    protocol: Literal["auto", "edit-blocks", "agent"] = "auto"
+    """How this model implements: "edit-blocks" (it answers with SEARCH/REPLACE blocks or whole files; works
+    with any model), "agent" (an action loop: read_file, search, edit, run, finish; native tool calls when the
+    model's profile uses tool calls, else one JSON-schema-constrained action per step), or "auto" (the
+    model's profile decides; every built-in profile uses edit-blocks so far)."""
     edit_format: Literal["auto", "search-replace", "whole-file"] = "auto"
     """Edit blocks as SEARCH/REPLACE or as whole files; auto = the model's profile (whole files for local models)."""
 
@@ -100,6 +102,10 @@ class ImplementStage(_Strict):
     """Failed attempts of one implementer before escalating to the next."""
     max_steps: int = Field(default=12, ge=1)
     """Limit on model turns inside one implement attempt (edit retries, agent steps)."""
+    max_tokens_per_attempt: int | None = Field(default=None, gt=0)
+    """Limit on tokens (input + output) one agent-loop attempt may use; unset: only the budget limits it."""
+    max_wall_s: float = Field(default=600.0, gt=0)
+    """Limit on the wall time of one agent-loop attempt (model calls and commands), in seconds."""
 
 
 class ReviewStage(_Strict):

@@ -142,7 +142,7 @@ def missing_keys(config: Config) -> list[MissingApiKey]:
 
 # ---------------------------------------------------------------- profiles
 
-Protocol = Literal["edit-blocks"]  # an agentic action loop is not built yet
+Protocol = Literal["edit-blocks", "agent"]
 OutputMode = Literal["tool", "native", "prompted"]
 EditFormat = Literal["search-replace", "whole-file"]
 
@@ -152,9 +152,12 @@ class ModelProfile:
     """What relay needs to know about a model beyond its wire format."""
 
     protocol: Protocol = "edit-blocks"
-    """How it implements: text edit blocks (the only protocol so far)."""
+    """How it implements (what `protocol = "auto"` picks): text edit blocks, or the agentic action loop
+    (`stages/agent_loop.py`). Edit blocks everywhere until the loop is measured against them; the local
+    models stay on edit blocks (measured: the 1.5B model does best with whole-file answers)."""
     output_mode: OutputMode = "tool"
-    """How structured output is requested: a tool call, JSON-schema response format, or a prompt."""
+    """How structured output is requested: a tool call, JSON-schema response format, or a prompt. Also how the
+    agent loop acts: native tool calls with "tool", otherwise one JSON action per step in this mode."""
     context_tokens: int = 128_000
     """Context window used for sizing review chunks and the repo map."""
     edit_format: EditFormat = "search-replace"

@@ -272,9 +272,23 @@ class _Run:
                 ranked = relevant_files(self.worktree.root, files, self.options.task)
                 shown = choose_files(files, plan, ranked, sizes=sizes, task=self.options.task,
                                      max_chars=_context_chars(spec, cfg, 0.45))
-                outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
-                                          files=shown, feedback=st["feedback"], attempt=iteration,
-                                          max_steps=impl_cfg.max_steps)
+                from relaycode.stages.agent_loop import agent_implement, uses_agent
+
+                if uses_agent(spec, cfg):
+                    from relaycode.sandbox import Limits, SandboxPolicy
+
+                    outcome = await agent_implement(
+                        self.session, spec, self.worktree, task=self.options.task, plan=plan, files=shown,
+                        feedback=st["feedback"], attempt=iteration, max_steps=impl_cfg.max_steps,
+                        policy=SandboxPolicy(enabled=not self.options.no_sandbox and cfg.sandbox.enabled,
+                                             env_allow=tuple(cfg.sandbox.env_allow)),
+                        limits=Limits(wall_s=cfg.stages.verify.timeout_s, memory_mb=cfg.sandbox.memory_mb,
+                                      max_procs=cfg.sandbox.max_procs),
+                        max_tokens=impl_cfg.max_tokens_per_attempt, max_wall_s=impl_cfg.max_wall_s, on_event=self.emit)
+                else:
+                    outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
+                                              files=shown, feedback=st["feedback"], attempt=iteration,
+                                              max_steps=impl_cfg.max_steps)
             self.store.write_text(f"attempts/{iteration}-implement.md", "\n\n---\n\n".join(
                 f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
             self.result.malformed_outputs += outcome.malformed

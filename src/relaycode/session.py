@@ -1,4 +1,4 @@
-"""One way to call a model: `ModelSession.ask`.
+"""One way to call a model: `ModelSession.ask` (and `run_tools`, the same with native tool calls).
 
 A stage asks the session for an answer from a model; the session builds the
 pydantic-ai model once per name, wraps it in `MeteredModel`, and runs an
@@ -11,6 +11,7 @@ its own and written to the ledger. Nothing else sums usage by hand.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -19,13 +20,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from pydantic_ai import Agent
+from pydantic_ai import Agent, AgentRetries, Tool
 from pydantic_ai import exceptions as pai_exc
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.models.wrapper import WrapperModel
 from pydantic_ai.output import NativeOutput, PromptedOutput
 from pydantic_ai.settings import ModelSettings
+from pydantic_ai.usage import RunUsage, UsageLimits
 
 from relaycode.budget import BudgetGuard
 from relaycode.errors import ProviderError, ProviderErrorKind
@@ -217,6 +219,37 @@ class ModelSession:
             self._models[spec] = build_model(spec, self.config)
         return self._models[spec]
 
+    def _agent(self, stage: str, spec: str, *, attempt: int, instructions: str, output_type: Any,
+               retries: AgentRetries, tools: Sequence[Tool[None]] = ()) -> Agent[None, Any]:
+        """An agent on the metered model (and its metered fallbacks) with the model's settings."""
+        settings = self.config.settings_for(spec)
+        context = CallContext(stage, attempt)
+        metered: Model = MeteredModel(self.model(spec), spec=spec, session=self, context=context)
+        if settings.fallback:
+            # Each fallback is metered on its own (its own price, budget check and ledger rows);
+            # a failure that survived the primary's retries moves to the next, except auth errors.
+            from pydantic_ai.models.fallback import FallbackModel
+
+            chain = [MeteredModel(self.model(f), spec=f, session=self, context=context) for f in settings.fallback]
+            metered = FallbackModel(metered, *chain, fallback_on=_should_fall_back)
+        model_settings: ModelSettings = {"max_tokens": settings.max_tokens, "timeout": settings.timeout_s,
+                                         "max_retries": 0}
+        if settings.temperature is not None:
+            model_settings["temperature"] = settings.temperature
+        return Agent(metered, output_type=output_type, instructions=instructions, model_settings=model_settings,
+                     retries=retries, tools=tools)
+
+    async def _run(self, spec: str, agent: Agent[None, Any], prompt: str, **kwargs: Any) -> Any:
+        """`agent.run`, with pydantic-ai's failures mapped to relay's typed errors."""
+        try:
+            return await agent.run(prompt, **kwargs)
+        except pai_exc.UnexpectedModelBehavior as exc:
+            raise ProviderError(f"{spec}: malformed output: {str(exc).splitlines()[0][:300]}",
+                                kind="bad_response", model=spec) from exc
+        except pai_exc.FallbackExceptionGroup as group:
+            # Every model of the chain failed: report the last one's typed error.
+            raise group.exceptions[-1] from group
+
     async def ask(
         self,
         stage: str,
@@ -230,38 +263,43 @@ class ModelSession:
         output_retries: int = 2,
     ) -> Answer[Any]:
         """Run one agent turn (plus output-validation retries) on `spec` and return its output."""
-        settings = self.config.settings_for(spec)
         profile = profile_for(spec, self.config)
-        context = CallContext(stage, attempt)
-        metered: Model = MeteredModel(self.model(spec), spec=spec, session=self, context=context)
-        if settings.fallback:
-            # Each fallback is metered on its own (its own price, budget check and ledger rows);
-            # a failure that survived the primary's retries moves to the next, except auth errors.
-            from pydantic_ai.models.fallback import FallbackModel
-
-            chain = [MeteredModel(self.model(f), spec=f, session=self, context=context) for f in settings.fallback]
-            metered = FallbackModel(metered, *chain, fallback_on=_should_fall_back)
         spec_output: Any = output_type
         if output_type is not str:
             if profile.output_mode == "native":
                 spec_output = NativeOutput(output_type)
             elif profile.output_mode == "prompted":
                 spec_output = PromptedOutput(output_type)
-        model_settings: ModelSettings = {"max_tokens": settings.max_tokens, "timeout": settings.timeout_s,
-                                         "max_retries": 0}
-        if settings.temperature is not None:
-            model_settings["temperature"] = settings.temperature
-        agent: Agent[None, Any] = Agent(
-            metered, output_type=spec_output, instructions=instructions, model_settings=model_settings,
-            retries={"output": output_retries},
-        )
+        agent = self._agent(stage, spec, attempt=attempt, instructions=instructions, output_type=spec_output,
+                            retries={"output": output_retries})
         self.instructions_chars = len(instructions)
-        try:
-            result = await agent.run(prompt, message_history=history)
-        except pai_exc.UnexpectedModelBehavior as exc:
-            raise ProviderError(f"{spec}: malformed output: {str(exc).splitlines()[0][:300]}",
-                                kind="bad_response", model=spec) from exc
-        except pai_exc.FallbackExceptionGroup as group:
-            # Every model of the chain failed: report the last one's typed error.
-            raise group.exceptions[-1] from group
+        result = await self._run(spec, agent, prompt, message_history=history)
+        return Answer(result.output, result.all_messages(), spec)
+
+    async def run_tools(
+        self,
+        stage: str,
+        spec: str,
+        prompt: str,
+        *,
+        instructions: str,
+        tools: Sequence[Tool[None]],
+        output_type: Any,
+        attempt: int = 0,
+        usage_limits: UsageLimits | None = None,
+        usage: RunUsage | None = None,
+        retries: int = 2,
+    ) -> Answer[Any]:
+        """Run an agent that calls `tools` (native tool calls) until it produces `output_type`.
+
+        Every request still goes through `MeteredModel`. `usage_limits` bound the run (pydantic-ai raises
+        `UsageLimitExceeded`, which is passed on for the caller to name); `usage`, when given, is updated
+        in place, so the caller knows what was spent even when the run ends by an exception.
+        """
+        agent = self._agent(stage, spec, attempt=attempt, instructions=instructions, output_type=output_type,
+                            retries={"tools": retries, "output": retries}, tools=tools)
+        # Tool schemas are sent with every request: count them in the worst case the budget reserves.
+        self.instructions_chars = len(instructions) + sum(
+            len(json.dumps(tool.tool_def.parameters_json_schema)) for tool in tools)
+        result = await self._run(spec, agent, prompt, usage_limits=usage_limits, usage=usage)
         return Answer(result.output, result.all_messages(), spec)

@@ -1,0 +1,426 @@
+"""Implement, second protocol: an agentic action loop for models that are good at it.
+
+The model works in steps. Each step is one model request that asks for actions:
+read_file(path), search(pattern, path), edit(path, search, replace), run(command) and
+finish(summary). relay executes each action and answers with its observation (truncated
+to a bound). API models act through native tool calls (pydantic-ai tools on the agent that
+`ModelSession.run_tools` runs); local and self-hosted models answer one JSON action per step,
+constrained by a JSON schema (`ModelSession.ask` with the model's structured-output mode).
+
+Every path goes through the worktree's path-safety layer, edits use `edits.apply_edits` and
+are refused when they break Python syntax, commands run in the sandbox with the run's policy.
+Exits and limits are exceptions that carry their message (`Finished`, `StepLimitExceeded`,
+`TokenLimitExceeded`, `WallTimeExceeded`), caught once in `agent_implement` and recorded in
+the same `ImplementOutcome` the edit-block protocol returns: the pipeline does not care
+which protocol ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+
+from pydantic import BaseModel, Field
+from pydantic_ai import Tool, capture_run_messages
+from pydantic_ai import exceptions as pai_exc
+from pydantic_ai.messages import ModelMessage, RetryFeedbackPart, ToolReturnPart
+from pydantic_ai.output import ToolOutput
+from pydantic_ai.usage import RunUsage, UsageLimits
+
+from relaycode import sandbox
+from relaycode.edits import Edit, apply_edits
+from relaycode.errors import EditError, PathEscape, ProviderError
+from relaycode.stages.implement import ImplementOutcome, check_syntax
+from relaycode.workspace import safe_path
+
+if TYPE_CHECKING:
+    from relaycode.config import Config
+    from relaycode.session import ModelSession
+    from relaycode.stages.plan import Plan
+    from relaycode.workspace import Worktree
+
+EventSink = Callable[..., None]
+"""`emit(kind, **data)`: where the loop reports each tool call (the pipeline's events.jsonl)."""
+
+OBSERVATION_CHARS = 6000  # one observation; a whole small file fits, a huge log does not
+SEARCH_MAX_HITS = 50
+_SEARCH_MAX_LINE = 1000  # model-written regexes only ever see this much of a line: bounds backtracking
+
+INSTRUCTIONS = """You are the implementer of a coding pipeline. Change the repository so the task is done.
+Work in small steps: read the files you need, search for names, edit, run the tests, and finish with a
+one-line summary when the change is complete. Paths are relative to the repository root.
+edit replaces the exact text `search` (copy it exactly, with indentation; a few lines that occur once)
+by `replace`; an empty `search` writes `replace` as the whole file. Change only what the task needs and
+never change test files unless the task asks for it."""
+
+JSON_INSTRUCTIONS = INSTRUCTIONS + """
+Answer each step with exactly one JSON object: {"thought": "<one short sentence>", "action": {...}} where
+action is one of {"action": "read_file", "path": ...}, {"action": "search", "pattern": ..., "path": null},
+{"action": "edit", "path": ..., "search": ..., "replace": ...}, {"action": "run", "command": ...},
+{"action": "finish", "summary": ...}. The next message is the result of the action."""
+
+
+# ---------------------------------------------------------------- exits: exceptions that carry their message
+
+
+class LoopExit(Exception):
+    """Ends the loop: a finish or a limit. Exits, not errors: caught once, in `agent_implement`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Finished(LoopExit):
+    """The model called finish; the message is its summary."""
+
+
+class StepLimitExceeded(LoopExit):
+    pass
+
+
+class TokenLimitExceeded(LoopExit):
+    pass
+
+
+class WallTimeExceeded(LoopExit):
+    pass
+
+
+# ---------------------------------------------------------------- actions (the JSON protocol's schema)
+
+
+class ReadFile(BaseModel):
+    action: Literal["read_file"]
+    path: str
+
+
+class Search(BaseModel):
+    action: Literal["search"]
+    pattern: str
+    path: str | None = None
+
+
+class EditFile(BaseModel):
+    action: Literal["edit"]
+    path: str
+    search: str
+    replace: str
+
+
+class Run(BaseModel):
+    action: Literal["run"]
+    command: str
+
+
+class Finish(BaseModel):
+    action: Literal["finish"]
+    summary: str
+
+
+Action = Annotated[ReadFile | Search | EditFile | Run | Finish, Field(discriminator="action")]
+
+
+class Step(BaseModel):
+    """One step of the JSON-action protocol."""
+
+    thought: str = ""
+    action: Action
+
+
+def truncate(text: str, limit: int = OBSERVATION_CHARS) -> str:
+    """Head and tail of `text` within `limit` characters: a file's start and a log's end both survive."""
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return f"{text[:head]}\n[... {len(text) - limit} characters cut ...]\n{text[-(limit - head):]}"
+
+
+@dataclass
+class Actions:
+    """Executes actions on one worktree and records them: transcript, malformed count, events."""
+
+    worktree: Worktree
+    policy: sandbox.SandboxPolicy
+    limits: sandbox.Limits
+    outcome: ImplementOutcome
+    deadline: float
+    on_event: EventSink | None = None
+    edited: set[str] = field(default_factory=set)
+
+    def execute(self, action: ReadFile | Search | EditFile | Run) -> str:
+        t0 = time.perf_counter()
+        data: dict[str, Any] = {}
+        try:
+            observation = getattr(self, "_" + action.action)(action, data)
+        except (PathEscape, EditError) as exc:
+            # A refused action is the model's mistake, like a malformed edit block: counted, and reported back.
+            self.outcome.malformed += 1
+            data["refused"] = True
+            observation = f"Refused: {exc.message}"
+        except (OSError, UnicodeDecodeError) as exc:  # the file system's answer, not a crash of the run
+            observation = f"Failed: {exc}"
+        observation = truncate(observation)
+        args = action.model_dump(exclude={"action", "search", "replace"})
+        self.outcome.answers.append(f"step {self.outcome.turns}: {action.action} {args}\n\n{observation}")
+        if self.on_event is not None:
+            self.on_event("tool_call", step=self.outcome.turns, tool=action.action,
+                          args={k: str(v)[:200] for k, v in args.items()},
+                          seconds=round(time.perf_counter() - t0, 3), **data)
+        return observation
+
+    def _rel(self, path: str) -> str:
+        """The normalised repository path of a model-given path; PathEscape when it leaves the worktree."""
+        return safe_path(self.worktree.root, path).relative_to(self.worktree.root.resolve()).as_posix()
+
+    def _read_file(self, action: ReadFile, data: dict[str, Any]) -> str:
+        try:
+            return self.worktree.read_text(self._rel(action.path)) or "(empty file)"
+        except FileNotFoundError:
+            return f"{action.path} does not exist."
+        except UnicodeDecodeError:
+            return f"{action.path} is not a UTF-8 text file."
+
+    def _search(self, action: Search, data: dict[str, Any]) -> str:
+        try:
+            pattern = re.compile(action.pattern)
+        except re.error:  # not a valid regex: search for the plain text
+            pattern = re.compile(re.escape(action.pattern))
+        scope = self._rel(action.path) if action.path and action.path.strip("./") else ""
+        hits: list[str] = []
+        for name in self.worktree.list_files():
+            if scope and name != scope and not name.startswith(scope + "/"):
+                continue
+            try:
+                text = self.worktree.read_text(name)
+            except (OSError, UnicodeDecodeError, PathEscape):  # binary files, symlinks out of the tree
+                continue
+            for number, line in enumerate(text.splitlines(), start=1):
+                if pattern.search(line[:_SEARCH_MAX_LINE]):
+                    hits.append(f"{name}:{number}: {line.strip()[:200]}")
+            if len(hits) > SEARCH_MAX_HITS:
+                return "\n".join(hits[:SEARCH_MAX_HITS]) + f"\n(more than {SEARCH_MAX_HITS} matches; narrow the search)"
+        data["matches"] = len(hits)
+        return "\n".join(hits) or "No matches."
+
+    def _edit(self, action: EditFile, data: dict[str, Any]) -> str:
+        path = self._rel(action.path)
+        current: dict[str, str] = {}
+        with contextlib.suppress(FileNotFoundError):
+            current[path] = self.worktree.read_text(path)
+        edit = Edit(path=path, search=action.search, replace=action.replace, whole_file=not action.search.strip())
+        new_files = apply_edits(current, [edit])
+        check_syntax(current, new_files)
+        for name, text in new_files.items():
+            self.worktree.write_text(name, text)  # path-safe: open_in_root never follows a swapped symlink
+        self.edited.add(path)
+        return f"{'Edited' if current else 'Created'} {path}."
+
+    def _run(self, action: Run, data: dict[str, Any]) -> str:
+        # A command may not outlive the loop's wall time: the event loop is blocked while it runs.
+        remaining = self.deadline - time.monotonic()
+        if remaining < 1:
+            return "Not run: the attempt's wall time is used up. Call finish."
+        limits = dataclasses.replace(self.limits, wall_s=min(self.limits.wall_s, remaining))
+        # As verify runs its commands: relay's interpreter and tools first, no bytecode caches in the diff.
+        env = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        done = sandbox.run(action.command, self.worktree.root, policy=self.policy, limits=limits, extra_env=env)
+        data.update(exit_code=done.exit_code, timed_out=done.timed_out)
+        status = f"exit code {done.exit_code}" + (f" (timed out after {limits.wall_s:.0f}s)" if done.timed_out else "")
+        return f"{status}\n{done.output_tail}"
+
+
+# ---------------------------------------------------------------- the two ways a model acts
+
+
+def _native_tools(actions: Actions, usage: RunUsage) -> list[Tool[None]]:
+    def act(action: ReadFile | Search | EditFile | Run) -> str:
+        actions.outcome.turns = usage.requests
+        return actions.execute(action)
+
+    async def read_file(path: str) -> str:
+        """Read a file of the repository.
+
+        Args:
+            path: the file's path relative to the repository root
+        """
+        return act(ReadFile(action="read_file", path=path))
+
+    async def search(pattern: str, path: str | None = None) -> str:
+        """Search the repository's files for a regular expression (plain text if it is not one).
+
+        Args:
+            pattern: what to look for in each line
+            path: only search this file or directory
+        """
+        return act(Search(action="search", pattern=pattern, path=path))
+
+    async def edit(path: str, search: str, replace: str) -> str:
+        """Replace the exact text `search` in a file by `replace`; an empty `search` writes the whole file.
+
+        Args:
+            path: the file's path relative to the repository root
+            search: text that occurs exactly once in the file, copied exactly (or empty)
+            replace: the new text
+        """
+        return act(EditFile(action="edit", path=path, search=search, replace=replace))
+
+    async def run(command: str) -> str:
+        """Run a shell command in the repository (sandboxed, no network); returns exit code and output tail.
+
+        Args:
+            command: the command, e.g. `python -m pytest -q`
+        """
+        return act(Run(action="run", command=command))
+
+    # sequential: actions run one at a time, in the order the model asked for them.
+    return [Tool(fn, sequential=True) for fn in (read_file, search, edit, run)]
+
+
+def finish(summary: str) -> str:
+    """Call when the change is complete.
+
+    Args:
+        summary: one line saying what was changed
+    """
+    return summary
+
+
+def _count_retries(messages: list[ModelMessage]) -> int:
+    """Answers pydantic-ai had to send back (bad tool arguments, text instead of a tool call): malformed."""
+    return sum(isinstance(part, RetryFeedbackPart) or (isinstance(part, ToolReturnPart) and part.outcome == "retried")
+               for message in messages for part in message.parts)
+
+
+async def _native_loop(session: ModelSession, spec: str, prompt: str, actions: Actions, *, attempt: int,
+                       max_steps: int, max_tokens: int | None) -> NoReturn:
+    usage = RunUsage()  # updated in place, so what was spent is known however the run ends
+    with capture_run_messages() as messages:
+        try:
+            answer = await session.run_tools(
+                "implement", spec, prompt, instructions=INSTRUCTIONS, tools=_native_tools(actions, usage),
+                output_type=ToolOutput(finish, name="finish"), attempt=attempt, retries=max_steps,
+                usage_limits=UsageLimits(request_limit=max_steps, total_tokens_limit=max_tokens), usage=usage)
+        except pai_exc.UsageLimitExceeded:
+            if max_tokens is not None and usage.total_tokens > max_tokens:
+                raise TokenLimitExceeded(f"token limit: {usage.total_tokens} tokens used, the limit is "
+                                         f"{max_tokens} (stages.implement.max_tokens_per_attempt)") from None
+            raise StepLimitExceeded(f"step limit: {max_steps} model steps used without finishing "
+                                    "(stages.implement.max_steps)") from None
+        finally:
+            actions.outcome.turns = usage.requests
+            actions.outcome.malformed += _count_retries(messages)
+    raise Finished(str(answer.output))
+
+
+async def _json_loop(session: ModelSession, spec: str, prompt: str, actions: Actions, *, attempt: int,
+                     max_steps: int, max_tokens: int | None) -> NoReturn:
+    outcome = actions.outcome
+    first_entry = len(session.ledger.entries)
+    history: list[ModelMessage] | None = None
+    while True:
+        used = sum(e.tokens.total for e in session.ledger.entries[first_entry:] if e.stage == "implement")
+        if max_tokens is not None and used > max_tokens:
+            raise TokenLimitExceeded(f"token limit: {used} tokens used, the limit is {max_tokens} "
+                                     "(stages.implement.max_tokens_per_attempt)")
+        if outcome.turns >= max_steps:
+            raise StepLimitExceeded(f"step limit: {max_steps} model steps used without finishing "
+                                    "(stages.implement.max_steps)")
+        outcome.turns += 1
+        try:  # no output retries: one step is one request, and a bad answer is counted here
+            answer = await session.ask("implement", spec, prompt, instructions=JSON_INSTRUCTIONS, output_type=Step,
+                                       attempt=attempt, history=history, output_retries=0)
+        except ProviderError as exc:
+            if not isinstance(exc.__cause__, pai_exc.UnexpectedModelBehavior):
+                raise
+            outcome.malformed += 1
+            outcome.answers.append(f"step {outcome.turns}: malformed answer\n\n{exc}")
+            prompt = f"That answer was not a valid action: {exc}\nAnswer with one JSON action."
+            continue
+        history = answer.messages
+        step: Step = answer.output
+        if isinstance(step.action, Finish):
+            raise Finished(step.action.summary)
+        prompt = actions.execute(step.action)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def agent_prompt(task: str, plan: Plan | None, files: dict[str, str], feedback: str | None,
+                 all_files: list[str], checks: list[str] | None) -> str:
+    parts = [f"# Task\n\n{task.strip()}\n"]
+    if plan is not None:
+        parts.append("# Plan\n\n" + plan.to_markdown().removeprefix("# Plan\n\n"))
+    if feedback:
+        parts.append("# Feedback on your previous attempt\n\n" + feedback.strip() + "\n")
+    listing = "\n".join(all_files[:200]) + ("\n..." if len(all_files) > 200 else "")
+    parts.append(f"# Repository files\n\n{listing}\n")
+    for path, text in files.items():
+        parts.append(f"{path}\n```\n{truncate(text).rstrip()}\n```\n")
+    if checks:
+        parts.append("After you finish, the pipeline runs: " + "; ".join(checks))
+    return "\n".join(parts)
+
+
+def uses_agent(spec: str, config: Config) -> bool:
+    """Whether `spec` implements with this loop: its `protocol` setting, or with "auto" its profile's."""
+    from relaycode.models import profile_for
+
+    return profile_for(spec, config).protocol == "agent"
+
+
+async def agent_implement(
+    session: ModelSession,
+    spec: str,
+    worktree: Worktree,
+    *,
+    task: str,
+    plan: Plan | None,
+    files: list[str],
+    feedback: str | None,
+    attempt: int,
+    max_steps: int,
+    policy: sandbox.SandboxPolicy,
+    limits: sandbox.Limits,
+    max_tokens: int | None = None,
+    max_wall_s: float = 600.0,
+    on_event: EventSink | None = None,
+) -> ImplementOutcome:
+    """Run the action loop until the model finishes or a limit stops it (model errors and budgets propagate)."""
+    from relaycode.models import profile_for
+
+    outcome = ImplementOutcome(model=spec)
+    actions = Actions(worktree, policy, limits, outcome, time.monotonic() + max_wall_s, on_event)
+    prompt = agent_prompt(task, plan, {path: worktree.read_text(path) for path in files}, feedback,
+                          worktree.list_files(), session.config.stages.verify.commands)
+    # Models that make reliable native tool calls act through them; the others answer JSON actions.
+    loop = _native_loop if profile_for(spec, session.config).output_mode == "tool" else _json_loop
+    exit_: LoopExit
+    try:
+        async with asyncio.timeout(max_wall_s) as deadline:
+            await loop(session, spec, prompt, actions, attempt=attempt, max_steps=max_steps, max_tokens=max_tokens)
+    except LoopExit as exc:
+        exit_ = exc
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        exit_ = WallTimeExceeded(f"wall time limit: {max_wall_s:g}s used without finishing "
+                                 "(stages.implement.max_wall_s)")
+    outcome.changed = sorted(actions.edited)
+    outcome.last_error = None if isinstance(exit_, Finished) else exit_.message
+    outcome.answers.append(f"{type(exit_).__name__}: {exit_.message}")
+    if on_event is not None:
+        on_event("agent_end", exit=type(exit_).__name__, message=exit_.message, steps=outcome.turns,
+                 malformed=outcome.malformed, changed=outcome.changed)
+    return outcome
