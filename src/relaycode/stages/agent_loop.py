@@ -27,10 +27,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, get_args
 
-from pydantic import BaseModel, Field
-from pydantic_ai import Tool, capture_run_messages
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_ai import ModelRetry, Tool, capture_run_messages
 from pydantic_ai import exceptions as pai_exc
 from pydantic_ai.messages import ModelMessage, RetryFeedbackPart, ToolReturnPart
 from pydantic_ai.output import ToolOutput
@@ -84,50 +84,60 @@ class Finished(LoopExit):
     """The model called finish; the message is its summary."""
 
 
-class StepLimitExceeded(LoopExit):
-    pass
+class StepLimitExceeded(LoopExit): ...
 
 
-class TokenLimitExceeded(LoopExit):
-    pass
+class TokenLimitExceeded(LoopExit): ...
 
 
-class WallTimeExceeded(LoopExit):
-    pass
+class WallTimeExceeded(LoopExit): ...
 
 
-# ---------------------------------------------------------------- actions (the JSON protocol's schema)
+# ---------------------------------------------------------------- actions: the JSON schema and the tools' schemas
+
+_PATH = "path relative to the repository root"
 
 
 class ReadFile(BaseModel):
+    """Read a file of the repository."""
+
     action: Literal["read_file"]
-    path: str
+    path: str = Field(description=_PATH)
 
 
 class Search(BaseModel):
+    """Search the files for a regular expression (plain text if it is not one); matching lines come back."""
+
     action: Literal["search"]
     pattern: str
-    path: str | None = None
+    path: str | None = Field(default=None, description="only this file or directory")
 
 
 class EditFile(BaseModel):
+    """Replace the exact text `search` (it must occur once) in a file by `replace`; empty `search` writes the whole file."""
+
     action: Literal["edit"]
-    path: str
+    path: str = Field(description=_PATH)
     search: str
     replace: str
 
 
 class Run(BaseModel):
+    """Run a shell command in the repository (sandboxed, no network); its exit code and output tail come back."""
+
     action: Literal["run"]
-    command: str
+    command: str = Field(description="e.g. python -m pytest -q")
 
 
 class Finish(BaseModel):
+    """Call when the change is complete."""
+
     action: Literal["finish"]
-    summary: str
+    summary: str = Field(description="one line: what was changed")
 
 
 Action = Annotated[ReadFile | Search | EditFile | Run | Finish, Field(discriminator="action")]
+ToolAction = ReadFile | Search | EditFile | Run
 
 
 class Step(BaseModel):
@@ -155,9 +165,10 @@ class Actions:
     outcome: ImplementOutcome
     deadline: float
     on_event: EventSink | None = None
+    observation_chars: int = OBSERVATION_CHARS
     edited: set[str] = field(default_factory=set)
 
-    def execute(self, action: ReadFile | Search | EditFile | Run) -> str:
+    def execute(self, action: ToolAction) -> str:
         t0 = time.perf_counter()
         data: dict[str, Any] = {}
         try:
@@ -169,7 +180,7 @@ class Actions:
             observation = f"Refused: {exc.message}"
         except (OSError, UnicodeDecodeError) as exc:  # the file system's answer, not a crash of the run
             observation = f"Failed: {exc}"
-        observation = truncate(observation)
+        observation = truncate(observation, self.observation_chars)
         args = action.model_dump(exclude={"action", "search", "replace"})
         self.outcome.answers.append(f"step {self.outcome.turns}: {action.action} {args}\n\n{observation}")
         if self.on_event is not None:
@@ -243,55 +254,29 @@ class Actions:
 # ---------------------------------------------------------------- the two ways a model acts
 
 
-def _native_tools(actions: Actions, usage: RunUsage) -> list[Tool[None]]:
-    def act(action: ReadFile | Search | EditFile | Run) -> str:
-        actions.outcome.turns = usage.requests
-        return actions.execute(action)
+def _tool(cls: type[ToolAction], act: Callable[[ToolAction], str]) -> Tool[None]:
+    """A native tool with the action model's name, docstring and schema (without the `action` tag)."""
+    name = get_args(cls.model_fields["action"].annotation)[0]
+    schema = cls.model_json_schema()
+    del schema["properties"]["action"]
+    schema["required"].remove("action")
 
-    async def read_file(path: str) -> str:
-        """Read a file of the repository.
-
-        Args:
-            path: the file's path relative to the repository root
-        """
-        return act(ReadFile(action="read_file", path=path))
-
-    async def search(pattern: str, path: str | None = None) -> str:
-        """Search the repository's files for a regular expression (plain text if it is not one).
-
-        Args:
-            pattern: what to look for in each line
-            path: only search this file or directory
-        """
-        return act(Search(action="search", pattern=pattern, path=path))
-
-    async def edit(path: str, search: str, replace: str) -> str:
-        """Replace the exact text `search` in a file by `replace`; an empty `search` writes the whole file.
-
-        Args:
-            path: the file's path relative to the repository root
-            search: text that occurs exactly once in the file, copied exactly (or empty)
-            replace: the new text
-        """
-        return act(EditFile(action="edit", path=path, search=search, replace=replace))
-
-    async def run(command: str) -> str:
-        """Run a shell command in the repository (sandboxed, no network); returns exit code and output tail.
-
-        Args:
-            command: the command, e.g. `python -m pytest -q`
-        """
-        return act(Run(action="run", command=command))
+    async def call(**args: Any) -> str:
+        try:
+            action = cls(action=name, **args)
+        except ValidationError as exc:  # sent back as a retry, counted as malformed
+            raise ModelRetry("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        return act(action)
 
     # sequential: actions run one at a time, in the order the model asked for them.
-    return [Tool(fn, sequential=True) for fn in (read_file, search, edit, run)]
+    return Tool.from_schema(call, name, cls.__doc__, schema, sequential=True)
 
 
 def finish(summary: str) -> str:
     """Call when the change is complete.
 
     Args:
-        summary: one line saying what was changed
+        summary: one line: what was changed
     """
     return summary
 
@@ -305,10 +290,16 @@ def _count_retries(messages: list[ModelMessage]) -> int:
 async def _native_loop(session: ModelSession, spec: str, prompt: str, actions: Actions, *, attempt: int,
                        max_steps: int, max_tokens: int | None) -> NoReturn:
     usage = RunUsage()  # updated in place, so what was spent is known however the run ends
+
+    def act(action: ToolAction) -> str:
+        actions.outcome.turns = usage.requests
+        return actions.execute(action)
+
+    tools = [_tool(cls, act) for cls in (ReadFile, Search, EditFile, Run)]
     with capture_run_messages() as messages:
         try:
             answer = await session.run_tools(
-                "implement", spec, prompt, instructions=INSTRUCTIONS, tools=_native_tools(actions, usage),
+                "implement", spec, prompt, instructions=INSTRUCTIONS, tools=tools,
                 output_type=ToolOutput(finish, name="finish"), attempt=attempt, retries=max_steps,
                 usage_limits=UsageLimits(request_limit=max_steps, total_tokens_limit=max_tokens), usage=usage)
         except pai_exc.UsageLimitExceeded:
@@ -400,12 +391,15 @@ async def agent_implement(
     """Run the action loop until the model finishes or a limit stops it (model errors and budgets propagate)."""
     from relaycode.models import profile_for
 
+    profile = profile_for(spec, session.config)
     outcome = ImplementOutcome(model=spec)
-    actions = Actions(worktree, policy, limits, outcome, time.monotonic() + max_wall_s, on_event)
+    # Every observation stays in the conversation: a small context gets smaller ones (~3 characters a token).
+    actions = Actions(worktree, policy, limits, outcome, time.monotonic() + max_wall_s, on_event,
+                      observation_chars=min(OBSERVATION_CHARS, profile.context_tokens * 3 // 8))
     prompt = agent_prompt(task, plan, {path: worktree.read_text(path) for path in files}, feedback,
                           worktree.list_files(), session.config.stages.verify.commands)
     # Models that make reliable native tool calls act through them; the others answer JSON actions.
-    loop = _native_loop if profile_for(spec, session.config).output_mode == "tool" else _json_loop
+    loop = _native_loop if profile.output_mode == "tool" else _json_loop
     exit_: LoopExit
     try:
         async with asyncio.timeout(max_wall_s) as deadline:
