@@ -165,6 +165,7 @@ def test_a_limit_in_a_run_is_reported_and_the_run_fails(tmp_path: Path) -> None:
     assert ends and all(e["exit"] == "StepLimitExceeded" and e["message"].startswith("step limit: 2 model steps")
                for e in ends)
     assert "step limit: 2 model steps" in (result.run_dir / "attempts" / "1-implement.md").read_text()
+    assert "step limit: 2 model steps" in (result.error or "")  # the run's own error names the limit
 
 
 # ---------------------------------------------------------------- path safety, malformed actions

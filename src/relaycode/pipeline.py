@@ -275,16 +275,12 @@ class _Run:
                 from relaycode.stages.agent_loop import agent_implement, uses_agent
 
                 if uses_agent(spec, cfg):
-                    from relaycode.sandbox import Limits, SandboxPolicy
-
+                    policy, limits = self.sandbox_settings()
                     outcome = await agent_implement(
                         self.session, spec, self.worktree, task=self.options.task, plan=plan, files=shown,
                         feedback=st["feedback"], attempt=iteration, max_steps=impl_cfg.max_steps,
-                        policy=SandboxPolicy(enabled=not self.options.no_sandbox and cfg.sandbox.enabled,
-                                             env_allow=tuple(cfg.sandbox.env_allow)),
-                        limits=Limits(wall_s=cfg.stages.verify.timeout_s, memory_mb=cfg.sandbox.memory_mb,
-                                      max_procs=cfg.sandbox.max_procs),
-                        max_tokens=impl_cfg.max_tokens_per_attempt, max_wall_s=impl_cfg.max_wall_s, on_event=self.emit)
+                        policy=policy, limits=limits, max_tokens=impl_cfg.max_tokens_per_attempt,
+                        max_wall_s=impl_cfg.max_wall_s, on_event=self.emit)
                 else:
                     outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
                                               files=shown, feedback=st["feedback"], attempt=iteration,
@@ -300,7 +296,7 @@ class _Run:
             blocking: list[Any] = []
             feedback_parts: list[str] = []
             if outcome.last_error is not None and not outcome.changed:
-                feedback_parts.append("Your edits could not be applied:\n" + outcome.last_error)
+                feedback_parts.append("Your previous attempt changed no file:\n" + outcome.last_error)
             elif not diff.strip():
                 feedback_parts.append("Your previous answer left every file exactly as it was, so the task is "
                                       "still not done. Find the lines that must change and change them.")
@@ -349,7 +345,8 @@ class _Run:
             # An unchanged tree once gets a second chance with feedback (small models often echo the
             # file back as it was); the same diff twice, empty or not, ends the run.
             if repeated:
-                raise Stuck(f"attempt {iteration} repeated an earlier result; more attempts would not help")
+                why = f" (last problem: {outcome.last_error.splitlines()[0]})" if outcome.last_error else ""
+                raise Stuck(f"attempt {iteration} repeated an earlier result; more attempts would not help{why}")
         self.result.status = "failed"
         if self.result.error is None:
             self.result.error = f"not done after {cfg.max_iterations} iterations"
@@ -369,16 +366,22 @@ class _Run:
         if doc_examples.COMMAND_NAME in commands:
             self.state["doc_examples"] = doc_examples.collect(self.worktree.root)
 
-    def verify(self, name: str = "verify.json") -> Any:
+    def sandbox_settings(self) -> tuple[Any, Any]:
+        """The policy and limits every command of this run gets (verify, and the agent loop's `run`)."""
         from relaycode.sandbox import Limits, SandboxPolicy
-        from relaycode.stages.verify import run_verify
 
         cfg = self.config
+        policy = SandboxPolicy(enabled=not self.options.no_sandbox and cfg.sandbox.enabled,
+                               env_allow=tuple(cfg.sandbox.env_allow))
+        limits = Limits(wall_s=cfg.stages.verify.timeout_s, memory_mb=cfg.sandbox.memory_mb,
+                        max_procs=cfg.sandbox.max_procs)
+        return policy, limits
+
+    def verify(self, name: str = "verify.json") -> Any:
+        from relaycode.stages.verify import run_verify
+
         with self.stage("verify"):
-            policy = SandboxPolicy(enabled=not self.options.no_sandbox and cfg.sandbox.enabled,
-                                   env_allow=tuple(cfg.sandbox.env_allow))
-            limits = Limits(wall_s=cfg.stages.verify.timeout_s, memory_mb=cfg.sandbox.memory_mb,
-                            max_procs=cfg.sandbox.max_procs)
+            policy, limits = self.sandbox_settings()
             result = run_verify(self.worktree.root, self.state.get("verify_commands"), policy=policy,
                                 limits=limits, examples=self.state.get("doc_examples"))
         self.store.write_json(name, result.to_dict())
