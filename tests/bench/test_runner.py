@@ -174,6 +174,16 @@ def test_refuses_to_overwrite(tmp_path: Path) -> None:
     assert list(out.iterdir()) == []
 
 
+def test_refuses_to_start_when_the_hidden_tests_need_a_missing_pytest(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from relaycode.bench import runner
+
+    monkeypatch.setattr(runner, "_importable", lambda module: module != "pytest")
+    with pytest.raises(UsageError, match=r"run pytest, which is not installed for .*pip install pytest"):
+        run_bench(options(tmp_path))
+    assert not (tmp_path / "out").exists()  # refused before the output dir was touched
+
+
 def test_read_records_drops_only_a_torn_tail(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     append_record(path, {"case": "a", "config": "x", "passed": True})

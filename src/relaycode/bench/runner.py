@@ -254,7 +254,8 @@ def _run_hidden_tests(case: Case, worktree: Path, config: Config, no_sandbox: bo
     policy = SandboxPolicy(enabled=config.sandbox.enabled and not no_sandbox,
                            env_allow=tuple(config.sandbox.env_allow))
     limits = Limits(wall_s=case.timeout_s, memory_mb=config.sandbox.memory_mb, max_procs=config.sandbox.max_procs)
-    # `python` in a test command must be relay's interpreter (it has pytest), not whatever is first on PATH.
+    # `python` in a test command must be relay's interpreter (pytest is a dependency of relay, and
+    # preflight_test_tools checks it), not whatever is first on PATH.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")])
     done = sandbox_run(case.test_command, worktree, policy=policy, limits=limits,
                        extra_env={"PATH": path, "PYTHONDONTWRITEBYTECODE": "1"})
@@ -455,6 +456,23 @@ def preflight_configs(configs: Sequence[BenchConfig], *, no_sandbox: bool, fake_
             require_sandbox(SandboxPolicy(enabled=True))
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def preflight_test_tools(cases: Sequence[Case]) -> None:
+    """Refuse before any case when the hidden tests need pytest and relay's interpreter lacks it.
+
+    Hidden tests run with relay's interpreter first on PATH; without pytest every case would
+    "fail" with `No module named pytest`, a broken environment measured as a bad pipeline.
+    """
+    if any("pytest" in c.test_command for c in cases) and not _importable("pytest"):
+        raise UsageError(f"the suite's test commands run pytest, which is not installed for {sys.executable} "
+                         "(install it into relay's environment: pip install pytest)")
+
+
 def _start_local_servers(configs: Sequence[BenchConfig]) -> None:
     from relaycode.local.server import ensure_server
 
@@ -550,6 +568,7 @@ def run_bench(options: BenchOptions) -> list[dict[str, Any]]:
         raise UsageError("--jobs must be at least 1")
     preflight_configs(options.configs, no_sandbox=options.no_sandbox,
                       fake_models=options.model_overrides is not None)
+    preflight_test_tools(options.cases)
     prepare_out_dir(out, resume=options.resume, force=options.force)
     results = out / "results.jsonl"
     existing = read_records(results, repair=True)
