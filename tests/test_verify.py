@@ -190,3 +190,45 @@ def test_hanging_command_is_killed_with_its_group(tmp_path: Path, enabled: bool)
             except OSError:
                 continue
             assert cmdline != wanted or _pid_gone(int(proc.name)), f"left behind: pid {proc.name}"
+
+
+# --------------------------------------------------------------------------- the project's own environment
+
+def _venv(path: Path) -> Path:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    return path
+
+
+def test_project_env_finds_the_checkouts_venv_or_the_configured_one(tmp_path: Path) -> None:
+    from relaycode.errors import ConfigError
+    from relaycode.stages.verify import project_env
+
+    assert project_env(tmp_path, None) is None
+    venv = _venv(tmp_path / ".venv")
+    assert project_env(tmp_path, None) == venv
+    other = _venv(tmp_path / "envs" / "dev")
+    assert project_env(tmp_path, "envs/dev") == other
+    assert project_env(tmp_path, "envs/dev/bin/python") == other
+    with pytest.raises(ConfigError, match="stages.verify.python: nowhere is not a virtualenv"):
+        project_env(tmp_path, "nowhere")
+
+
+@pytest.mark.parametrize("sandboxed", [True, False])
+def test_verify_runs_the_projects_python_first(tmp_path: Path, sandboxed: bool) -> None:
+    from relaycode.stages.verify import project_env
+
+    if sandboxed and not sandbox.bwrap_available():
+        pytest.skip("bubblewrap is not installed (scripts/dev installs it)")
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    venv = _venv(checkout / ".venv")
+    worktree = tmp_path / "worktree"  # as in a run: the venv is in the checkout, not in the worktree
+    worktree.mkdir()
+    result = run_verify(worktree, ["python -c 'import sys; print(sys.prefix)'"],
+                        policy=SandboxPolicy(enabled=sandboxed), limits=Limits(wall_s=30),
+                        venv=project_env(checkout, None))
+    assert result.passed, result.results[0].output_tail
+    assert result.results[0].output_tail.strip() == str(venv)

@@ -122,6 +122,10 @@ class VerifyStage(_Strict):
     """Shell commands that must exit 0. Unset: auto-detected (pytest, ruff, npm test)."""
     timeout_s: float = Field(default=300.0, gt=0)
     """Timeout per command; its process group is killed when exceeded."""
+    python: str | None = None
+    """The project's virtualenv (a directory or its `bin/python`, relative to the repository or
+    absolute) whose tools come first on PATH for verify commands. Unset: the repository's `.venv` or
+    `venv` if it has one, else relay's own interpreter (which has pytest)."""
 
 
 class Stages(_Strict):

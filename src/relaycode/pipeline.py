@@ -280,7 +280,8 @@ class _Run:
                         self.session, spec, self.worktree, task=self.options.task, plan=plan, files=shown,
                         feedback=st["feedback"], attempt=iteration, max_steps=impl_cfg.max_steps,
                         policy=policy, limits=limits, max_tokens=impl_cfg.max_tokens_per_attempt,
-                        max_wall_s=impl_cfg.max_wall_s, on_event=self.emit)
+                        max_wall_s=impl_cfg.max_wall_s, on_event=self.emit,
+                        venv=Path(st["verify_venv"]) if st.get("verify_venv") else None)
                 else:
                     outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
                                               files=shown, feedback=st["feedback"], attempt=iteration,
@@ -358,11 +359,13 @@ class _Run:
         deletes the tests or the docstrings holding the examples deletes no checks with them.
         """
         from relaycode.stages import doc_examples
-        from relaycode.stages.verify import detect_commands
+        from relaycode.stages.verify import detect_commands, project_env
 
         configured = self.config.stages.verify.commands
         commands = list(configured) if configured is not None else detect_commands(self.worktree.root)
         self.state["verify_commands"] = commands
+        venv = project_env(self.worktree.repo.root, self.config.stages.verify.python)
+        self.state["verify_venv"] = str(venv) if venv else None
         if doc_examples.COMMAND_NAME in commands:
             self.state["doc_examples"] = doc_examples.collect(self.worktree.root)
 
@@ -382,8 +385,10 @@ class _Run:
 
         with self.stage("verify"):
             policy, limits = self.sandbox_settings()
+            venv = self.state.get("verify_venv")
             result = run_verify(self.worktree.root, self.state.get("verify_commands"), policy=policy,
-                                limits=limits, examples=self.state.get("doc_examples"))
+                                limits=limits, examples=self.state.get("doc_examples"),
+                                venv=Path(venv) if venv else None)
         self.store.write_json(name, result.to_dict())
         for cmd in result.results:
             self.emit("command", command=cmd.command, exit_code=cmd.exit_code, seconds=round(cmd.seconds, 3),

@@ -152,7 +152,7 @@ def verify(
 
     from relaycode.errors import RelayError
     from relaycode.sandbox import Limits, SandboxPolicy, require_sandbox
-    from relaycode.stages.verify import detect_commands, run_verify
+    from relaycode.stages.verify import detect_commands, project_env, run_verify
     from relaycode.workspace import open_repo
 
     cfg = load_config_or_exit(config, preset, repo)
@@ -163,7 +163,8 @@ def verify(
         commands = cfg.stages.verify.commands or detect_commands(root)
         limits = Limits(wall_s=cfg.stages.verify.timeout_s, memory_mb=cfg.sandbox.memory_mb,
                         max_procs=cfg.sandbox.max_procs)
-        result = run_verify(root, commands, policy=policy, limits=limits)
+        result = run_verify(root, commands, policy=policy, limits=limits,
+                            venv=project_env(root, cfg.stages.verify.python))
     except RelayError as exc:
         raise die(exc) from None
     if as_json:

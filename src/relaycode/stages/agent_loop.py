@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from relaycode import sandbox
 from relaycode.edits import Edit, apply_edits
 from relaycode.errors import EditError, PathEscape, ProviderError
 from relaycode.stages.implement import ImplementOutcome, check_syntax
+from relaycode.stages.verify import tool_env
 from relaycode.workspace import safe_path
 
 if TYPE_CHECKING:
@@ -167,6 +166,8 @@ class Actions:
     on_event: EventSink | None = None
     observation_chars: int = OBSERVATION_CHARS
     edited: set[str] = field(default_factory=set)
+    venv: Path | None = None
+    """The project's own environment (verify's `project_env`): its tools first on PATH, as in verify."""
 
     def execute(self, action: ToolAction) -> str:
         t0 = time.perf_counter()
@@ -242,10 +243,8 @@ class Actions:
         if remaining < 1:
             return "Not run: the attempt's wall time is used up. Call finish."
         limits = dataclasses.replace(self.limits, wall_s=min(self.limits.wall_s, remaining))
-        # As verify runs its commands: relay's interpreter and tools first, no bytecode caches in the diff.
-        env = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
-               "PYTHONDONTWRITEBYTECODE": "1"}
-        done = sandbox.run(action.command, self.worktree.root, policy=self.policy, limits=limits, extra_env=env)
+        env, policy = tool_env(self.venv, self.policy)  # exactly as verify runs its commands
+        done = sandbox.run(action.command, self.worktree.root, policy=policy, limits=limits, extra_env=env)
         data.update(exit_code=done.exit_code, timed_out=done.timed_out)
         status = f"exit code {done.exit_code}" + (f" (timed out after {limits.wall_s:.0f}s)" if done.timed_out else "")
         return f"{status}\n{done.output_tail}"
@@ -387,6 +386,7 @@ async def agent_implement(
     max_tokens: int | None = None,
     max_wall_s: float = 600.0,
     on_event: EventSink | None = None,
+    venv: Path | None = None,
 ) -> ImplementOutcome:
     """Run the action loop until the model finishes or a limit stops it (model errors and budgets propagate)."""
     from relaycode.models import profile_for
@@ -395,7 +395,7 @@ async def agent_implement(
     outcome = ImplementOutcome(model=spec)
     # Every observation stays in the conversation: a small context gets smaller ones (~3 characters a token).
     actions = Actions(worktree, policy, limits, outcome, time.monotonic() + max_wall_s, on_event,
-                      observation_chars=min(OBSERVATION_CHARS, profile.context_tokens * 3 // 8))
+                      observation_chars=min(OBSERVATION_CHARS, profile.context_tokens * 3 // 8), venv=venv)
     prompt = agent_prompt(task, plan, {path: worktree.read_text(path) for path in files}, feedback,
                           worktree.list_files(), session.config.stages.verify.commands)
     # Models that make reliable native tool calls act through them; the others answer JSON actions.

@@ -17,6 +17,7 @@ Every command runs (a lint failure does not hide test failures), each through
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from relaycode import sandbox
+from relaycode.errors import ConfigError
 from relaycode.sandbox import Limits, SandboxPolicy
 from relaycode.stages import doc_examples
 
@@ -185,23 +187,72 @@ def parse_pytest_failures(output: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+VENV_NAMES = (".venv", "venv")
+
+
+def project_env(checkout: Path, setting: str | None) -> Path | None:
+    """The project's own virtualenv, whose tools verify puts first on PATH; None for relay's.
+
+    `setting` is `stages.verify.python`: a virtualenv directory or its `bin/python`, relative
+    to the checkout or absolute. Unset: the checkout's `.venv` or `venv`, when it holds a
+    Python. A project's tests import the project's dependencies, which relay's own
+    environment does not have.
+    """
+    if setting:
+        given = Path(setting).expanduser()
+        given = given if given.is_absolute() else checkout / given
+        venv = given.parent.parent if given.name.startswith("python") and given.parent.name == "bin" else given
+        if not (venv / "bin" / "python").exists():
+            raise ConfigError(f"stages.verify.python: {setting} is not a virtualenv (no {venv / 'bin' / 'python'})")
+        return venv
+    for name in VENV_NAMES:
+        if (checkout / name / "bin" / "python").exists():
+            return checkout / name
+    return None
+
+
+def _venv_home(venv: Path) -> Path | None:
+    """The base installation a virtualenv's `bin/python` links to (`home` in pyvenv.cfg)."""
+    try:
+        for line in (venv / "pyvenv.cfg").read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and value.strip():
+                return Path(value.strip()).parent
+    except OSError:
+        pass
+    return None
+
+
+def tool_env(venv: Path | None, policy: SandboxPolicy) -> tuple[dict[str, str], SandboxPolicy]:
+    """PATH (the project's venv, then relay's own tools, then the system) and a policy that can see them.
+
+    Without a project venv, `python`, `ruff` and `pytest` resolve to relay's interpreter (pytest is
+    a dependency of relay). No bytecode caches end up in the diff.
+    """
+    dirs = [str(Path(sys.executable).parent)]
+    if venv is not None:
+        dirs.insert(0, str(venv / "bin"))
+        visible = tuple(p for p in (venv, _venv_home(venv)) if p is not None and p.exists())
+        policy = dataclasses.replace(policy, readonly_paths=policy.readonly_paths + visible)
+    env = {
+        "PATH": os.pathsep.join([*dirs, os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    return env, policy
+
+
 def run_verify(
     root: Path, commands: list[str] | None, *, policy: SandboxPolicy, limits: Limits,
-    examples: dict[str, list[str]] | None = None,
+    examples: dict[str, list[str]] | None = None, venv: Path | None = None,
 ) -> VerifyResult:
     """Run each command (detected if None) in the sandbox; all of them, even after a failure.
 
-    `examples` pins the doc examples `relay:doc-examples` replays (see `doc_examples.collect`).
+    `examples` pins the doc examples `relay:doc-examples` replays (see `doc_examples.collect`);
+    `venv` is the project's own environment (`project_env`), put first on PATH.
     """
     if commands is None:
         commands = detect_commands(root)
-    # `python`, `ruff` and `pytest` resolve to relay's own interpreter and tools first, and
-    # no bytecode caches end up in the diff.
-    tool_dir = str(Path(sys.executable).parent)
-    extra_env = {
-        "PATH": tool_dir + os.pathsep + os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
+    extra_env, policy = tool_env(venv, policy)
     results: list[CommandResult] = []
     for command in commands:
         done = sandbox.run(_expand(command, examples), root, policy=policy, limits=limits, extra_env=extra_env)
