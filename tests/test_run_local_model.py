@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from relaycode.config import load_config
+from relaycode.config import config_from_dict, load_config
 from relaycode.local.catalog import get
 from relaycode.local.runtime import runtime_status
 from relaycode.local.weights import model_status
@@ -43,3 +43,28 @@ def test_relay_run_with_a_real_local_model(tmp_path: Path, allow_model_requests:
     data = json.loads((result.run_dir / "result.json").read_text())
     assert data["cost"]["total"]["usd"] == 0.0 and data["cost"]["total"]["input_tokens"] > 0
     assert "## " in (result.run_dir / "report.md").read_text()
+
+
+def test_agent_loop_with_a_real_local_model_speaks_json_actions(tmp_path: Path, allow_model_requests: None) -> None:
+    """The agent protocol's local path (one JSON-schema-constrained action per step) against the real server."""
+    if not runtime_status().present or not model_status(get("smollm2-135m")).verified:
+        pytest.skip("local runtime or smollm2-135m not installed: run `relay local setup --models smollm2-135m`")
+    from relaycode.presets import PRESETS
+
+    data = json.loads(json.dumps(PRESETS["smoke"]))
+    data["models"]["local:smollm2-135m"]["protocol"] = "agent"
+    data["stages"]["plan"] = {"model": None}
+    data["stages"]["review"] = {"models": []}
+    data["stages"]["implement"]["max_steps"] = 3
+    config = config_from_dict(data)
+    repo = make_demo_repo(tmp_path / "shop")
+    result = run_task(RunOptions(repo=repo, task=DEMO_TASK, config=config, yes=True, history=False))
+    assert result.error_kind in {None, "stuck"}, result.error
+    implement = [e for e in result.ledger.entries if e.stage == "implement"]
+    assert implement and all(e.outcome == "ok" and e.tokens.output > 0 for e in implement)
+    events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
+    # Grammar-constrained output: even a 135M model's answers parse as actions, one tool call per step.
+    tools = [e["tool"] for e in events if e["kind"] == "tool_call"]
+    assert tools and set(tools) <= {"read_file", "search", "edit", "run", "finish"}
+    assert len(tools) == len(implement)
+    assert any(e["kind"] == "agent_end" for e in events)

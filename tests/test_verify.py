@@ -212,7 +212,7 @@ def test_project_env_finds_the_checkouts_venv_or_the_configured_one(tmp_path: Pa
     other = _venv(tmp_path / "envs" / "dev")
     assert project_env(tmp_path, "envs/dev") == other
     assert project_env(tmp_path, "envs/dev/bin/python") == other
-    with pytest.raises(ConfigError, match="stages.verify.python: nowhere is not a virtualenv"):
+    with pytest.raises(ConfigError, match=r"stages\.verify\.python: nowhere is not a virtualenv"):
         project_env(tmp_path, "nowhere")
 
 
