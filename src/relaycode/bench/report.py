@@ -187,13 +187,20 @@ def render_png(summary: Mapping[str, Any]) -> bytes:
     points = plot_points(summary)
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    # The x axis starts at 0; a label is about 12% of its width.
+    label_width = 0.15 * max((x for x, _ in points.values()), default=0.0)
+    labelled: list[tuple[float, float]] = []
     try:
-        for name, (x, y) in points.items():
+        for name, (x, y) in sorted(points.items(), key=lambda item: item[1][0]):
             lo, hi = summary["configs"][name]["ci95"]
             on_front = name in front
             ax.errorbar([x], [100 * y], yerr=[[100 * (y - lo)], [100 * (hi - y)]], fmt="o", capsize=4,
                         color="tab:blue" if on_front else "tab:gray", markersize=8, zorder=3)
-            ax.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(8, 6), fontsize=9)
+            # A label next to an earlier one (same pass rate, close compute) goes below its point instead.
+            crowded = any(abs(py - 100 * y) < 4 and abs(px - x) <= label_width for px, py in labelled)
+            ax.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(8, -14 if crowded else 6),
+                        fontsize=9)
+            labelled.append((x, 100 * y))
         if len(front) > 1:
             xs = [points[n][0] for n in front]
             ys = [100 * points[n][1] for n in front]
