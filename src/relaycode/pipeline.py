@@ -281,7 +281,7 @@ class _Run:
                         feedback=st["feedback"], attempt=iteration, max_steps=impl_cfg.max_steps,
                         policy=policy, limits=limits, max_tokens=impl_cfg.max_tokens_per_attempt,
                         max_wall_s=impl_cfg.max_wall_s, on_event=self.emit,
-                        venv=Path(st["verify_venv"]) if st.get("verify_venv") else None)
+                        venv=self.verify_venv())
                 else:
                     outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
                                               files=shown, feedback=st["feedback"], attempt=iteration,
@@ -369,6 +369,11 @@ class _Run:
         if doc_examples.COMMAND_NAME in commands:
             self.state["doc_examples"] = doc_examples.collect(self.worktree.root)
 
+    def verify_venv(self) -> Path | None:
+        """The project environment pinned by `pin_verification` (None: relay's own interpreter)."""
+        venv = self.state.get("verify_venv")
+        return Path(venv) if venv else None
+
     def sandbox_settings(self) -> tuple[Any, Any]:
         """The policy and limits every command of this run gets (verify, and the agent loop's `run`)."""
         from relaycode.sandbox import Limits, SandboxPolicy
@@ -385,10 +390,8 @@ class _Run:
 
         with self.stage("verify"):
             policy, limits = self.sandbox_settings()
-            venv = self.state.get("verify_venv")
             result = run_verify(self.worktree.root, self.state.get("verify_commands"), policy=policy,
-                                limits=limits, examples=self.state.get("doc_examples"),
-                                venv=Path(venv) if venv else None)
+                                limits=limits, examples=self.state.get("doc_examples"), venv=self.verify_venv())
         self.store.write_json(name, result.to_dict())
         for cmd in result.results:
             self.emit("command", command=cmd.command, exit_code=cmd.exit_code, seconds=round(cmd.seconds, 3),

@@ -249,16 +249,16 @@ def _run_hidden_tests(case: Case, worktree: Path, config: Config, no_sandbox: bo
     """Add the hidden files to the final worktree and run the case's test command in the sandbox."""
     from relaycode.sandbox import Limits, SandboxPolicy
     from relaycode.sandbox import run as sandbox_run
+    from relaycode.stages.verify import tool_env
 
     write_files(worktree, case.hidden_files)
     policy = SandboxPolicy(enabled=config.sandbox.enabled and not no_sandbox,
                            env_allow=tuple(config.sandbox.env_allow))
     limits = Limits(wall_s=case.timeout_s, memory_mb=config.sandbox.memory_mb, max_procs=config.sandbox.max_procs)
     # `python` in a test command must be relay's interpreter (pytest is a dependency of relay, and
-    # preflight_test_tools checks it), not whatever is first on PATH.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")])
-    done = sandbox_run(case.test_command, worktree, policy=policy, limits=limits,
-                       extra_env={"PATH": path, "PYTHONDONTWRITEBYTECODE": "1"})
+    # preflight_test_tools checks it), not whatever is first on PATH: the same tool env as verify.
+    env, policy = tool_env(None, policy)
+    done = sandbox_run(case.test_command, worktree, policy=policy, limits=limits, extra_env=env)
     return {
         "passed": done.exit_code == 0 and not done.timed_out,
         "test_exit_code": done.exit_code,
