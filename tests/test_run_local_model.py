@@ -63,8 +63,13 @@ def test_agent_loop_with_a_real_local_model_speaks_json_actions(tmp_path: Path, 
     implement = [e for e in result.ledger.entries if e.stage == "implement"]
     assert implement and all(e.outcome == "ok" and e.tokens.output > 0 for e in implement)
     events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
-    # Grammar-constrained output: even a 135M model's answers parse as actions, one tool call per step.
+    # Grammar-constrained output: a 135M model's answers parse as actions. Every model step is
+    # accounted for: a tool call, the finish, or a malformed answer the loop counted (a 135M model
+    # can still produce a schema-valid answer pydantic rejects, e.g. cut off at the token limit).
     tools = [e["tool"] for e in events if e["kind"] == "tool_call"]
     assert tools and set(tools) <= {"read_file", "search", "edit", "run", "finish"}
-    assert len(tools) == len(implement)
-    assert any(e["kind"] == "agent_end" for e in events)
+    ends = [e for e in events if e["kind"] == "agent_end"]
+    assert ends and sum(e["steps"] for e in ends) == len(implement)
+    finished = sum(e["exit"] == "Finished" for e in ends)
+    malformed = sum(e["malformed"] for e in ends)
+    assert len(tools) <= len(implement) <= len(tools) + finished + malformed

@@ -180,20 +180,33 @@ class History:
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: relay opens its transactions itself (BEGIN IMMEDIATE takes the
         # write lock up front, so two writers wait on the busy timeout instead of deadlocking).
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL; fsync per commit is slow
-            history = cls(conn, path)
-            history._migrate()
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise HistoryError(f"{path}: cannot use the run history: {exc}") from exc
-        except BaseException:
-            conn.close()
-            raise
-        return history
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        delay = 0.01
+        while True:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL; fsync per commit is slow
+                history = cls(conn, path)
+                history._migrate()
+                return history
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                # Switching a fresh file to WAL while another process creates it can fail with
+                # "database is locked" at once: SQLite skips the busy handler there to avoid a
+                # deadlock. The race is only at creation, so a short bounded retry settles it.
+                if "locked" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+                    continue
+                raise HistoryError(f"{path}: cannot use the run history: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                raise HistoryError(f"{path}: cannot use the run history: {exc}") from exc
+            except BaseException:
+                conn.close()
+                raise
 
     def close(self) -> None:
         self._conn.close()
