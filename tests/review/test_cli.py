@@ -253,3 +253,25 @@ def test_review_eval_command(tmp_path: Path, server: FakeOpenAI) -> None:
     table = (out / "review_eval.md").read_text()
     assert "| `ensemble` | 2/2 | 100% |" in table and table.splitlines()[-1] in result.stdout
     assert table.startswith("review-eval of suite.jsonl: 2 of 2 cases") and data["cases_done"] == 2
+
+
+def test_review_eval_refuses_to_overwrite_and_resumes(tmp_path: Path, server: FakeOpenAI) -> None:
+    suite = tmp_path / "suite.jsonl"
+    cases = [{"id": f"t/{n}", "files": {"b.py": NEW}, "reference": {"b.py": OLD}, "bug_lines": {"b.py": [4]}}
+             for n in range(2)]
+    suite.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    out, cfg = tmp_path / "eval", str(write_config(tmp_path, server))
+    assert invoke("review-eval", str(suite), "--config", cfg, "--out", str(out), "--limit", "1").exit_code == 0
+    again = invoke("review-eval", str(suite), "--config", cfg, "--out", str(out))
+    assert again.exit_code == 2 and "--resume" in again.stderr
+    requests = len(server.requests)
+    resumed = invoke("review-eval", str(suite), "--config", cfg, "--out", str(out), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert "1 cases already reviewed" in resumed.stderr and "t/0" not in resumed.stderr
+    assert len(server.requests) - requests == 4  # case t/1 only: two reviewers × buggy and clean
+    data = json.loads((out / "review_eval.json").read_text())
+    assert data["cases_done"] == 2 and data["summary"]["ensemble"]["reviews"] == 4
+    assert "relay commit" in (out / "review_eval.md").read_text()
+    other = invoke("review-eval", str(suite), "--config", cfg, "--out", str(out), "--resume", "--min-agree", "2")
+    assert other.exit_code == 2 and "another evaluation" in other.stderr
+    assert invoke("review-eval", str(suite), "--config", cfg, "--out", str(out), "--force").exit_code == 0

@@ -85,3 +85,46 @@ def test_evaluate_with_scripted_reviewers(allow_model_requests: None) -> None:
     assert s[gpt]["usd_per_review"] > 0 and s[q05]["usd_per_review"] == 0
     assert said[0].startswith("[1/2] t/f buggy: 1 true of 1 (") and said[1].startswith("[1/2] t/f clean: 1 false")
     assert [r["kind"] for r in run.to_dict()["reviews"]] == ["buggy", "clean", "buggy", "clean"]
+
+
+def test_a_saved_run_resumes_to_the_same_tallies(tmp_path: Path, allow_model_requests: None) -> None:
+    """Stop after the first case, resume from review_eval.json: only the rest is reviewed, and the
+    tallies equal those of one uninterrupted run."""
+    from relaycode.review.evaluate import EvalRun, save
+
+    def case(n: int) -> dict[str, object]:
+        buggy, fixed = f"def f(x):\n    return x - {n}\n", f"def f(x):\n    return x + {n}\n"
+        return {"id": f"t/{n}", "files": {"f.py": buggy}, "reference": {"f.py": fixed}, "bug_lines": {"f.py": [2]}}
+
+    cases = [case(1), case(2), case(3)]
+    q05, gpt = "local:qwen2.5-coder-0.5b", "openai:gpt-5-mini"
+    calls: list[str] = []
+
+    def counting(_p: str, _i: object) -> dict[str, list[object]]:
+        calls.append("gpt")
+        return {"findings": []}
+
+    models = {q05: reviewer(flag_added()), gpt: reviewer(counting)}
+
+    def session() -> ModelSession:
+        return ModelSession(config(), model_overrides=models)
+
+    whole = asyncio.run(evaluate(session, cases, reviewers=[q05, gpt]))
+    first = asyncio.run(evaluate(session, cases[:1], reviewers=[q05, gpt], resume=EvalRun([q05, gpt], 1, "s.jsonl")))
+    save(first, tmp_path)
+    calls.clear()
+    said: list[str] = []
+    saved = EvalRun.resume(tmp_path / "review_eval.json", suite="s.jsonl", reviewers=[q05, gpt], min_agree=1)
+    assert saved.cases_done == 1
+    resumed = asyncio.run(evaluate(session, cases, reviewers=[q05, gpt], resume=saved, progress=said.append))
+    assert len(calls) == 4 and not any("t/1" in m for m in said)  # cases 2 and 3, buggy and clean
+    assert resumed.cases_done == 3 and [r["case"] for r in resumed.reviews] == [r["case"] for r in whole.reviews]
+
+    def counts(run: EvalRun) -> dict[str, dict[str, object]]:
+        return {k: {m: v for m, v in s.items() if m != "seconds_per_review"} for k, s in run.summary().items()}
+
+    assert counts(resumed) == counts(whole)
+    with pytest.raises(UsageError, match="another evaluation"):
+        EvalRun.resume(tmp_path / "review_eval.json", suite="s.jsonl", reviewers=[gpt], min_agree=1)
+    with pytest.raises(UsageError, match="another evaluation"):
+        EvalRun.resume(tmp_path / "review_eval.json", suite="other.jsonl", reviewers=[q05, gpt], min_agree=1)

@@ -224,36 +224,52 @@ def review_eval(
     limit: int | None = typer.Option(None, "--limit", help="Only the first N cases."),
     out: Path = typer.Option(Path("review-eval"), "--out", help="Directory for review_eval.json and review_eval.md."),
     min_agree: int = typer.Option(1, "--min-agree", help="min_agree of the merged ensemble."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the evaluation saved in --out (same suite, "
+                                "reviewers and --min-agree): cases it holds are not reviewed again."),
+    force: bool = typer.Option(False, "--force", help="Replace an evaluation saved in --out."),
 ) -> None:
     """Measure reviewers' recall, precision, false alarms, cost and time on labelled bug-fix cases."""
     import asyncio
     import time
 
+    from relaycode.bench.runner import relay_commit
     from relaycode.errors import RelayError
-    from relaycode.review.evaluate import evaluate, load_suite, markdown_table, save
+    from relaycode.review.evaluate import EvalRun, evaluate, load_suite, markdown_table, save
     from relaycode.session import ModelSession
 
     if limit is not None and limit < 1:
         raise _usage("--limit must be at least 1")
     if min_agree < 1:
         raise _usage("--min-agree must be at least 1")
+    if resume and force:
+        raise _usage("--resume and --force exclude each other")
+    saved = out / "review_eval.json"
+    if saved.exists() and not (resume or force):
+        raise _usage(f"--out {out}: holds an earlier evaluation; pass --resume to continue it or --force to replace it")
     cfg = load_config_or_exit(config, preset, repo)
     specs = resolve_reviewers(cfg, reviewers)
     try:
         cases = load_suite(suite, limit)
         if not cases:
             raise _usage(f"{suite}: no bug-fix cases with bug_lines")
+        earlier = None
+        if resume and saved.exists():
+            earlier = EvalRun.resume(saved, suite=suite.name, reviewers=specs, min_agree=min_agree)
+            typer.echo(f"resume: {earlier.cases_done} cases already reviewed in {saved}", err=True)
         typer.echo(f"review-eval: {len(cases)} cases from {suite}, reviewers {', '.join(specs)}", err=True)
         t0 = time.perf_counter()
+        commit = relay_commit() or "unknown"
 
         def header(done: int) -> str:
             return (f"review-eval of {suite.name}: {done} of {len(cases)} cases, reviewers {', '.join(specs)}, "
-                    f"min_agree {min_agree}, {time.perf_counter() - t0:.0f}s")
+                    f"min_agree {min_agree}, relay commit {commit}, {time.perf_counter() - t0:.0f}s "
+                    f"in this invocation")
 
         run = asyncio.run(evaluate(
             lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, min_agree=min_agree,
             progress=lambda m: typer.echo(m, err=True),
             checkpoint=lambda partial: save(partial, out, header=header(partial.cases_done)),
+            resume=earlier if earlier is not None else EvalRun(list(specs), min_agree, suite.name),
         ))
     except RelayError as exc:
         raise die(exc) from None

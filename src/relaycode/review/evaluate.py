@@ -110,8 +110,11 @@ class Tally:
 
 @dataclass
 class EvalRun:
+    """Every review row of a run; the tallies are a fold over the rows, so a saved run resumes exactly."""
+
     reviewers: list[str]
     min_agree: int
+    suite: str = ""
     tallies: dict[str, Tally] = field(default_factory=dict)
     reviews: list[dict[str, Any]] = field(default_factory=list)
     cases_done: int = 0
@@ -127,29 +130,66 @@ class EvalRun:
         row: dict[str, Any] = {"case": case_id, "path": path, "kind": kind, "bug_lines": bug_lines,
                                "not_reviewed": result.not_reviewed, "errors": result.errors, "systems": {}}
         for name, (findings, usage, seconds, failed) in systems.items():
+            usd = usage.get("usd")
+            row["systems"][name] = {
+                "findings": [f.model_dump(mode="json") for f in findings],
+                "true": true_findings(findings, path, bug_lines) if kind == "buggy" else 0,
+                # What the tallies need, so that a saved run can be re-tallied (resume).
+                "input_tokens": int(usage.get("input_tokens") or 0),
+                "output_tokens": int(usage.get("output_tokens") or 0),
+                "usd": None if usd is None else str(usd), "seconds": round(seconds, 3), "failed": failed,
+            }
+        self._tally(row)
+        self.reviews.append(row)
+        return row
+
+    def _tally(self, row: dict[str, Any]) -> None:
+        for name, system in row["systems"].items():
             tally = self.tallies.setdefault(name, Tally())
-            tally.add_cost(usage, seconds)
-            tally.errors += int(failed)
-            hits = true_findings(findings, path, bug_lines) if kind == "buggy" else 0
-            if kind == "buggy":
+            tally.add_cost(system, float(system["seconds"]))
+            tally.errors += int(system["failed"])
+            hits, found = int(system["true"]), len(system["findings"])
+            if row["kind"] == "buggy":
                 tally.bugs += 1
                 tally.found += int(hits > 0)
-                tally.buggy_findings += len(findings)
+                tally.buggy_findings += found
                 tally.true_findings += hits
             else:
                 tally.clean_changes += 1
-                tally.clean_findings += len(findings)
-                tally.clean_flagged += int(bool(findings))
-            row["systems"][name] = {"findings": [f.model_dump(mode="json") for f in findings], "true": hits}
-        self.reviews.append(row)
-        return row
+                tally.clean_findings += found
+                tally.clean_flagged += int(found > 0)
+
+    def done_cases(self) -> set[str]:
+        return {row["case"] for row in self.reviews}
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return {name: self.tallies[name].summary() for name in [*self.reviewers, ENSEMBLE] if name in self.tallies}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reviewers": self.reviewers, "min_agree": self.min_agree, "cases_done": self.cases_done,
-                "summary": self.summary(), "reviews": self.reviews}
+        return {"suite": self.suite, "reviewers": self.reviewers, "min_agree": self.min_agree,
+                "cases_done": self.cases_done, "summary": self.summary(), "reviews": self.reviews}
+
+    @classmethod
+    def resume(cls, path: Path, *, suite: str, reviewers: list[str], min_agree: int) -> EvalRun:
+        """The run saved at `path` (review_eval.json), to continue with the same suite and reviewers."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path}: cannot resume from it: {exc}") from None
+        saved = (data.get("suite"), data.get("reviewers"), data.get("min_agree"))
+        if saved != (suite, reviewers, min_agree):
+            raise UsageError(f"{path}: saved by another evaluation (suite, reviewers, min_agree = {saved}); "
+                             f"this one is {(suite, reviewers, min_agree)}: pick another --out")
+        rows = data.get("reviews", [])
+        if any("input_tokens" not in s for row in rows for s in row["systems"].values()):
+            raise UsageError(f"{path}: written by an older relay that did not save per-review costs; "
+                             "cannot resume it, start again with --force")
+        run = cls(list(reviewers), min_agree, suite)
+        for row in rows:
+            run._tally(row)
+            run.reviews.append(row)
+        run.cases_done = len(run.done_cases())
+        return run
 
 
 def _pct(x: float | None) -> str:
@@ -188,16 +228,21 @@ async def evaluate(
     min_agree: int = 1,
     progress: Progress | None = None,
     checkpoint: Callable[[EvalRun], object] | None = None,
+    resume: EvalRun | None = None,
 ) -> EvalRun:
     """Review every case's buggy and clean change in turn; the tallies are in the returned run.
 
     Each review gets a fresh session from `new_session`: budgets then apply per review, and a
     local server that was restarted meanwhile (on another port) is found again. `checkpoint` is
-    called after every case, so a long run that is stopped keeps what it measured.
+    called after every case, so a long run that is stopped keeps what it measured; pass that saved
+    run as `resume` and the cases it holds are not reviewed again.
     """
-    run = EvalRun(list(reviewers), min_agree)
+    run = resume if resume is not None else EvalRun(list(reviewers), min_agree)
+    done = run.done_cases()
     say = progress or (lambda _m: None)
     for n, case in enumerate(cases, start=1):
+        if case["id"] in done:
+            continue
         for path, lines in case.get("bug_lines", {}).items():
             if not lines or path not in case.get("files", {}) or path not in case.get("reference", {}):
                 continue
@@ -214,7 +259,7 @@ async def evaluate(
                 verdict = f"{hits} true of {found}" if kind == "buggy" else f"{found} false alarm(s)"
                 failed = "".join(f"; {spec} failed: {error[:160]}" for spec, error in result.errors.items())
                 say(f"[{n}/{len(cases)}] {case['id']} {kind}: {verdict} ({time.perf_counter() - t0:.1f}s{failed})")
-        run.cases_done = n
+        run.cases_done = len(run.done_cases() | {case["id"]})
         if checkpoint is not None:
             checkpoint(run)
     return run
