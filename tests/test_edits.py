@@ -391,3 +391,20 @@ def test_a_fenced_block_that_only_mentions_a_file_name_is_left_alone() -> None:
     # A bare fence, a path-like line, then code (no language fence): ordinary content, not a wrapper.
     lines = ["```", "setup.py", "print(1)", "```"]
     assert unwrap_path_fences(lines) == lines
+
+
+def test_the_files_own_path_as_the_first_code_line_is_dropped() -> None:
+    # QuixBugs gcd, local preset at ec50e7d: the module began with a bare `gcd.py` line (valid
+    # Python, so the syntax gate passed it) and failed at import with NameError.
+    for answer in ("gcd.py\n```python\ngcd.py\ndef gcd(a, b):\n    return a\n```",
+                   "gcd.py\n```python\n\n`gcd.py`\ndef gcd(a, b):\n    return a\n```",
+                   "src/gcd.py\n```python\ngcd.py\ndef gcd(a, b):\n    return a\n```"):
+        [edit] = parse_edits(answer)
+        assert edit.replace == "def gcd(a, b):\n    return a\n", answer
+
+
+def test_a_comment_or_another_name_on_the_first_line_stays() -> None:
+    [edit] = parse_edits("gcd.py\n```python\n# gcd.py\ndef gcd(a, b):\n    return a\n```")
+    assert edit.replace.startswith("# gcd.py\n")
+    [edit] = parse_edits("gcd.py\n```python\nhelpers.py\ndef gcd(a, b):\n    return a\n```")
+    assert edit.replace.startswith("helpers.py\n")  # not this file's name: content, left to the syntax gate

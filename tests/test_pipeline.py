@@ -128,6 +128,42 @@ def test_escalates_to_stronger_implementer_only_after_failure(tmp_path: Path) ->
     assert by_model[STRONG].usd == expected_usd([(STRONG, (800, 30))])
 
 
+def test_without_checks_the_cascade_starts_with_the_strongest_implementer(tmp_path: Path) -> None:
+    """Escalation is gated by verification; with nothing that can fail a wrong change, the cheap
+    first attempt would be accepted unchecked, so it is skipped (and the run says so)."""
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    cheap, strong = scripted_text([WRONG_FIX]), scripted_text([GOOD_FIX])
+    stages = {"plan": {"model": None}, "implement": {"model": CHEAP, "escalate_to": [STRONG]},
+              "verify": {"commands": []}}
+    result = run(repo, config(stages=stages), {CHEAP: cheap, STRONG: strong})
+    assert result.status == "succeeded" and result.escalations == [STRONG]
+    assert not cheap.calls and len(strong.calls) == 1
+    events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
+    [escalate] = [e for e in events if e["kind"] == "escalate"]
+    assert escalate["after_iteration"] == 0 and "no verification" in escalate["reason"]
+
+    stages["implement"] = {**stages["implement"], "start_strong_without_checks": False}
+    cheap = scripted_text([WRONG_FIX])
+    result = run(make_demo_repo(tmp_path / "shop2", bug="pagination"), config(stages=stages),
+                 {CHEAP: cheap, STRONG: scripted_text([GOOD_FIX])})
+    assert result.status == "succeeded" and result.escalations == [] and len(cheap.calls) == 1  # accepted unchecked
+
+
+def test_a_repeated_failed_change_gets_one_more_try_with_that_said(tmp_path: Path) -> None:
+    """The QuixBugs pattern: the escalated model first repeats the cheap model's failed edit."""
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    # The third attempt starts from the last commit, which holds the wrong fix.
+    fix_the_fix = GOOD_FIX.replace("    start = page * per_page\n=", "    start = page * per_page - 1\n=")
+    cheap, strong = scripted_text([WRONG_FIX]), scripted_text([WRONG_FIX, fix_the_fix])
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "escalate_to": [STRONG]}})
+    result = run(repo, cfg, {CHEAP: cheap, STRONG: strong})
+    assert result.status == "succeeded" and result.iterations == 3
+    # The escalated model started from the base tree: its edit is a change (verified, failing), not "nothing".
+    assert "exactly the one of attempt 1, which already failed" in strong.calls[1]
+    assert "Verification failed" in strong.calls[1] and "left every file exactly" not in strong.calls[1]
+    assert "(page - 1) * per_page" in branch_file(repo, result.branch, "shop/pagination.py")
+
+
 def test_budget_exceeded_stops_cleanly_and_keeps_work(tmp_path: Path) -> None:
     repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     implementer = scripted_text([WRONG_FIX], usage=(800, 2000))  # $0.00524 per request

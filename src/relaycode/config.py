@@ -100,6 +100,10 @@ class ImplementStage(_Strict):
     """Stronger implementers to move to, in order, when attempts keep failing verification."""
     escalate_after: int = Field(default=1, ge=1)
     """Failed attempts of one implementer before escalating to the next."""
+    start_strong_without_checks: bool = True
+    """With `escalate_to`, start with the strongest implementer when the run has nothing that can fail
+    a wrong change (no verify command but a linter, no doc examples): escalation is gated by
+    verification, and without it a cheap first attempt would be accepted unchecked."""
     max_steps: int = Field(default=12, ge=1)
     """Limit on model turns inside one implement attempt (edit retries, agent steps)."""
     max_tokens_per_attempt: int | None = Field(default=None, gt=0)

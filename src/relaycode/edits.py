@@ -199,6 +199,22 @@ def unwrap_path_fences(lines: list[str]) -> list[str]:
     return out
 
 
+def _drop_echoed_path(body: list[str], path: str) -> list[str]:
+    """Drop the file's own path repeated as the first code line of a whole-file answer.
+
+    Another habit of Qwen2.5-Coder 1.5B (QuixBugs gcd): ```` ```python ```` / ``gcd.py`` / code. A bare
+    path line is valid Python (an attribute access), so the syntax gate lets it through and the module
+    fails at import. A comment naming the file (``# gcd.py``) is harmless and stays.
+    """
+    first = next((k for k, line in enumerate(body) if line.strip()), None)
+    if first is None or body[first].lstrip().startswith("#"):
+        return body
+    named = _clean_path(body[first])
+    if named is not None and named in {path, path.rsplit("/", 1)[-1]}:
+        return body[first + 1 :]
+    return body
+
+
 def parse_edits(text: str) -> list[Edit]:
     """Parse every edit block in a model's answer, in order.
 
@@ -260,6 +276,7 @@ def parse_edits(text: str) -> list[Edit]:
                 )
                 break
             if path is not None:
+                body = _drop_echoed_path(body, path)
                 edits.append(Edit(path=path, search="", replace=_join(body), whole_file=True))
                 last_path = path
             i = (close + 1) if close is not None else i + 1

@@ -247,7 +247,14 @@ class _Run:
         implementers = self.implementers()
         st = self.state
         st.setdefault("iteration", 0)
-        st.setdefault("implementer", 0)
+        if "implementer" not in st:
+            st["implementer"] = 0
+            if impl_cfg.start_strong_without_checks and len(implementers) > 1 and not self.has_checks():
+                st["implementer"] = len(implementers) - 1
+                st["fresh_start"] = True
+                self.result.escalations.append(implementers[-1])
+                self.emit("escalate", to=implementers[-1], after_iteration=0,
+                          reason="no verification can fail a wrong change, so the cheap first attempt is skipped")
         st.setdefault("fails_with_current", 0)
         st.setdefault("diffs", [])
         if st.get("baseline") and "feedback" not in st:
@@ -262,6 +269,8 @@ class _Run:
             spec = implementers[st["implementer"]]
             # A killed attempt may have left half-applied edits: start each attempt from the last commit.
             self.worktree.reset_hard(st.get("head") or self.worktree.base)
+            # What this attempt starts from: whether it changed anything is judged against that.
+            start_ref = self.worktree.base if st.get("fresh_start") else (st.get("head") or self.worktree.base)
             if st.get("fresh_start"):
                 # An escalated implementer starts from the base tree, not from the weaker model's attempt
                 # (which stays in the branch history).
@@ -290,8 +299,10 @@ class _Run:
                 f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
             self.result.malformed_outputs += outcome.malformed
             st["malformed"] = st.get("malformed", 0) + outcome.malformed
-            diff = self.worktree.diff(st.get("head") or self.worktree.base)
-            digest = hashlib.sha256(self.worktree.diff().encode()).hexdigest()
+            diff = self.worktree.diff(start_ref)
+            tree_diff = self.worktree.diff()
+            tree_changed = bool(tree_diff.strip())
+            digest = hashlib.sha256(tree_diff.encode()).hexdigest()
             verify_result = None
             findings: list[Any] = []
             blocking: list[Any] = []
@@ -324,6 +335,14 @@ class _Run:
             self.result.iterations = iteration
             self.result.findings = len(findings)
             repeated = digest in st["diffs"]
+            if repeated and tree_changed and not st.get("repeat_forgiven"):
+                # A changed tree equal to an earlier failed one gets one more try, told so: small models
+                # often answer the same verification failure with the same edit (seen on QuixBugs).
+                st["repeat_forgiven"] = True
+                repeated = False
+                earlier = st["diffs"].index(digest) + 1
+                feedback_parts.append(f"This change is exactly the one of attempt {earlier}, which already failed. "
+                                      "Do not repeat it: look again at where the code goes wrong and change that.")
             st["diffs"].append(digest)
             succeeded = verify_result is not None and verify_result.passed and not blocking
             st["feedback"] = None if succeeded else "\n\n".join(feedback_parts)
@@ -368,6 +387,12 @@ class _Run:
         self.state["verify_venv"] = str(venv) if venv else None
         if doc_examples.COMMAND_NAME in commands:
             self.state["doc_examples"] = doc_examples.collect(self.worktree.root)
+
+    def has_checks(self) -> bool:
+        """Whether the pinned verification can fail a wrong change (a linter alone cannot)."""
+        from relaycode.stages.verify import RUFF_COMMAND
+
+        return any(c != RUFF_COMMAND for c in self.state.get("verify_commands") or [])
 
     def verify_venv(self) -> Path | None:
         """The project environment pinned by `pin_verification` (None: relay's own interpreter)."""
