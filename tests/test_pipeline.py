@@ -141,6 +141,7 @@ def test_without_checks_the_cascade_starts_with_the_strongest_implementer(tmp_pa
     events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
     [escalate] = [e for e in events if e["kind"] == "escalate"]
     assert escalate["after_iteration"] == 0 and "no verification" in escalate["reason"]
+    assert result.checks == [] and json.loads((result.run_dir / "result.json").read_text())["verify"]["checks"] == []
 
     stages["implement"] = {**stages["implement"], "start_strong_without_checks": False}
     cheap = scripted_text([WRONG_FIX])
@@ -157,7 +158,7 @@ def test_a_repeated_failed_change_gets_one_more_try_with_that_said(tmp_path: Pat
     cheap, strong = scripted_text([WRONG_FIX]), scripted_text([WRONG_FIX, fix_the_fix])
     cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "escalate_to": [STRONG]}})
     result = run(repo, cfg, {CHEAP: cheap, STRONG: strong})
-    assert result.status == "succeeded" and result.iterations == 3
+    assert result.status == "succeeded" and result.iterations == 3 and result.checks == ["python -m pytest -q"]
     # The escalated model started from the base tree: its edit is a change (verified, failing), not "nothing".
     assert "exactly the one of attempt 1, which already failed" in strong.calls[1]
     assert "Verification failed" in strong.calls[1] and "left every file exactly" not in strong.calls[1]

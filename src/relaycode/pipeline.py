@@ -88,6 +88,8 @@ class RunResult:
     error_kind: str | None = None
     sandboxed: bool = True
     commits: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    """The verification pinned at baseline (command display names); empty: nothing was checked."""
 
     def cost_dict(self) -> dict[str, Any]:
         data = self.ledger.to_dict()
@@ -102,7 +104,7 @@ class RunResult:
             "worktree": str(self.worktree),
             "iterations": self.iterations,
             "cost": self.cost_dict(),
-            "verify": {"passed": self.verify_passed},
+            "verify": {"passed": self.verify_passed, "checks": self.checks},
             "review": {"findings": self.findings},
             "escalations": self.escalations,
             "models_used": self.models_used,
@@ -390,9 +392,9 @@ class _Run:
 
     def has_checks(self) -> bool:
         """Whether the pinned verification can fail a wrong change (a linter alone cannot)."""
-        from relaycode.stages.verify import RUFF_COMMAND
+        from relaycode.stages.verify import can_fail_a_change
 
-        return any(c != RUFF_COMMAND for c in self.state.get("verify_commands") or [])
+        return can_fail_a_change(self.state.get("verify_commands") or [])
 
     def verify_venv(self) -> Path | None:
         """The project environment pinned by `pin_verification` (None: relay's own interpreter)."""
@@ -563,6 +565,7 @@ def _finish(run: _Run, started: float, t0: float, history: Any) -> None:
     result.wall_s = time.perf_counter() - t0 + run.state.get("wall_before", 0.0)
     result.model_s = run.ledger.total().seconds
     result.malformed_outputs = run.state.get("malformed", result.malformed_outputs)
+    result.checks = list(run.state.get("verify_commands") or [])
     run.state["status"] = result.status
     run.state["wall_before"] = result.wall_s
     run.state["ended_at"] = time.time()

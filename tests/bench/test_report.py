@@ -68,3 +68,17 @@ def test_price_as_writes_labelled_estimates_beside_the_measured_report(tmp_path:
     md = (tmp_path / "report-estimate.md").read_text()
     assert md.startswith("# relay bench report (ESTIMATE)") and "priced as implement=google:gemini-2.5-flash" in md
     assert "ESTIMATE" in (tmp_path / "pareto-estimate.html").read_text()
+
+
+def test_by_verification_signal_splits_cases_the_run_could_check() -> None:
+    records = local_records()
+    for r in records:  # c0, c1: doc examples pinned; c2: a linter only; c3: nothing at all
+        r["verify_checks"] = {"c0": ["relay:doc-examples"], "c1": ["python -m pytest -q"],
+                              "c2": ["ruff check ."], "c3": []}[r["case"]]
+    summary = summarise(records)
+    assert summary["by_checks"]["local"] == {"checked": [2, 2], "unchecked": [2, 1]}
+    assert summary["by_checks"]["local-cascade"] == {"checked": [2, 1], "unchecked": [2, 0]}
+    md = render_markdown(summary)
+    assert "## By verification signal" in md and "| local | 2/2 | 1/2 |" in md
+    older = summarise(local_records())  # records from before the field: no section, no guess
+    assert older["by_checks"] == {} and "By verification signal" not in render_markdown(older)

@@ -72,8 +72,27 @@ def summarise(records: Sequence[Mapping[str, Any]], price_as: Mapping[str, str] 
         "configs": configs,
         "paired": [p.to_dict() for p in all_pairs(recs, names)],
         "oracle": oracle(recs, usd_key=usd_key),
+        "by_checks": by_checks(recs, names),
         "notes": ([ESTIMATE_NOTE] if price_as else []) + NOTES,
     }
+
+
+def by_checks(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, dict[str, list[int]]]:
+    """Per config, [cases, passed] among cases whose run had verification that can fail a wrong
+    change ("checked") and among those with none ("unchecked"). Records older than the
+    `verify_checks` field are left out; no such record at all: {}."""
+    from relaycode.stages.verify import can_fail_a_change
+
+    out: dict[str, dict[str, list[int]]] = {}
+    for name in names:
+        for r in records:
+            if r["config"] != name or "verify_checks" not in r:
+                continue
+            key = "checked" if can_fail_a_change(list(r["verify_checks"])) else "unchecked"
+            cell = out.setdefault(name, {"checked": [0, 0], "unchecked": [0, 0]})[key]
+            cell[0] += 1
+            cell[1] += int(bool(r.get("passed")))
+    return out
 
 
 # ---------------------------------------------------------------- markdown
@@ -136,6 +155,16 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
               f"Cheapest solving config per case: {o['passed']}/{o['n']} = {_pct(o['pass_rate'])} "
               f"(95% CI {100 * lo:.1f}–{100 * hi:.1f}%), {_usd(o['usd_per_case'])}/case{label}, "
               f"{_num(o['compute_s_mean'])} CPU s/case. Picks: {wins}.", ""]
+    if summary.get("by_checks"):
+        lines += ["## By verification signal", "",
+                  "Cases whose run had a check that can fail a wrong change (tests, doc examples, a "
+                  "configured command; a linter alone does not count) against cases with none, where "
+                  "nothing gated the answer.", "",
+                  "| config | checked: passed / cases | unchecked: passed / cases |", "|---|---:|---:|"]
+        for name, cells in summary["by_checks"].items():
+            (cn, cp), (un, up) = cells["checked"], cells["unchecked"]
+            lines.append(f"| {name} | {cp}/{cn} | {up}/{un} |")
+        lines.append("")
     problems = [(n, c) for n, c in summary["configs"].items() if c["errors"] or c["timed_out"]]
     if problems:
         lines += ["## Errors and timeouts", ""]

@@ -324,7 +324,7 @@ def run_case(job: CaseJob) -> dict[str, Any]:
             raise KeyboardInterrupt
         record.update(
             status=result.status, run_id=result.run_id, iterations=result.iterations,
-            verify_passed=result.verify_passed, findings=result.findings, models_used=list(result.models_used),
+            verify_passed=result.verify_passed, verify_checks=list(result.checks), findings=result.findings, models_used=list(result.models_used),
             escalations=list(result.escalations), malformed_outputs=result.malformed_outputs,
             error=result.error, error_kind=result.error_kind, model_s=round(result.model_s, 3),
             run_wall_s=round(result.wall_s, 3), **_ledger_fields(result.ledger),

@@ -142,6 +142,11 @@ def _has_npm_test(root: Path) -> bool:
     return isinstance(test, str) and bool(test.strip()) and test.strip() != _NPM_PLACEHOLDER
 
 
+def can_fail_a_change(commands: list[str]) -> bool:
+    """Whether these verification commands can fail a wrong change: anything but the linter alone."""
+    return any(c != RUFF_COMMAND for c in commands)
+
+
 def detect_commands(root: Path) -> list[str]:
     """The verification commands for the project at `root` (rules in the module docstring)."""
     commands: list[str] = []
