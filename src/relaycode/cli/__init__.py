@@ -6,7 +6,9 @@ the command function, so `relay --help` and `relay --version` stay fast.
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 import typer
 
@@ -46,6 +48,10 @@ def _register() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `relay` console script."""
     _register()
+    # SIGTERM (kill, pkill, a CI timeout) ends relay like Ctrl-C: runs keep their files and the local
+    # model servers relay started are stopped by their atexit hook. Python's default SIGTERM action
+    # skips atexit, which left two llama-servers running after a killed review-eval.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app(args=argv, standalone_mode=True)
     except RelayError as exc:  # pragma: no cover - typer standalone mode exits before
@@ -54,6 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("relay: interrupted", err=True)
         sys.exit(130)
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def fail(exc: RelayError) -> typer.Exit:
