@@ -191,18 +191,16 @@ class History:
                 history = cls(conn, path)
                 history._migrate()
                 return history
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 conn.close()
                 # Switching a fresh file to WAL while another process creates it can fail with
                 # "database is locked" at once: SQLite skips the busy handler there to avoid a
                 # deadlock. The race is only at creation, so a short bounded retry settles it.
-                if "locked" in str(exc) and time.monotonic() < deadline:
+                locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                if locked and time.monotonic() < deadline:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.5)
                     continue
-                raise HistoryError(f"{path}: cannot use the run history: {exc}") from exc
-            except sqlite3.DatabaseError as exc:
-                conn.close()
                 raise HistoryError(f"{path}: cannot use the run history: {exc}") from exc
             except BaseException:
                 conn.close()
