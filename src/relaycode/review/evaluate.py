@@ -117,7 +117,6 @@ class EvalRun:
     suite: str = ""
     tallies: dict[str, Tally] = field(default_factory=dict)
     reviews: list[dict[str, Any]] = field(default_factory=list)
-    cases_done: int = 0
 
     def record(self, case_id: str, path: str, kind: str, bug_lines: list[int], result: ReviewResult) -> dict[str, Any]:
         systems: dict[str, tuple[list[Finding], dict[str, Any], float, bool]] = {
@@ -139,11 +138,11 @@ class EvalRun:
                 "output_tokens": int(usage.get("output_tokens") or 0),
                 "usd": None if usd is None else str(usd), "seconds": round(seconds, 3), "failed": failed,
             }
-        self._tally(row)
-        self.reviews.append(row)
+        self._add(row)
         return row
 
-    def _tally(self, row: dict[str, Any]) -> None:
+    def _add(self, row: dict[str, Any]) -> None:
+        self.reviews.append(row)
         for name, system in row["systems"].items():
             tally = self.tallies.setdefault(name, Tally())
             tally.add_cost(system, float(system["seconds"]))
@@ -161,6 +160,10 @@ class EvalRun:
 
     def done_cases(self) -> set[str]:
         return {row["case"] for row in self.reviews}
+
+    @property
+    def cases_done(self) -> int:
+        return len(self.done_cases())
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return {name: self.tallies[name].summary() for name in [*self.reviewers, ENSEMBLE] if name in self.tallies}
@@ -186,9 +189,7 @@ class EvalRun:
                              "cannot resume it, start again with --force")
         run = cls(list(reviewers), min_agree, suite)
         for row in rows:
-            run._tally(row)
-            run.reviews.append(row)
-        run.cases_done = len(run.done_cases())
+            run._add(row)
         return run
 
 
@@ -259,7 +260,6 @@ async def evaluate(
                 verdict = f"{hits} true of {found}" if kind == "buggy" else f"{found} false alarm(s)"
                 failed = "".join(f"; {spec} failed: {error[:160]}" for spec, error in result.errors.items())
                 say(f"[{n}/{len(cases)}] {case['id']} {kind}: {verdict} ({time.perf_counter() - t0:.1f}s{failed})")
-        run.cases_done = len(run.done_cases() | {case["id"]})
         if checkpoint is not None:
             checkpoint(run)
     return run
