@@ -241,27 +241,11 @@ class _Run:
         return [impl.model, *impl.escalate_to]
 
     async def loop(self, plan: Plan | None) -> None:
-        from relaycode.repomap import relevant_files
-        from relaycode.stages.implement import choose_files, implement
-
         cfg = self.config
         impl_cfg = cfg.stages.implement
         implementers = self.implementers()
         st = self.state
-        st.setdefault("iteration", 0)
-        if "implementer" not in st:
-            st["implementer"] = 0
-            if impl_cfg.start_strong_without_checks and len(implementers) > 1 and not self.has_checks():
-                st["implementer"] = len(implementers) - 1
-                st["fresh_start"] = True
-                self.result.escalations.append(implementers[-1])
-                self.emit("escalate", to=implementers[-1], after_iteration=0,
-                          reason="no verification can fail a wrong change, so the cheap first attempt is skipped")
-        st.setdefault("fails_with_current", 0)
-        st.setdefault("diffs", [])
-        if st.get("baseline") and "feedback" not in st:
-            st["feedback"] = "Current verification results, before any change:\n" + st["baseline"]
-        st.setdefault("feedback", None)
+        self.init_loop_state(implementers)
         if st.get("succeeded"):  # killed after success was recorded, before the run files were finished
             self.result.status = "succeeded"
             self.result.iterations = st["iteration"]
@@ -269,64 +253,12 @@ class _Run:
         while st["iteration"] < cfg.max_iterations:
             iteration = st["iteration"] + 1
             spec = implementers[st["implementer"]]
-            # A killed attempt may have left half-applied edits: start each attempt from the last commit.
-            self.worktree.reset_hard(st.get("head") or self.worktree.base)
-            # What this attempt starts from: whether it changed anything is judged against that.
-            start_ref = self.worktree.base if st.get("fresh_start") else (st.get("head") or self.worktree.base)
-            if st.get("fresh_start"):
-                # An escalated implementer starts from the base tree, not from the weaker model's attempt
-                # (which stays in the branch history).
-                self.worktree.git("read-tree", "--reset", "-u", self.worktree.base)
-            with self.stage("implement", spec):
-                files = self.worktree.list_files()
-                sizes = {f: _size(self.worktree.root / f) for f in files}
-                ranked = relevant_files(self.worktree.root, files, self.options.task)
-                shown = choose_files(files, plan, ranked, sizes=sizes, task=self.options.task,
-                                     max_chars=_context_chars(spec, cfg, 0.45))
-                from relaycode.stages.agent_loop import agent_implement, uses_agent
-
-                if uses_agent(spec, cfg):
-                    policy, limits = self.sandbox_settings()
-                    outcome = await agent_implement(
-                        self.session, spec, self.worktree, task=self.options.task, plan=plan, files=shown,
-                        feedback=st["feedback"], attempt=iteration, max_steps=impl_cfg.max_steps,
-                        policy=policy, limits=limits, max_tokens=impl_cfg.max_tokens_per_attempt,
-                        max_wall_s=impl_cfg.max_wall_s, on_event=self.emit,
-                        venv=self.verify_venv())
-                else:
-                    outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
-                                              files=shown, feedback=st["feedback"], attempt=iteration,
-                                              max_steps=impl_cfg.max_steps)
-            self.store.write_text(f"attempts/{iteration}-implement.md", "\n\n---\n\n".join(
-                f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
-            self.result.malformed_outputs += outcome.malformed
-            st["malformed"] = st.get("malformed", 0) + outcome.malformed
+            start_ref = self.start_attempt()
+            outcome = await self.implement(spec, plan, iteration)
             diff = self.worktree.diff(start_ref)
             tree_diff = self.worktree.diff()
-            tree_changed = bool(tree_diff.strip())
             digest = hashlib.sha256(tree_diff.encode()).hexdigest()
-            verify_result = None
-            findings: list[Any] = []
-            blocking: list[Any] = []
-            feedback_parts: list[str] = []
-            if outcome.last_error is not None and not outcome.changed:
-                feedback_parts.append("Your previous attempt changed no file:\n" + outcome.last_error)
-            elif not diff.strip():
-                feedback_parts.append("Your previous answer left every file exactly as it was, so the task is "
-                                      "still not done. Find the lines that must change and change them.")
-            else:
-                verify_result = self.verify()
-                self.result.verify_passed = verify_result.passed
-                if not verify_result.passed:
-                    feedback_parts.append("Verification failed:\n" + verify_result.summary())
-                elif cfg.stages.review.models:
-                    findings = await self.review(plan, iteration)
-                    blocking = [f for f in findings if severity_at_least(f.severity, cfg.stages.review.block_on)]
-                    if blocking:
-                        feedback_parts.append("Reviewers raised these problems; fix them:\n"
-                                              + "\n".join(f"- {f.path}:{f.start_line} [{f.severity}] {f.message}"
-                                                          for f in blocking))
-            sha = None
+            judged = await self.judge(outcome, diff, plan, iteration)
             st["fresh_start"] = False
             if diff.strip():
                 sha = self.worktree.commit(f"relay: attempt {iteration} by {spec}\n\nrun {self.store.run_id}")
@@ -335,34 +267,27 @@ class _Run:
                     self.result.commits.append(sha)
             st["iteration"] = iteration
             self.result.iterations = iteration
-            self.result.findings = len(findings)
+            self.result.findings = len(judged.findings)
             repeated = digest in st["diffs"]
-            if repeated and tree_changed and not st.get("repeat_forgiven"):
+            if repeated and tree_diff.strip() and not st.get("repeat_forgiven"):
                 # A changed tree equal to an earlier failed one gets one more try, told so: small models
                 # often answer the same verification failure with the same edit (seen on QuixBugs).
                 st["repeat_forgiven"] = True
                 repeated = False
                 earlier = st["diffs"].index(digest) + 1
-                feedback_parts.append(f"This change is exactly the one of attempt {earlier}, which already failed. "
-                                      "Do not repeat it: look again at where the code goes wrong and change that.")
+                judged.feedback.append(f"This change is exactly the one of attempt {earlier}, which already failed. "
+                                       "Do not repeat it: look again at where the code goes wrong and change that.")
             st["diffs"].append(digest)
-            succeeded = verify_result is not None and verify_result.passed and not blocking
-            st["feedback"] = None if succeeded else "\n\n".join(feedback_parts)
-            st["succeeded"] = succeeded
+            st["feedback"] = None if judged.succeeded else "\n\n".join(judged.feedback)
+            st["succeeded"] = judged.succeeded
             self.save()
-            if succeeded:
+            if judged.succeeded:
                 self.result.status = "succeeded"
                 return
             # Escalate: cheap implementer first, a stronger one only for what keeps failing.
             st["fails_with_current"] += 1
             if st["fails_with_current"] >= impl_cfg.escalate_after and st["implementer"] + 1 < len(implementers):
-                st["implementer"] += 1
-                st["fails_with_current"] = 0
-                st["fresh_start"] = True
-                nxt = implementers[st["implementer"]]
-                self.result.escalations.append(nxt)
-                self.emit("escalate", to=nxt, after_iteration=iteration)
-                self.save()
+                self.escalate(implementers, after_iteration=iteration)
                 continue
             # An unchanged tree once gets a second chance with feedback (small models often echo the
             # file back as it was); the same diff twice, empty or not, ends the run.
@@ -372,6 +297,102 @@ class _Run:
         self.result.status = "failed"
         if self.result.error is None:
             self.result.error = f"not done after {cfg.max_iterations} iterations"
+
+    def init_loop_state(self, implementers: list[str]) -> None:
+        """Fill in the loop's saved state on a new run (a resumed run keeps what it had)."""
+        st = self.state
+        st.setdefault("iteration", 0)
+        if "implementer" not in st:
+            st["implementer"] = 0
+            impl_cfg = self.config.stages.implement
+            if impl_cfg.start_strong_without_checks and len(implementers) > 1 and not self.has_checks():
+                self.escalate(implementers, after_iteration=0, to_last=True,
+                              reason="no verification can fail a wrong change, so the cheap first attempt is skipped")
+        st.setdefault("fails_with_current", 0)
+        st.setdefault("diffs", [])
+        if st.get("baseline") and "feedback" not in st:
+            st["feedback"] = "Current verification results, before any change:\n" + st["baseline"]
+        st.setdefault("feedback", None)
+
+    def escalate(self, implementers: list[str], *, after_iteration: int, to_last: bool = False,
+                 reason: str | None = None) -> None:
+        """Move to the next (or, with `to_last`, the strongest) implementer, starting from the base tree."""
+        st = self.state
+        st["implementer"] = len(implementers) - 1 if to_last else st["implementer"] + 1
+        st["fails_with_current"] = 0
+        st["fresh_start"] = True
+        nxt = implementers[st["implementer"]]
+        self.result.escalations.append(nxt)
+        self.emit("escalate", to=nxt, after_iteration=after_iteration, **({"reason": reason} if reason else {}))
+        self.save()
+
+    def start_attempt(self) -> str:
+        """Put the worktree where the next attempt starts; return the ref its change is judged against."""
+        st = self.state
+        # A killed attempt may have left half-applied edits: start each attempt from the last commit.
+        self.worktree.reset_hard(st.get("head") or self.worktree.base)
+        if st.get("fresh_start"):
+            # An escalated implementer starts from the base tree, not from the weaker model's attempt
+            # (which stays in the branch history).
+            self.worktree.git("read-tree", "--reset", "-u", self.worktree.base)
+            return self.worktree.base
+        return st.get("head") or self.worktree.base
+
+    async def implement(self, spec: str, plan: Plan | None, iteration: int) -> Any:
+        """One implementer attempt (edit blocks or the agent loop, as the model's profile says)."""
+        from relaycode.repomap import relevant_files
+        from relaycode.stages.agent_loop import agent_implement, uses_agent
+        from relaycode.stages.implement import choose_files, implement
+
+        cfg = self.config
+        impl_cfg = cfg.stages.implement
+        feedback = self.state["feedback"]
+        with self.stage("implement", spec):
+            files = self.worktree.list_files()
+            sizes = {f: _size(self.worktree.root / f) for f in files}
+            ranked = relevant_files(self.worktree.root, files, self.options.task)
+            shown = choose_files(files, plan, ranked, sizes=sizes, task=self.options.task,
+                                 max_chars=_context_chars(spec, cfg, 0.45))
+            if uses_agent(spec, cfg):
+                policy, limits = self.sandbox_settings()
+                outcome = await agent_implement(
+                    self.session, spec, self.worktree, task=self.options.task, plan=plan, files=shown,
+                    feedback=feedback, attempt=iteration, max_steps=impl_cfg.max_steps,
+                    policy=policy, limits=limits, max_tokens=impl_cfg.max_tokens_per_attempt,
+                    max_wall_s=impl_cfg.max_wall_s, on_event=self.emit,
+                    venv=self.verify_venv())
+            else:
+                outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
+                                          files=shown, feedback=feedback, attempt=iteration,
+                                          max_steps=impl_cfg.max_steps)
+        self.store.write_text(f"attempts/{iteration}-implement.md", "\n\n---\n\n".join(
+            f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
+        self.result.malformed_outputs += outcome.malformed
+        self.state["malformed"] = self.state.get("malformed", 0) + outcome.malformed
+        return outcome
+
+    async def judge(self, outcome: Any, diff: str, plan: Plan | None, iteration: int) -> _Judgement:
+        """Verify a changed tree, review it when it passes, and say what the next attempt must hear."""
+        judged = _Judgement()
+        if outcome.last_error is not None and not outcome.changed:
+            judged.feedback.append("Your previous attempt changed no file:\n" + outcome.last_error)
+            return judged
+        if not diff.strip():
+            judged.feedback.append("Your previous answer left every file exactly as it was, so the task is "
+                                   "still not done. Find the lines that must change and change them.")
+            return judged
+        judged.verify = self.verify()
+        self.result.verify_passed = judged.verify.passed
+        if not judged.verify.passed:
+            judged.feedback.append("Verification failed:\n" + judged.verify.summary())
+        elif self.config.stages.review.models:
+            judged.findings = await self.review(plan, iteration)
+            block_on = self.config.stages.review.block_on
+            judged.blocking = [f for f in judged.findings if severity_at_least(f.severity, block_on)]
+            if judged.blocking:
+                judged.feedback.append("Reviewers raised these problems; fix them:\n" + "\n".join(
+                    f"- {f.path}:{f.start_line} [{f.severity}] {f.message}" for f in judged.blocking))
+        return judged
 
     def pin_verification(self) -> None:
         """Decide once, on the untouched tree, what verification means for this run.
@@ -440,6 +461,21 @@ class _Run:
             # A reviewer hit a limit: the review is incomplete, and the run must stop as the limit says.
             raise self.session.budget.refused
         return list(result.findings)
+
+
+@dataclass
+class _Judgement:
+    """What verification and review said of one attempt."""
+
+    verify: Any = None
+    findings: list[Any] = field(default_factory=list)
+    blocking: list[Any] = field(default_factory=list)
+    #: What the next attempt is told, in order.
+    feedback: list[str] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.verify is not None and self.verify.passed and not self.blocking
 
 
 class _StageScope:
