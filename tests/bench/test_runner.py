@@ -205,6 +205,17 @@ def test_unknown_config_and_duplicate_names(tmp_path: Path) -> None:
     assert [c.name for c in resolve_configs(["solo-local", "local-cascade"])] == ["solo-local", "local-cascade"]
 
 
+def test_shipped_agent_config_differs_from_local_noplan_only_in_the_implement_protocol() -> None:
+    from relaycode.stages.agent_loop import uses_agent
+
+    repo = Path(__file__).resolve().parents[2]
+    agent, noplan = resolve_configs([str(repo / "benchmarks/configs/local-agent.toml"), "local-noplan"])
+    assert agent.name == "local-agent"
+    spec = agent.config.stages.implement.model
+    assert uses_agent(spec, agent.config) and not uses_agent(spec, noplan.config)
+    assert agent.config.stages == noplan.config.stages
+
+
 def test_server_cpu_counts_only_the_configs_own_models(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
