@@ -205,11 +205,30 @@ def test_unknown_config_and_duplicate_names(tmp_path: Path) -> None:
     assert [c.name for c in resolve_configs(["solo-local", "local-cascade"])] == ["solo-local", "local-cascade"]
 
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "benchmarks" / "configs"
+
+
+def test_every_shipped_bench_config_resolves_to_local_models_only() -> None:
+    files = sorted(SHIPPED_CONFIGS.glob("*.toml"))
+    assert len(files) >= 3
+    for bench_config in resolve_configs([str(f) for f in files]):
+        stages = bench_config.config.stages
+        specs = [stages.plan.model, stages.implement.model, *stages.implement.escalate_to, *stages.review.models]
+        assert all(s.startswith("local:") for s in specs if s), (bench_config.name, specs)
+
+
+def test_shipped_greedy_configs_set_temperature_zero_on_their_implementers() -> None:
+    for bench_config in resolve_configs([str(SHIPPED_CONFIGS / f) for f in ("local-fix-t0.toml", "local-cascade-t0.toml")]):
+        impl = bench_config.config.stages.implement
+        assert all(bench_config.config.settings_for(s).temperature == 0 for s in [impl.model, *impl.escalate_to])
+    fix = resolve_configs([str(SHIPPED_CONFIGS / "local-fix-t0.toml")])[0].config.stages
+    assert fix.review.models == [] and fix.plan.model is None and fix.implement.escalate_to == []
+
+
 def test_shipped_agent_config_differs_from_local_noplan_only_in_the_implement_protocol() -> None:
     from relaycode.stages.agent_loop import uses_agent
 
-    repo = Path(__file__).resolve().parents[2]
-    agent, noplan = resolve_configs([str(repo / "benchmarks/configs/local-agent.toml"), "local-noplan"])
+    agent, noplan = resolve_configs([str(SHIPPED_CONFIGS / "local-agent.toml"), "local-noplan"])
     assert agent.name == "local-agent"
     spec = agent.config.stages.implement.model
     assert uses_agent(spec, agent.config) and not uses_agent(spec, noplan.config)
