@@ -193,6 +193,27 @@ def test_malformed_edits_are_reported_back_and_counted(tmp_path: Path) -> None:
     assert result.ledger.total().requests == 3
 
 
+def test_an_answer_cut_off_at_the_token_limit_ends_the_attempt_and_escalates(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    runaway = "shop/pagination.py\n```python\n" + "def paginate(items, page, per_page):\n" * 40
+    cheap = scripted_text([runaway], usage=(800, 768), cut_off={0})  # would repeat for every turn it is asked
+    strong = scripted_text([GOOD_FIX], usage=(800, 30))
+    cfg = config(stages={"plan": {"model": None},
+                         "implement": {"model": CHEAP, "escalate_to": [STRONG], "max_steps": 12}})
+    result = run(repo, cfg, {CHEAP: cheap, STRONG: strong})
+    assert result.status == "succeeded", result.error
+    assert len(cheap.calls) == 1  # not 12 turns of a growing conversation
+    assert result.escalations == [STRONG] and result.malformed_outputs == 1
+    assert "cut off at the answer length limit" in strong.calls[0]
+
+
+def test_an_answer_cut_off_after_complete_edits_is_still_applied(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    implementer = scripted_text([GOOD_FIX], usage=(800, 768), cut_off={0})
+    result = run(repo, config(stages={"plan": {"model": None}}), {CHEAP: implementer})
+    assert result.status == "succeeded" and len(implementer.calls) == 1 and result.malformed_outputs == 0
+
+
 def test_an_edit_that_breaks_python_syntax_is_refused_and_explained(tmp_path: Path) -> None:
     repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     broken = GOOD_FIX.replace("(page - 1) * per_page", "(page - 1 * per_page")

@@ -100,6 +100,18 @@ def ask(session: ModelSession) -> str:
     return asyncio.run(session.ask("implement", "fake:m", "go", instructions="x")).output
 
 
+def test_an_answer_stopped_at_the_token_limit_is_seen_as_cut_off(allow_model_requests: None) -> None:
+    from relaycode.stages.implement import cut_off
+
+    with FakeOpenAI() as server:
+        server.push(Reply.text("def f():\n    return 1\n" * 50, finish_reason="length"), Reply.text("done"))
+        session = _session_for(server)
+        first = asyncio.run(session.ask("implement", "fake:m", "go", instructions="x"))
+        second = asyncio.run(session.ask("implement", "fake:m", "go", instructions="x"))
+    assert cut_off(first.messages) and not cut_off(second.messages)
+    assert [e.finish_reason for e in session.ledger.entries] == ["length", "stop"]
+
+
 def test_429_retry_after_is_honoured_and_attempts_do_not_multiply(allow_model_requests: None) -> None:
     with FakeOpenAI() as server:
         server.push(Reply.error(429, "slow down", headers={"Retry-After": "7"}), Reply.text("done"))

@@ -55,6 +55,17 @@ class ImplementOutcome:
     """Every raw answer of the model, kept in the run dir for people to read."""
 
 
+CUT_OFF_FEEDBACK = ("Your answer was cut off at the answer length limit before it was complete, so nothing "
+                    "was applied. Answer with only the changed code, no explanations, and do not repeat lines.")
+
+
+def cut_off(messages: list[ModelMessage]) -> bool:
+    """Whether the model's last answer stopped at the token limit (rather than finishing)."""
+    from pydantic_ai.messages import ModelResponse
+
+    return bool(messages) and isinstance(messages[-1], ModelResponse) and messages[-1].finish_reason == "length"
+
+
 WHOLE_FILE_MAX_LINES = 300
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```\s*$", re.MULTILINE | re.DOTALL)
 
@@ -207,6 +218,12 @@ async def implement(
         except (EditError, PathEscape) as exc:
             outcome.malformed += 1
             outcome.last_error = exc.message
+            if cut_off(answer.messages):
+                # A runaway answer (small models loop until the token limit) makes the next turn of this
+                # conversation longer and just as likely to run away: on QuixBugs one such attempt took
+                # 12 turns of 768 tokens. End the attempt; the next one starts a new conversation.
+                outcome.last_error = CUT_OFF_FEEDBACK
+                break
             prompt = exc.message
             continue
         outcome.changed = sorted(new_files)

@@ -9,7 +9,7 @@ Each answer reports the given token usage, so ledger totals in tests are exact.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from pydantic_ai.messages import (
@@ -53,14 +53,20 @@ def _make(answer: Callable[[list[ModelMessage], AgentInfo], ModelResponse], name
 
 
 def scripted_text(answers: Sequence[str], *, usage: tuple[int, int] = (100, 20), name: str = "scripted",
-                  repeat_last: bool = True) -> Scripted:
-    """Answers plain text, one item per request (the last one repeats when `repeat_last`)."""
+                  repeat_last: bool = True, cut_off: Collection[int] = ()) -> Scripted:
+    """Answers plain text, one item per request (the last one repeats when `repeat_last`).
+
+    Requests whose 0-based number is in `cut_off` report stopping at the token limit (finish reason "length").
+    """
     queue = list(answers)
+    served = 0
 
     def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        nonlocal served
         text = queue.pop(0) if len(queue) > 1 or not repeat_last else queue[0]
+        served += 1
         return ModelResponse(parts=[TextPart(text)], usage=RequestUsage(input_tokens=usage[0], output_tokens=usage[1]),
-                             model_name=name)
+                             model_name=name, finish_reason="length" if served - 1 in cut_off else None)
 
     return _make(answer, name)
 
