@@ -110,15 +110,18 @@ def test_a_saved_run_resumes_to_the_same_tallies(tmp_path: Path, allow_model_req
         return ModelSession(config(), model_overrides=models)
 
     whole = asyncio.run(evaluate(session, cases, reviewers=[q05, gpt]))
-    first = asyncio.run(evaluate(session, cases[:1], reviewers=[q05, gpt], resume=EvalRun([q05, gpt], 1, "s.jsonl")))
+    first = asyncio.run(evaluate(session, cases[:1], reviewers=[q05, gpt],
+                                 resume=EvalRun([q05, gpt], 1, "s.jsonl", commit="aaa")))
     save(first, tmp_path)
     calls.clear()
     said: list[str] = []
-    saved = EvalRun.resume(tmp_path / "review_eval.json", suite="s.jsonl", reviewers=[q05, gpt], min_agree=1)
+    saved = EvalRun.resume(tmp_path / "review_eval.json", suite="s.jsonl", reviewers=[q05, gpt], min_agree=1,
+                           commit="bbb")
     assert saved.cases_done == 1
     resumed = asyncio.run(evaluate(session, cases, reviewers=[q05, gpt], resume=saved, progress=said.append))
     assert len(calls) == 4 and not any("t/1" in m for m in said)  # cases 2 and 3, buggy and clean
     assert resumed.cases_done == 3 and [r["case"] for r in resumed.reviews] == [r["case"] for r in whole.reviews]
+    assert resumed.commits() == {"aaa": 1, "bbb": 2}  # each row keeps the commit that reviewed it
 
     def counts(run: EvalRun) -> dict[str, dict[str, object]]:
         return {k: {m: v for m, v in s.items() if m != "seconds_per_review"} for k, s in run.summary().items()}

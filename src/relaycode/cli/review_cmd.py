@@ -252,28 +252,30 @@ def review_eval(
         cases = load_suite(suite, limit)
         if not cases:
             raise _usage(f"{suite}: no bug-fix cases with bug_lines")
-        earlier = None
+        commit = relay_commit()
         if resume and saved.exists():
-            earlier = EvalRun.resume(saved, suite=suite.name, reviewers=specs, min_agree=min_agree)
-            typer.echo(f"resume: {earlier.cases_done} cases already reviewed in {saved}", err=True)
+            start = EvalRun.resume(saved, suite=suite.name, reviewers=specs, min_agree=min_agree, commit=commit)
+            typer.echo(f"resume: {start.cases_done} cases already reviewed in {saved}", err=True)
+        else:
+            start = EvalRun(list(specs), min_agree, suite.name, commit)
         typer.echo(f"review-eval: {len(cases)} cases from {suite}, reviewers {', '.join(specs)}", err=True)
         t0 = time.perf_counter()
-        commit = relay_commit() or "unknown"
 
-        def header(done: int) -> str:
-            return (f"review-eval of {suite.name}: {done} of {len(cases)} cases, reviewers {', '.join(specs)}, "
-                    f"min_agree {min_agree}, relay commit {commit}, {time.perf_counter() - t0:.0f}s "
-                    f"in this invocation")
+        def header(partial: EvalRun) -> str:
+            commits = ", ".join(f"{c} ({n} cases)" for c, n in partial.commits().items())
+            return (f"review-eval of {suite.name}: {partial.cases_done} of {len(cases)} cases, reviewers "
+                    f"{', '.join(specs)}, min_agree {min_agree}, relay commit {commits or commit or 'unknown'}, "
+                    f"{time.perf_counter() - t0:.0f}s in this invocation")
 
         run = asyncio.run(evaluate(
             lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, min_agree=min_agree,
             progress=lambda m: typer.echo(m, err=True),
-            checkpoint=lambda partial: save(partial, out, header=header(partial.cases_done)),
-            resume=earlier if earlier is not None else EvalRun(list(specs), min_agree, suite.name),
+            checkpoint=lambda partial: save(partial, out, header=header(partial)),
+            resume=start,
         ))
     except RelayError as exc:
         raise die(exc) from None
-    json_path, md_path = save(run, out, header=header(run.cases_done))
-    typer.echo(header(run.cases_done))
+    json_path, md_path = save(run, out, header=header(run))
+    typer.echo(header(run))
     typer.echo(markdown_table(run.summary()))
     typer.echo(f"saved {json_path} and {md_path}", err=True)

@@ -115,6 +115,8 @@ class EvalRun:
     reviewers: list[str]
     min_agree: int
     suite: str = ""
+    #: relay's commit, recorded in every row this process adds (a resumed run may mix commits).
+    commit: str | None = None
     tallies: dict[str, Tally] = field(default_factory=dict)
     reviews: list[dict[str, Any]] = field(default_factory=list)
 
@@ -127,7 +129,8 @@ class EvalRun:
         total = result.total_usage()
         systems[ENSEMBLE] = (result.findings, total, result.seconds, result.failed)
         row: dict[str, Any] = {"case": case_id, "path": path, "kind": kind, "bug_lines": bug_lines,
-                               "not_reviewed": result.not_reviewed, "errors": result.errors, "systems": {}}
+                               "not_reviewed": result.not_reviewed, "errors": result.errors,
+                               "relay_commit": self.commit, "systems": {}}
         for name, (findings, usage, seconds, failed) in systems.items():
             usd = usage.get("usd")
             row["systems"][name] = {
@@ -165,6 +168,13 @@ class EvalRun:
     def cases_done(self) -> int:
         return len(self.done_cases())
 
+    def commits(self) -> dict[str, int]:
+        """Cases reviewed per relay commit, in the order first seen ("unrecorded" for rows of older relays)."""
+        cases: dict[str, set[str]] = {}
+        for row in self.reviews:
+            cases.setdefault(row.get("relay_commit") or "unrecorded", set()).add(row["case"])
+        return {commit: len(ids) for commit, ids in cases.items()}
+
     def summary(self) -> dict[str, dict[str, Any]]:
         return {name: self.tallies[name].summary() for name in [*self.reviewers, ENSEMBLE] if name in self.tallies}
 
@@ -173,7 +183,8 @@ class EvalRun:
                 "cases_done": self.cases_done, "summary": self.summary(), "reviews": self.reviews}
 
     @classmethod
-    def resume(cls, path: Path, *, suite: str, reviewers: list[str], min_agree: int) -> EvalRun:
+    def resume(cls, path: Path, *, suite: str, reviewers: list[str], min_agree: int,
+               commit: str | None = None) -> EvalRun:
         """The run saved at `path` (review_eval.json), to continue with the same suite and reviewers."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -187,7 +198,7 @@ class EvalRun:
         if any("input_tokens" not in s for row in rows for s in row["systems"].values()):
             raise UsageError(f"{path}: written by an older relay that did not save per-review costs; "
                              "cannot resume it, start again with --force")
-        run = cls(list(reviewers), min_agree, suite)
+        run = cls(list(reviewers), min_agree, suite, commit)
         for row in rows:
             run._add(row)
         return run
