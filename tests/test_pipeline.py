@@ -128,6 +128,30 @@ def test_escalates_to_stronger_implementer_only_after_failure(tmp_path: Path) ->
     assert by_model[STRONG].usd == expected_usd([(STRONG, (800, 30))])
 
 
+def test_retries_of_an_implementer_use_retry_temperature_and_a_new_implementer_its_own(tmp_path: Path) -> None:
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    temperatures: dict[str, list[object]] = {CHEAP: [], STRONG: []}
+
+    def answering(spec: str, answers: list[str]) -> FunctionModel:
+        def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+            temperatures[spec].append((info.model_settings or {}).get("temperature"))
+            return ModelResponse(parts=[TextPart(answers.pop(0) if len(answers) > 1 else answers[0])])
+        return FunctionModel(fn)
+
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    cfg = config(stages={"plan": {"model": None},
+                         "implement": {"model": CHEAP, "escalate_to": [STRONG], "escalate_after": 2,
+                                       "retry_temperature": 0.7}},
+                 models={CHEAP: {"temperature": 0}, STRONG: {"temperature": 0.2}})
+    result = run(repo, cfg, {CHEAP: answering(CHEAP, [WRONG_FIX]), STRONG: answering(STRONG, [GOOD_FIX])})
+    assert result.status == "succeeded", result.error
+    # attempt 1 greedy; attempt 2 (its edit no longer applies, asked twice) sampled; the escalated model's own
+    first, *retries = temperatures[CHEAP]
+    assert first == 0 and retries and set(retries) == {0.7} and temperatures[STRONG] == [0.2]
+
+
 def test_without_checks_the_cascade_starts_with_the_strongest_implementer(tmp_path: Path) -> None:
     """Escalation is gated by verification; with nothing that can fail a wrong change, the cheap
     first attempt would be accepted unchecked, so it is skipped (and the run says so)."""

@@ -104,6 +104,11 @@ class ImplementStage(_Strict):
     """With `escalate_to`, start with the strongest implementer when the run has nothing that can fail
     a wrong change (no verify command but a linter, no doc examples): escalation is gated by
     verification, and without it a cheap first attempt would be accepted unchecked."""
+    retry_temperature: float | None = Field(default=None, ge=0)
+    """Sampling temperature for an implementer's attempts after its first failed one (its first attempt
+    uses the model's own `temperature`). Unset: always the model's. Pairs with greedy models
+    (`temperature = 0`): greedy decoding answers a retry much like the first try (on QuixBugs the
+    greedy 1.5B returned its file unchanged twice in 18 of 40 cases), sampling makes it differ."""
     max_steps: int = Field(default=12, ge=1)
     """Limit on model turns inside one implement attempt (edit retries, agent steps)."""
     max_tokens_per_attempt: int | None = Field(default=None, gt=0)

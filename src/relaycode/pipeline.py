@@ -347,7 +347,9 @@ class _Run:
         cfg = self.config
         impl_cfg = cfg.stages.implement
         feedback = self.state["feedback"]
-        with self.stage("implement", spec):
+        # After this implementer's own failure, sample (if configured): a greedy model repeats itself.
+        retry_t = impl_cfg.retry_temperature if self.state["fails_with_current"] > 0 else None
+        with self.stage("implement", spec), self.session.sampling(retry_t):
             files = self.worktree.list_files()
             sizes = {f: _size(self.worktree.root / f) for f in files}
             ranked = relevant_files(self.worktree.root, files, self.options.task)

@@ -14,8 +14,8 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -209,6 +209,16 @@ class ModelSession:
         self.sleep: Sleep = sleep or _real_sleep
         self._models: dict[str, Model] = dict(model_overrides or {})
         self.instructions_chars = 0
+        self._temperature: float | None = None
+
+    @contextmanager
+    def sampling(self, temperature: float | None) -> Iterator[None]:
+        """Requests made inside use `temperature` instead of each model's configured one (None: no change)."""
+        before, self._temperature = self._temperature, temperature
+        try:
+            yield
+        finally:
+            self._temperature = before
 
     def record(self, entry: LedgerEntry) -> None:
         self.ledger.add(entry)
@@ -234,8 +244,9 @@ class ModelSession:
             metered = FallbackModel(metered, *chain, fallback_on=_should_fall_back)
         model_settings: ModelSettings = {"max_tokens": settings.max_tokens, "timeout": settings.timeout_s,
                                          "max_retries": 0}
-        if settings.temperature is not None:
-            model_settings["temperature"] = settings.temperature
+        temperature = self._temperature if self._temperature is not None else settings.temperature
+        if temperature is not None:
+            model_settings["temperature"] = temperature
         return Agent(metered, output_type=output_type, instructions=instructions, model_settings=model_settings,
                      retries=retries, tools=tools)
 

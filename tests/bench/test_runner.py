@@ -221,8 +221,10 @@ def test_shipped_greedy_configs_set_temperature_zero_on_their_implementers() -> 
     for bench_config in resolve_configs([str(SHIPPED_CONFIGS / f) for f in ("local-fix-t0.toml", "local-cascade-t0.toml")]):
         impl = bench_config.config.stages.implement
         assert all(bench_config.config.settings_for(s).temperature == 0 for s in [impl.model, *impl.escalate_to])
-    fix = resolve_configs([str(SHIPPED_CONFIGS / "local-fix-t0.toml")])[0].config.stages
+    fix, retry = (c.config.stages for c in resolve_configs([str(SHIPPED_CONFIGS / f"local-fix-t0{s}.toml")
+                                                              for s in ("", "-retry")]))
     assert fix.review.models == [] and fix.plan.model is None and fix.implement.escalate_to == []
+    assert retry.model_copy(update={"implement": fix.implement}) == fix and retry.implement.retry_temperature == 0.8
 
 
 def test_shipped_agent_config_differs_from_local_noplan_only_in_the_implement_protocol() -> None:
