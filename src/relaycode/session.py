@@ -213,7 +213,11 @@ class ModelSession:
 
     @contextmanager
     def sampling(self, temperature: float | None) -> Iterator[None]:
-        """Requests made inside use `temperature` instead of each model's configured one (None: no change)."""
+        """Requests made inside use `temperature` instead of each model's configured one (None: no change).
+
+        Session state, not task-local: the run loop uses it around one implement attempt, when no other
+        request of the session is in flight (reviewers run in parallel only outside it).
+        """
         before, self._temperature = self._temperature, temperature
         try:
             yield
