@@ -256,7 +256,8 @@ class _Run:
             start_ref = self.start_attempt()
             outcome = await self.implement(spec, plan, iteration)
             diff = self.worktree.diff(start_ref)
-            tree_diff = self.worktree.diff()
+            # The whole change since the base (for repeat detection); the same diff when the attempt started there.
+            tree_diff = diff if start_ref == self.worktree.base else self.worktree.diff()
             digest = hashlib.sha256(tree_diff.encode()).hexdigest()
             judged = await self.judge(outcome, diff, plan, iteration)
             st["fresh_start"] = False
