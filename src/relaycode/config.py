@@ -209,6 +209,10 @@ class Config(_Strict):
     """OpenTelemetry tracing."""
     retry: RetrySettings = Field(default_factory=RetrySettings)
     """Retries of failed model requests."""
+    seed: int | None = Field(default=None, ge=0)
+    """Base seed for sampled model requests (servers that honour a per-request seed, such as
+    llama-server, then give the same answers on a rerun). Unset: the server's own randomness. The bench
+    sets it per (case, config, repeat)."""
     preset: str | None = None
     """The preset this config started from, if any."""
     source: str = "<defaults>"
