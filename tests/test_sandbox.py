@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from relaycode import sandbox
+from relaycode import gitguard, sandbox
 from relaycode.errors import SandboxUnavailable
 from relaycode.sandbox import Limits, SandboxPolicy, run, scrub_env
 
@@ -218,16 +218,23 @@ def test_git_worktree_metadata_is_read_only(tmp_path: Path) -> None:
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "init"], cwd=repo, check=True)
     subprocess.run([*git, "worktree", "add", "-q", str(tmp_path / "wt")], cwd=repo, check=True)
     wt = tmp_path / "wt"
-    dirs = sandbox.git_dirs(wt)
-    assert dirs[0] == wt / ".git" and (repo / ".git").resolve() in dirs
+    layout = gitguard.discover(wt)
+    assert layout is not None and layout.linked
+    assert layout.common == (repo / ".git").resolve() and layout.admin.parent == layout.common / "worktrees"
+    (repo / ".git" / "config").write_text(
+        (repo / ".git" / "config").read_text() + '[http]\n\textraheader = AUTHORIZATION: basic c2VjcmV0\n'
+    )
     result = run(
-        f"cat {repo}/.git/HEAD && touch {repo}/.git/x || echo blocked; echo > .git || echo blocked2",
+        f"cat {repo}/.git/HEAD && touch {repo}/.git/x || echo blocked; echo > .git || echo blocked2; "
+        f"cat {repo}/.git/config; ls {repo}/.git/hooks || echo nohooks; git status --short && echo gitok",
         wt,
         policy=ON,
         limits=Limits(),
     )
-    assert "ref: refs/heads/" in result.output_tail  # git metadata readable ...
-    assert "blocked" in result.output_tail and "blocked2" in result.output_tail  # ... not writable
+    out = result.output_tail
+    assert "ref: refs/heads/" in out and "gitok" in out  # git metadata readable, git works ...
+    assert "blocked" in out and "blocked2" in out  # ... not writable
+    assert "extraheader" not in out and "c2VjcmV0" not in out and "nohooks" in out  # ... and scrubbed
     assert not (repo / ".git" / "x").exists()
 
 

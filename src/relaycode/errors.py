@@ -112,6 +112,17 @@ class SandboxUnavailable(UsageError):
     """bubblewrap is missing and `--no-sandbox` was not given."""
 
 
+class SandboxViolation(RelayError):
+    """A sandboxed command did something the sandbox exists to prevent (e.g. rewrote git metadata).
+
+    The work stops: whatever produced it is hostile or broken, and nothing it made is trusted.
+    """
+
+
+class SandboxRefused(UsageError):
+    """A sandbox setting would expose too much of the host (e.g. mounting `/`); nothing was run."""
+
+
 class PathEscape(RelayError):
     """A path given by a model resolves outside the worktree."""
 

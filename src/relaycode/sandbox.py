@@ -48,13 +48,15 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relaycode.errors import SandboxUnavailable
+from relaycode import gitguard
+from relaycode.errors import SandboxRefused, SandboxUnavailable
 
 #: The unprivileged uid/gid ("nobody"/"nogroup") a root-run relay drops to.
 SANDBOX_UID = 65534
@@ -187,40 +189,64 @@ def require_sandbox(policy: SandboxPolicy) -> None:
         raise SandboxUnavailable(_BWRAP_MISSING)
 
 
-# --------------------------------------------------------------------------- git
+# --------------------------------------------------------------------------- mounts
 
 
-def git_dirs(worktree: Path) -> list[Path]:
-    """Git metadata reachable from `worktree` that must be read-only inside the sandbox.
+@dataclass(frozen=True)
+class _Mount:
+    """One bwrap mount operation: `tmpfs` (empty), `bind`, `ro-bind` or `ro-file` (a host file relay wrote)."""
 
-    For a plain checkout that is `.git`; for a linked worktree, the `.git`
-    pointer file plus the repository's common git dir (which holds the hooks
-    and config a model would want to plant).
+    path: Path
+    kind: str
+    source: Path | None = None
+
+
+_ORDER = {"tmpfs": 0, "bind": 1, "ro-bind": 2, "ro-file": 3}
+
+
+def _refuse_exposure(path: Path, worktree: Path, git: gitguard.GitLayout | None) -> None:
+    """A read-only mount must never show `/`, the tree's ancestors (siblings, home) or the whole git dir."""
+    too_wide = path == Path("/") or worktree.is_relative_to(path)
+    if git is not None:
+        too_wide = too_wide or git.common.is_relative_to(path)
+    if too_wide:
+        raise SandboxRefused(
+            f"refusing to mount {path} in the sandbox: it would expose {'the whole host' if path == Path('/') else 'the directories around the worktree'}"
+            " (check stages.verify.python and the project environment's interpreter)"
+        )
+
+
+def git_mounts(git: gitguard.GitLayout, config_file: Path) -> list[_Mount]:
+    """What a sandboxed command sees of the git directories: the readable parts, a scrubbed config."""
+    mounts = [_Mount(git.common, "tmpfs")]
+    mounts += [_Mount(git.common / part, "ro-bind") for part in gitguard.READABLE_PARTS
+               if os.path.lexists(git.common / part)]
+    mounts.append(_Mount(git.common / "config", "ro-file", config_file))
+    if git.linked:
+        mounts.append(_Mount(git.admin, "ro-bind"))
+        mounts.append(_Mount(git.root / ".git", "ro-bind"))
+    return mounts
+
+
+def nested_git_mounts(worktree: Path) -> list[_Mount]:
+    """Every nested `.git` (submodules, vendored repositories) read-only, even under the writable tree.
+
+    A symlink named `.git` is not bound (bwrap would follow it); the check after the command sees
+    any change to it.
     """
-    dot_git = worktree / ".git"
-    if dot_git.is_dir() and not dot_git.is_symlink():
-        return [dot_git]
-    if not dot_git.is_file():
-        return []
-    found = [dot_git]
-    match = re.match(r"gitdir:\s*(.+)", dot_git.read_text(errors="replace").strip())
-    if match:
-        gitdir = (worktree / match.group(1).strip()).resolve()
-        common = gitdir
-        commondir_file = gitdir / "commondir"
-        if commondir_file.is_file():
-            common = (gitdir / commondir_file.read_text().strip()).resolve()
-        found.append(common)
-        if not gitdir.is_relative_to(common):
-            found.append(gitdir)
-    return found
-
-
-# --------------------------------------------------------------------------- bwrap command line
+    mounts = []
+    for rel in gitguard.git_entries(worktree):
+        if rel == ".git":
+            continue
+        path = worktree / rel
+        if not path.is_symlink():
+            mounts.append(_Mount(path, "ro-bind"))
+    return mounts
 
 
 def _bwrap_args(
-    worktree: Path, policy: SandboxPolicy, limits: Limits, readonly_git: Sequence[Path], as_root: bool
+    worktree: Path, policy: SandboxPolicy, limits: Limits, as_root: bool, extra_mounts: Sequence[_Mount],
+    git: gitguard.GitLayout | None = None,
 ) -> list[str]:
     args = ["bwrap", "--die-with-parent", "--new-session"]
     if as_root:
@@ -236,51 +262,52 @@ def _bwrap_args(
     # Device nodes, a fresh /proc for the new PID namespace, and a private, size-bounded /tmp
     # (tmpfs is RAM, so it is capped like a file). /tmp first: the worktree may live under it.
     tmp_bytes = max(limits.file_size_mb, 1) * 1024 * 1024
-    args += [
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--perms",
-        "1777",
-        "--size",
-        str(tmp_bytes),
-        "--tmpfs",
-        "/tmp",
-    ]
+    args += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
 
-    binds: list[tuple[Path, str]] = []
+    mounts: list[_Mount] = []
     for top in _SYSTEM_DIRS:
         path = Path(top)
         if path.is_symlink():
             args += ["--symlink", os.readlink(path), top]
         elif path.is_dir():
-            binds.append((path, "--ro-bind"))
+            mounts.append(_Mount(path, "ro-bind"))
     # The interpreter and the venv, so `python -m pytest` works; they may live under /root.
     for extra in (Path(sys.base_prefix), Path(sys.prefix), *policy.readonly_paths):
         if extra.exists():
-            binds.append((extra.resolve(), "--ro-bind"))
-    binds.append((worktree, "--bind"))
-    binds += [(p, "--ro-bind") for p in readonly_git if p.exists()]
+            resolved = extra.resolve()
+            _refuse_exposure(resolved, worktree, git)
+            mounts.append(_Mount(resolved, "ro-bind"))
+    mounts.append(_Mount(worktree, "bind"))
+    mounts += extra_mounts
 
-    # Parents before children so a read-only .git lands on top of the writable worktree.
-    binds.sort(key=lambda b: (len(b[0].parts), b[1] != "--bind"))
-    readonly: list[Path] = []
-    mounted: list[Path] = []
+    # Parents before children, and at one path an empty tmpfs before what is bound into it,
+    # so a read-only `.git` always lands on top of the writable tree that contains it.
+    mounts.sort(key=lambda m: (len(m.path.parts), _ORDER[m.kind]))
+    done: list[_Mount] = []
     created: set[Path] = {Path("/"), Path("/tmp")}
-    for path, kind in binds:
-        if kind == "--ro-bind" and any(path.is_relative_to(r) for r in readonly):
-            continue  # already visible read-only through a parent
-        # bwrap would create missing ancestors with the host's modes (0700 for /root),
-        # which uid 65534 could not traverse.
-        for parent in reversed(path.parents):
-            if parent not in created and not any(parent.is_relative_to(m) for m in mounted):
+    for mount in mounts:
+        covering = max((d for d in done if mount.path.is_relative_to(d.path)),
+                       key=lambda d: len(d.path.parts), default=None)
+        if mount.kind == "ro-bind" and covering is not None and covering.kind == "ro-bind":
+            continue  # already read-only through a parent, with nothing writable in between
+        # Directories that do not exist in the mount tree yet (outside any bind, or inside a tmpfs)
+        # are created 0755: bwrap would copy the host's 0700 of /root, which uid 65534 cannot traverse.
+        for parent in reversed(mount.path.parents):
+            if parent in created:
+                continue
+            inner = max((d for d in done if parent.is_relative_to(d.path)),
+                        key=lambda d: len(d.path.parts), default=None)
+            if inner is None or inner.kind == "tmpfs":
                 args += ["--perms", "0755", "--dir", str(parent)]
                 created.add(parent)
-        args += [kind, str(path), str(path)]
-        mounted.append(path)
-        if kind == "--ro-bind":
-            readonly.append(path)
+        if mount.kind == "tmpfs":
+            args += ["--perms", "0755", "--tmpfs", str(mount.path)]
+        elif mount.kind == "ro-file":
+            args += ["--ro-bind", str(mount.source), str(mount.path)]
+        else:
+            args += [f"--{mount.kind}", str(mount.path), str(mount.path)]
+        done.append(mount)
+        created.add(mount.path)
     args += ["--chdir", str(worktree)]
 
     if as_root:
@@ -318,14 +345,17 @@ def _limit_args(limits: Limits) -> tuple[list[str], Callable[[], None] | None]:
 
 
 def _walk_worktree(root: Path) -> Iterator[str]:
-    """Every path under root except the top-level `.git`, without following symlinks."""
+    """Every path under root except `.git` entries at any depth (and what is in them), not following links.
+
+    git metadata is never lent to the sandbox uid and never re-owned afterwards: re-owning a `.git`
+    the sandbox planted would make git trust it.
+    """
     yield str(root)
     for dirpath, dirnames, filenames in os.walk(root):
-        if dirpath == str(root):
-            dirnames[:] = [d for d in dirnames if d != ".git"]
-            filenames = [f for f in filenames if f != ".git"]
+        dirnames[:] = [d for d in dirnames if d != ".git"]
         for name in (*dirnames, *filenames):
-            yield os.path.join(dirpath, name)
+            if name != ".git":
+                yield os.path.join(dirpath, name)
 
 
 def _lend_worktree(root: Path, owners: dict[str, tuple[int, int]]) -> None:
@@ -443,12 +473,15 @@ def run(
     policy: SandboxPolicy,
     limits: Limits,
     extra_env: Mapping[str, str] | None = None,
-    git_dir_readonly: Path | None = None,
+    git: gitguard.GitLayout | None = None,
 ) -> CompletedCommand:
     """Run `command` in `cwd` (a string goes through `/bin/sh -c`) under the policy and limits.
 
-    Raises SandboxUnavailable if the policy wants a sandbox and bwrap is missing.
-    An exit by signal N is reported as 128+N; a timeout as timed_out=True.
+    `git` is the checkout's git layout as relay knows it; unset, it is discovered from `cwd` and
+    validated (`gitguard.discover`). Raises SandboxUnavailable if the policy wants a sandbox and bwrap
+    is missing, SandboxRefused if a mount would expose too much, and SandboxViolation if the command
+    changed any `.git` entry in the tree. An exit by signal N is reported as 128+N; a timeout as
+    timed_out=True.
     """
     require_sandbox(policy)
     text = command if isinstance(command, str) else shlex.join(command)
@@ -458,23 +491,37 @@ def run(
     prefix, preexec = _limit_args(limits)
     owners: dict[str, tuple[int, int]] = {}
     lend = False
+    before: dict[str, str] | None = None
     start = time.monotonic()
-    if policy.enabled:
-        as_root = os.geteuid() == 0
-        readonly_git = git_dirs(worktree)
-        if git_dir_readonly is not None:
-            readonly_git.append(Path(git_dir_readonly).resolve())
-        argv = prefix + _bwrap_args(worktree, policy, limits, readonly_git, as_root) + argv
-        lend = as_root
-    else:
-        argv = prefix + argv
-    try:
-        if lend:
-            _lend_worktree(worktree, owners)
-        code, tail, timed_out = _execute(argv, worktree, env, limits.wall_s, preexec)
-    finally:
-        if lend:
-            _reclaim_worktree(worktree, owners)
+    with tempfile.TemporaryDirectory(prefix="relay-sandbox-") as scratch:
+        if policy.enabled:
+            as_root = os.geteuid() == 0
+            layout = git if git is not None else gitguard.discover(worktree)
+            mounts = nested_git_mounts(worktree)
+            if layout is not None:
+                config_file = Path(scratch) / "config"
+                config_file.write_text(gitguard.scrubbed_config(layout.common), encoding="utf-8")
+                config_file.chmod(0o644)
+                Path(scratch).chmod(0o755)
+                mounts += git_mounts(layout, config_file)
+            argv = prefix + _bwrap_args(worktree, policy, limits, as_root, mounts, layout) + argv
+            # In root mode the tree's git metadata is root's while the command runs as 65534, which
+            # git refuses as dubious ownership. Inside the sandbox nothing git could run reaches the
+            # host, and the config it reads is the scrubbed one.
+            env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*")
+            lend = as_root
+            before = gitguard.snapshot(worktree)
+        else:
+            argv = prefix + argv
+        try:
+            if lend:
+                _lend_worktree(worktree, owners)
+            code, tail, timed_out = _execute(argv, worktree, env, limits.wall_s, preexec)
+        finally:
+            if lend:
+                _reclaim_worktree(worktree, owners)
+            if before is not None:
+                gitguard.check_unchanged(worktree, before, text)
     return CompletedCommand(
         command=text,
         exit_code=code,

@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from relaycode.errors import PathEscape, RelayError, UsageError
+from relaycode.gitguard import GitLayout
 
 __all__ = [
     "GitError",
@@ -46,6 +47,14 @@ __all__ = [
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _GIT_CONFIG = (
     "-c", "core.hooksPath=/dev/null",
+    # Config that makes git run commands: a repository relay works on must not reach them,
+    # whatever its git directory says.
+    "-c", "core.fsmonitor=false",
+    "-c", "core.sshCommand=false",
+    "-c", "core.pager=cat",
+    "-c", "diff.external=",
+    "-c", "credential.helper=",
+    "-c", "protocol.ext.allow=never",
     "-c", "commit.gpgSign=false",
     "-c", "tag.gpgSign=false",
     "-c", "gc.auto=0",  # no background gc in the user's repo on our account
@@ -343,7 +352,18 @@ class Repo:
         base_file = self._base_file(run_id)
         base_file.parent.mkdir(parents=True, exist_ok=True)
         base_file.write_text(sha + "\n", encoding="ascii")
-        return Worktree(repo=self, root=path, branch=branch, base=sha)
+        return Worktree(repo=self, root=path, branch=branch, base=sha, admin=self._admin_dir(path))
+
+    def _admin_dir(self, path: Path) -> Path:
+        """The linked worktree's own git dir, found from the common dir (which no sandbox can write),
+        never from the checkout's `.git` pointer (which a command in the checkout could rewrite)."""
+        wanted = str((path / ".git").resolve())
+        listing = self.git_dir / "worktrees"
+        for admin in sorted(listing.iterdir()) if listing.is_dir() else []:
+            with contextlib.suppress(OSError):
+                if (admin / "gitdir").read_text(encoding="utf-8").strip() == wanted:
+                    return admin
+        raise GitError(f"git worktree {path} is not registered in {listing}: run `git worktree prune` and retry")
 
     def open_worktree(self, run_id: str) -> Worktree:
         """Re-attach the worktree of an earlier run (re-creating the checkout if it was deleted)."""
@@ -359,7 +379,7 @@ class Repo:
         base = base_file.read_text(encoding="ascii").strip() if base_file.exists() else ""
         if not base:  # metadata lost: the best guess is where the branch left the user's HEAD
             base = self.git("merge-base", "HEAD", branch).stdout.strip()
-        return Worktree(repo=self, root=path, branch=branch, base=base)
+        return Worktree(repo=self, root=path, branch=branch, base=base, admin=self._admin_dir(path))
 
 
 @dataclass(frozen=True)
@@ -370,11 +390,22 @@ class Worktree:
     root: Path
     branch: str
     base: str  # the commit the run started from
+    admin: Path | None = None
+    """The worktree's own git dir. Set, every git call names it and the tree explicitly, so the
+    `.git` pointer in the tree (writable by commands run there) never chooses the repository."""
+
+    @property
+    def layout(self) -> GitLayout:
+        """The git layout the sandbox mounts, from what relay knows rather than from the tree."""
+        if self.admin is None:
+            return GitLayout(root=self.root, admin=self.root / ".git", common=self.root / ".git")
+        return GitLayout(root=self.root, admin=self.admin, common=self.repo.git_dir)
 
     def git(
         self, *args: str, check: bool = True, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return _git(list(args), self.root, self.repo.identity, check=check, extra_env=env)
+        where = ["--git-dir", str(self.admin), "--work-tree", str(self.root)] if self.admin else []
+        return _git([*where, *args], self.root, self.repo.identity, check=check, extra_env=env)
 
     def read_text(self, rel: str) -> str:
         with open_in_root(self.root, rel, "r") as fh:
