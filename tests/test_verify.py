@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -214,6 +216,38 @@ def test_project_env_finds_the_checkouts_venv_or_the_configured_one(tmp_path: Pa
     assert project_env(tmp_path, "envs/dev/bin/python") == other
     with pytest.raises(ConfigError, match=r"stages\.verify\.python: nowhere is not a virtualenv"):
         project_env(tmp_path, "nowhere")
+
+
+def test_a_committed_venv_is_not_used_and_pyvenv_cfg_chooses_no_mount(tmp_path: Path) -> None:
+    """A repository that commits `.venv` (with `home = /` in pyvenv.cfg) must not choose what is mounted."""
+    from relaycode.stages.verify import interpreter_prefix, project_env, tool_env
+
+    venv = _venv(tmp_path / ".venv")
+    (venv / "pyvenv.cfg").write_text("home = /x\n")  # the old reader bound the parent of this: `/`
+    prefix = interpreter_prefix(venv)
+    assert prefix is not None and prefix != Path("/")
+    assert Path(os.path.realpath(sys.executable)).is_relative_to(prefix)
+    _, policy = tool_env(venv, SandboxPolicy())
+    assert Path("/") not in policy.readonly_paths
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    assert project_env(tmp_path, None) == venv  # the user's own, untracked environment
+    subprocess.run([*git, "add", "-f", ".venv/pyvenv.cfg"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "venv"], cwd=tmp_path, check=True)
+    assert project_env(tmp_path, None) is None  # committed: the repository's say, not used
+    assert project_env(tmp_path, ".venv") == venv  # unless the user names it
+
+
+def test_an_interpreter_linked_to_a_wide_directory_is_refused(tmp_path: Path) -> None:
+    from relaycode.errors import SandboxRefused
+
+    if not sandbox.bwrap_available():
+        pytest.skip("bubblewrap is not installed (scripts/dev installs it)")
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    home_parent = Path.home().parent
+    with pytest.raises(SandboxRefused, match="refusing to mount"):
+        run_verify(wt, ["true"], policy=SandboxPolicy(readonly_paths=(home_parent,)), limits=Limits(wall_s=30))
 
 
 @pytest.mark.parametrize("sandboxed", [True, False])

@@ -206,7 +206,7 @@ _ORDER = {"tmpfs": 0, "bind": 1, "ro-bind": 2, "ro-file": 3}
 
 def _refuse_exposure(path: Path, worktree: Path, git: gitguard.GitLayout | None) -> None:
     """A read-only mount must never show `/`, the tree's ancestors (siblings, home) or the whole git dir."""
-    too_wide = path == Path("/") or worktree.is_relative_to(path)
+    too_wide = path == Path("/") or worktree.is_relative_to(path) or Path.home().is_relative_to(path)
     if git is not None:
         too_wide = too_wide or git.common.is_relative_to(path)
     if too_wide:

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -195,13 +196,26 @@ def parse_pytest_failures(output: str) -> list[str]:
 VENV_NAMES = (".venv", "venv")
 
 
+def _tracked(checkout: Path, rel: str) -> bool:
+    """Whether git tracks anything under `rel` in the checkout (so the repository, not the user, made it)."""
+    try:
+        proc = subprocess.run(
+            ["git", "-c", "core.fsmonitor=false", "ls-files", "-z", "--", rel], cwd=checkout,
+            capture_output=True, stdin=subprocess.DEVNULL, check=False, timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return True  # cannot tell: do not use it
+    return proc.returncode == 0 and bool(proc.stdout.strip(b"\0"))
+
+
 def project_env(checkout: Path, setting: str | None) -> Path | None:
     """The project's own virtualenv, whose tools verify puts first on PATH; None for relay's.
 
     `setting` is `stages.verify.python`: a virtualenv directory or its `bin/python`, relative
     to the checkout or absolute. Unset: the checkout's `.venv` or `venv`, when it holds a
-    Python. A project's tests import the project's dependencies, which relay's own
-    environment does not have.
+    Python and git does not track it: a committed environment is the repository's say, and
+    what relay mounts must not be chosen by the repository. A project's tests import the
+    project's dependencies, which relay's own environment does not have.
     """
     if setting:
         given = Path(setting).expanduser()
@@ -211,21 +225,25 @@ def project_env(checkout: Path, setting: str | None) -> Path | None:
             raise ConfigError(f"stages.verify.python: {setting} is not a virtualenv (no {venv / 'bin' / 'python'})")
         return venv
     for name in VENV_NAMES:
-        if (checkout / name / "bin" / "python").exists():
+        if (checkout / name / "bin" / "python").exists() and not _tracked(checkout, name):
             return checkout / name
     return None
 
 
-def _venv_home(venv: Path) -> Path | None:
-    """The base installation a virtualenv's `bin/python` links to (`home` in pyvenv.cfg)."""
-    try:
-        for line in (venv / "pyvenv.cfg").read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "home" and value.strip():
-                return Path(value.strip()).parent
-    except OSError:
-        pass
-    return None
+def interpreter_prefix(venv: Path) -> Path | None:
+    """The installation the venv's interpreter really is (the real path of `bin/python`, two levels up).
+
+    Read from the file system, not from `pyvenv.cfg`, which is text anyone could have written. None
+    when the interpreter is not a regular executable file or lives in the system directories (the
+    sandbox shows those anyway).
+    """
+    real = Path(os.path.realpath(venv / "bin" / "python"))
+    if not real.is_file() or not os.access(real, os.X_OK):
+        return None
+    prefix = real.parent.parent
+    if prefix == Path("/") or any(prefix == Path(d) or prefix.is_relative_to(d) for d in ("/usr", "/bin", "/lib")):
+        return None
+    return prefix
 
 
 def tool_env(venv: Path | None, policy: SandboxPolicy) -> tuple[dict[str, str], SandboxPolicy]:
@@ -237,7 +255,7 @@ def tool_env(venv: Path | None, policy: SandboxPolicy) -> tuple[dict[str, str], 
     dirs = [str(Path(sys.executable).parent)]
     if venv is not None:
         dirs.insert(0, str(venv / "bin"))
-        visible = tuple(p for p in (venv, _venv_home(venv)) if p is not None and p.exists())
+        visible = tuple(p for p in (venv, interpreter_prefix(venv)) if p is not None and p.exists())
         policy = dataclasses.replace(policy, readonly_paths=policy.readonly_paths + visible)
     env = {
         "PATH": os.pathsep.join([*dirs, os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")]),
