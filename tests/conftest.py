@@ -58,6 +58,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     # RELAY_HOME stays as it is: the local runtime and weights installed by
     # `scripts/dev test` are shared. The run history goes to a per-test file.
     monkeypatch.setenv("RELAY_HISTORY_DB", str(tmp_path_factory.mktemp("history") / "history.db"))
+    # The user's own config and trusted repositories must not shape a test (nor a test write them).
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
 
 

@@ -1,10 +1,15 @@
 """relay's configuration: which model runs each stage, budgets, limits.
 
-A config comes from (first found) `--config FILE`, `relay.toml` in the
-repository, `~/.config/relay/config.toml`, or a built-in preset. Presets are
-plain dicts in `presets.py`; a file may start from one with `preset = "api"`
-and override any key. Every field has a docstring: `relay config show` and the
-docs are generated from them.
+A config is layered key by key, as git, ruff or pip configs are: built-in defaults < a preset
+< the user's `~/.config/relay/config.toml` < the repository's `relay.toml` < `--config FILE`
+< the command line. `--preset` (or the highest layer's `preset = "..."`) picks the preset; with
+none, the offline `local` preset is the base unless a layer names an implementer itself.
+
+The repository's `relay.toml` is the repository's say, not the user's: settings that weaken
+the sandbox, choose where requests and keys go or what is mounted, or raise a budget are
+ignored from it, each with a one-line notice (`RESTRICTED`), unless the user trusts that exact
+file (`relay trust`, see `trust.py`). Presets are plain dicts in `presets.py`. Every field has
+a docstring: `relay config show` and the docs are generated from them.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -32,13 +39,13 @@ class _Strict(BaseModel):
 class Price(_Strict):
     """A price override in dollars per million tokens (for local, self-hosted or unlisted models)."""
 
-    input_per_mtok: float = Field(ge=0)
+    input_per_mtok: float = Field(ge=0, allow_inf_nan=False)
     """Dollars per million input tokens."""
-    output_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0, allow_inf_nan=False)
     """Dollars per million output tokens."""
-    cache_read_per_mtok: float | None = Field(default=None, ge=0)
+    cache_read_per_mtok: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """Dollars per million cached input tokens read; defaults to the input price."""
-    cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """Dollars per million input tokens written to the cache; defaults to the input price."""
 
 
@@ -87,14 +94,14 @@ class Endpoint(_Strict):
 
 
 class PlanStage(_Strict):
-    model: str | None = None
+    model: str | None = Field(default=None, min_length=1)
     """The planner, `provider:model`. Unset: no planning stage (the implementer gets the task)."""
     approve: bool = True
     """Ask a person to approve or edit the plan when a terminal is attached (skipped with --yes)."""
 
 
 class ImplementStage(_Strict):
-    model: str
+    model: str = Field(min_length=1)
     """The implementer, `provider:model`."""
     escalate_to: list[str] = Field(default_factory=list)
     """Stronger implementers to move to, in order, when attempts keep failing verification."""
@@ -148,14 +155,18 @@ class Stages(_Strict):
     """The verification stage (no model)."""
 
 
+Dollars = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0)]
+
+
 class Budget(_Strict):
-    run_usd: float | None = Field(default=None, gt=0)
+    run_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Hard limit on dollars for one run. Checked before every request against its worst case."""
-    stage_usd: dict[Stage, float] = Field(default_factory=dict)
+    stage_usd: dict[Stage, Dollars] = Field(default_factory=dict)
     """Hard limit on dollars per stage, e.g. `stage_usd.review = 0.20`."""
-    stage_requests: dict[Stage, int] = Field(default_factory=dict)
+    stage_requests: dict[Stage, Count] = Field(default_factory=dict)
     """Maximum model requests per stage in one run."""
-    stage_tokens: dict[Stage, int] = Field(default_factory=dict)
+    stage_tokens: dict[Stage, Count] = Field(default_factory=dict)
     """Maximum tokens (input + output) per stage in one run."""
 
 
@@ -216,7 +227,11 @@ class Config(_Strict):
     preset: str | None = None
     """The preset this config started from, if any."""
     source: str = "<defaults>"
-    """Where this config was read from (set by the loader)."""
+    """Where this config was read from (set by the loader): its layers, lowest first."""
+    origins: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """Which layer set each key (dotted), for `relay config show` (set by the loader)."""
+    notices: list[str] = Field(default_factory=list, exclude=True)
+    """Settings the loader ignored and why (a repository config's restricted keys), one line each."""
 
     def settings_for(self, model: str) -> ModelSettings:
         return self.models.get(model) or ModelSettings()
@@ -270,6 +285,59 @@ def check_diversity(config: Config) -> None:
 
 # ---------------------------------------------------------------- loading
 
+#: Settings a repository's own relay.toml may not set unless the user trusts that file (`relay trust`):
+#: they weaken the sandbox, choose what the sandbox mounts, choose where requests, code and keys go,
+#: or lower what the budget sees. `*` matches one key (a model name).
+RESTRICTED: tuple[tuple[str, ...], ...] = (
+    ("sandbox",),
+    ("stages", "verify", "python"),
+    ("endpoints",),
+    ("models", "*", "price"),
+    ("unpriced",),
+    ("trace",),
+)
+
+#: Budget settings: from a repository they can only lower what the user's layers allow.
+_BUDGET = ("budget",)
+
+Leaf = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConfigLayer:
+    """One source of settings. Later layers override earlier ones key by key."""
+
+    name: str
+    """How `relay config show` names it: `preset local`, a file path, `command line`."""
+    data: Mapping[str, Any]
+    trusted: bool = True
+    """False for a repository's relay.toml the user has not trusted."""
+
+
+def _flatten(data: Mapping[str, Any], prefix: Leaf = ()) -> dict[Leaf, Any]:
+    out: dict[Leaf, Any] = {}
+    for key, value in data.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def _unflatten(leaves: Mapping[Leaf, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, value in leaves.items():
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return out
+
+
+def _matches(path: Leaf, pattern: Leaf) -> bool:
+    return len(path) >= len(pattern) and all(p in ("*", k) for p, k in zip(pattern, path, strict=False))
+
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
@@ -281,9 +349,51 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def _format_validation(exc: ValidationError, source: str) -> str:
+@dataclass
+class _Layered:
+    leaves: dict[Leaf, Any] = dc_field(default_factory=dict)
+    origins: dict[Leaf, str] = dc_field(default_factory=dict)
+    notices: list[str] = dc_field(default_factory=list)
+
+    def apply(self, layer: ConfigLayer) -> None:
+        for path, value in _flatten(layer.data).items():
+            if path == ("preset",):
+                continue
+            dotted = ".".join(path)
+            if not layer.trusted and any(_matches(path, r) for r in RESTRICTED):
+                self.notices.append(
+                    f"{layer.name}: ignored {dotted!r}: a repository's config may not set it "
+                    "(run `relay trust` in the repository to allow this file)"
+                )
+                continue
+            if not layer.trusted and _matches(path, _BUDGET) and path in self.leaves:
+                current = self.leaves[path]
+                if _is_number(current) and (not _is_number(value) or value > current):
+                    self.notices.append(
+                        f"{layer.name}: ignored {dotted} = {value!r}: a repository's config may only lower "
+                        f"a budget ({self.origins[path]} sets {current!r})"
+                    )
+                    continue
+            # A table replaced by a scalar (or the reverse) drops what the earlier layers set under it.
+            for old in [p for p in self.leaves if p[: len(path)] == path or path[: len(p)] == p]:
+                del self.leaves[old]
+                self.origins.pop(old, None)
+            self.leaves[path] = value
+            self.origins[path] = layer.name
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _format_validation(exc: ValidationError, source: str | Mapping[Leaf, str]) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if not isinstance(source, str):
+        path = tuple(str(p) for p in err["loc"])
+        source = next((source[p] for p in (path[:i] for i in range(len(path), 0, -1)) if p in source), None) or next(
+            (name for leaf, name in source.items() if leaf[: len(path)] == path), "config"
+        )
     kind = err["type"]
     if kind == "extra_forbidden":
         return f"{source}: unknown key {loc!r}: remove it or check its spelling (see `relay config show`)"
@@ -293,6 +403,23 @@ def _format_validation(exc: ValidationError, source: str) -> str:
     if err["loc"]:
         return f"{source}: key {loc!r}: {msg}"
     return f"{source}: {msg}"
+
+
+def _check_semantics(config: Config, source: str) -> Config:
+    from relaycode.models import PROVIDERS, check_model_names
+
+    for name in config.endpoints:
+        if name in PROVIDERS:
+            raise ConfigError(
+                f"{source}: endpoints.{name}: {name!r} is a built-in provider and cannot be redefined as an "
+                "endpoint (its requests carry that provider's API key); name the endpoint differently"
+            )
+    try:
+        check_model_names(config)
+        check_diversity(config)
+    except (ConfigError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config
 
 
 def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Config:
@@ -308,22 +435,22 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Conf
         config = Config.model_validate({**data, "source": source})
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc, source)) from None
-    from relaycode.models import check_model_names
+    return _check_semantics(config, source)
 
+
+def read_toml(path: Path, *, repository: bool = False) -> dict[str, Any]:
+    """A TOML file as a dict. `repository=True`: read as untrusted input (no links, regular file only)."""
     try:
-        check_model_names(config)
-        check_diversity(config)
-    except (ConfigError, ValueError) as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    return config
+        if repository:
+            from relaycode.trust import read_repo_file
 
-
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
+            return tomllib.loads(read_repo_file(path).decode("utf-8"))
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
@@ -333,27 +460,91 @@ def user_config_path() -> Path:
     return Path(base) / "relay" / "config.toml"
 
 
+def repo_config_path(repo: Path | None) -> Path | None:
+    """The repository's `relay.toml`, if it has one (a symlink counts: it is refused when read)."""
+    if repo is None:
+        return None
+    path = repo / "relay.toml"
+    return path if os.path.lexists(path) else None
+
+
 def find_config_file(repo: Path | None) -> Path | None:
-    """`relay.toml` in the repository, else the user's config file, else None."""
-    if repo is not None and (repo / "relay.toml").is_file():
-        return repo / "relay.toml"
+    """`relay.toml` in the repository, else the user's config file, else None (the most specific one)."""
+    found = repo_config_path(repo)
+    if found is not None:
+        return found
     user = user_config_path()
     return user if user.is_file() else None
 
 
-def load_config(
-    *, config_file: Path | None = None, preset: str | None = None, repo: Path | None = None
-) -> Config:
-    """Resolve the config: `--config FILE` > `--preset` > relay.toml > user config > the `local` preset.
+def config_layers(
+    *, config_file: Path | None = None, preset: str | None = None, repo: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[str, list[ConfigLayer]]:
+    """The preset and the layers over it, lowest first: user config < repository relay.toml (within
+    the trust rules) < `--config FILE` < command line."""
+    from relaycode import trust
+    from relaycode.presets import PRESETS
 
-    `--preset` with a config file applies the file's keys over that preset.
+    layers: list[ConfigLayer] = []
+    user = user_config_path()
+    if user.is_file():
+        layers.append(ConfigLayer(str(user), read_toml(user)))
+    repo_file = repo_config_path(repo)
+    if repo_file is not None:
+        raw = trust.read_repo_file(repo_file)
+        layers.append(ConfigLayer(f"{repo_file} (repository)", read_toml(repo_file, repository=True),
+                                  trusted=trust.is_trusted(repo_file, raw)))
+    if config_file is not None:
+        layers.append(ConfigLayer(str(config_file), read_toml(config_file)))
+    if overrides:
+        layers.append(ConfigLayer("command line", dict(overrides)))
+
+    named = [(layer.name, layer.data["preset"]) for layer in layers if "preset" in layer.data]
+    chosen: str | None = preset
+    where = "--preset"
+    if chosen is None and named:
+        where, chosen = named[-1]
+    if chosen is not None and chosen not in PRESETS:
+        raise ConfigError(f"{where}: unknown preset {chosen!r}; known: {', '.join(PRESETS)}")
+    if chosen is None:
+        # Nothing names a preset: the offline `local` preset is the base, unless the layers name an
+        # implementer themselves (a complete config stands alone, as it always has).
+        defines_implementer = any(
+            isinstance(layer.data.get("stages"), Mapping)
+            and isinstance(layer.data["stages"].get("implement"), Mapping)
+            and "model" in layer.data["stages"]["implement"]
+            for layer in layers
+        )
+        chosen = None if defines_implementer else "local"
+    return chosen or "", layers
+
+
+def load_config(
+    *, config_file: Path | None = None, preset: str | None = None, repo: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Resolve the config key by key: built-in defaults < preset < user config < repository relay.toml
+    (what the trust rules allow) < `--config FILE` < command line (`--preset` picks the preset).
+
+    The result's `origins` say which layer set each key; `notices` list what was ignored and why.
     """
-    path = config_file or (None if preset else find_config_file(repo))
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = read_toml(path)
-    if preset is not None:
-        data = {**data, "preset": preset}
-    elif "preset" not in data and path is None:
-        data = {"preset": "local"}
-    return config_from_dict(data, source=str(path) if path else f"preset {data.get('preset')}")
+    from relaycode.presets import PRESETS
+
+    chosen, layers = config_layers(config_file=config_file, preset=preset, repo=repo, overrides=overrides)
+    merged = _Layered()
+    if chosen:
+        merged.apply(ConfigLayer(f"preset {chosen}", PRESETS[chosen]))
+    for layer in layers:
+        merged.apply(layer)
+    data = _unflatten(merged.leaves)
+    names = ([f"preset {chosen}"] if chosen else []) + [layer.name for layer in layers]
+    source = " < ".join(names) or "<defaults>"
+    try:
+        config = Config.model_validate({**data, "preset": chosen or None, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, merged.origins)) from None
+    config = _check_semantics(config, source)
+    config.origins = {".".join(k): v for k, v in merged.origins.items()}
+    config.notices = list(merged.notices)
+    return config

@@ -154,7 +154,7 @@ class _Run:
         self.session = ModelSession(self.config, run_id=store.run_id, ledger=ledger,
                                     model_overrides=options.model_overrides)
         self.result = RunResult(run_id=store.run_id, status="error", branch=worktree.branch, run_dir=store.dir,
-                                worktree=worktree.root, ledger=ledger, sandboxed=not options.no_sandbox)
+                                worktree=worktree.root, ledger=ledger, sandboxed=not options.no_sandbox and options.config.sandbox.enabled)
         self.timeline: list[dict[str, Any]] = state.setdefault("timeline", [])
 
     # ---------------------------------------------------------------- events
@@ -427,14 +427,9 @@ class _Run:
 
     def sandbox_settings(self) -> tuple[Any, Any]:
         """The policy and limits every command of this run gets (verify, and the agent loop's `run`)."""
-        from relaycode.sandbox import Limits, SandboxPolicy
+        from relaycode.sandbox import settings_from_config
 
-        cfg = self.config
-        policy = SandboxPolicy(enabled=not self.options.no_sandbox and cfg.sandbox.enabled,
-                               env_allow=tuple(cfg.sandbox.env_allow))
-        limits = Limits(wall_s=cfg.stages.verify.timeout_s, memory_mb=cfg.sandbox.memory_mb,
-                        max_procs=cfg.sandbox.max_procs)
-        return policy, limits
+        return settings_from_config(self.config, no_sandbox=self.options.no_sandbox)
 
     def verify(self, name: str = "verify.json") -> Any:
         from relaycode.stages.verify import run_verify

@@ -53,10 +53,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relaycode import gitguard
 from relaycode.errors import SandboxRefused, SandboxUnavailable
+
+if TYPE_CHECKING:
+    from relaycode.config import Config
 
 #: The unprivileged uid/gid ("nobody"/"nogroup") a root-run relay drops to.
 SANDBOX_UID = 65534
@@ -173,6 +176,15 @@ def _command_env(policy: SandboxPolicy, extra_env: Mapping[str, str] | None) -> 
     env["HOME"] = "/tmp"  # inside the sandbox a private tmpfs, never the user's home
     env["TMPDIR"] = "/tmp"
     return env
+
+
+def settings_from_config(config: Config, *, no_sandbox: bool = False) -> tuple[SandboxPolicy, Limits]:
+    """The policy and limits every command of a run gets: the one home of that rule (verify, the agent
+    loop's `run`, `relay verify`, the bench's hidden tests)."""
+    policy = SandboxPolicy(enabled=config.sandbox.enabled and not no_sandbox, env_allow=tuple(config.sandbox.env_allow))
+    limits = Limits(wall_s=config.stages.verify.timeout_s, memory_mb=config.sandbox.memory_mb,
+                    max_procs=config.sandbox.max_procs)
+    return policy, limits
 
 
 # --------------------------------------------------------------------------- availability

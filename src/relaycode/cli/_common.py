@@ -12,7 +12,7 @@ import typer
 if TYPE_CHECKING:
     from relaycode.config import Config
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (TOML). Default: relay.toml in the repo, then ~/.config/relay/config.toml, then the `local` preset.")
+ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (TOML), layered over the preset, ~/.config/relay/config.toml and the repository's relay.toml (see `relay config show`).")
 PresetOpt = typer.Option(None, "--preset", "-p", help="Built-in preset: local, local-noplan, local-cascade, solo-local, smoke, api, solo.")
 RepoOpt = typer.Option(Path("."), "--repo", "-r", help="The git repository to work on.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON on stdout.")
@@ -24,9 +24,12 @@ def load_config_or_exit(config_file: Path | None, preset: str | None, repo: Path
     from relaycode.errors import RelayError
 
     try:
-        return load_config(config_file=config_file, preset=preset, repo=repo)
+        config = load_config(config_file=config_file, preset=preset, repo=repo)
     except RelayError as exc:
         raise die(exc) from None
+    for notice in config.notices:
+        typer.echo(f"relay: warning: {notice}", err=True)
+    return config
 
 
 def die(exc: BaseException) -> typer.Exit:

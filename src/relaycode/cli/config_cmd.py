@@ -24,7 +24,7 @@ def show(
     cfg = load_config_or_exit(config, preset, repo)
     data = cfg.public_dict()
     if as_json:
-        print_json(data)
+        print_json({**data, "origins": cfg.origins})
         return
 
     from rich.console import Console
@@ -42,6 +42,23 @@ def show(
                   f"timeout_s={st.verify.timeout_s}")
     console.print(table)
     console.print(f"budget: {data['budget']}  max_iterations={cfg.max_iterations}")
+    if cfg.origins:
+        layers = Table("key", "value", "from", title="where each setting came from")
+        flat = _flat(data)
+        for key in sorted(cfg.origins):
+            if key in flat:
+                layers.add_row(key, str(flat[key]), cfg.origins[key])
+        console.print(layers)
+
+
+def _flat(data: dict[str, object], prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 @config_app.command("check")

@@ -71,8 +71,10 @@ def execute(
     from relaycode.pipeline import RunOptions, run_task
 
     console = Console(stderr=True)
-    if no_sandbox:
-        console.print("[bold red]WARNING: --no-sandbox: model-written code runs with your user's full access.[/bold red]")
+    if no_sandbox or not config.sandbox.enabled:
+        why = "--no-sandbox" if no_sandbox else f"sandbox.enabled = false ({config.origins.get('sandbox.enabled', 'config')})"
+        console.print(f"[bold red]WARNING: the sandbox is OFF ({why}): model-written code runs with your user's "
+                      "full access.[/bold red]")
     interactive = sys.stdin.isatty() and not yes and config.stages.plan.approve
     options = RunOptions(
         repo=repo, task=task, config=config, yes=not interactive, plan_file=plan_file, run_id=resume,
@@ -151,18 +153,20 @@ def verify(
     from rich.console import Console
 
     from relaycode.errors import RelayError
-    from relaycode.sandbox import Limits, SandboxPolicy, require_sandbox
+    from relaycode.sandbox import require_sandbox, settings_from_config
     from relaycode.stages.verify import detect_commands, project_env, run_verify
     from relaycode.workspace import open_repo
 
     cfg = load_config_or_exit(config, preset, repo)
     try:
         root = open_repo(repo).root
-        policy = SandboxPolicy(enabled=cfg.sandbox.enabled and not no_sandbox, env_allow=tuple(cfg.sandbox.env_allow))
+        policy, limits = settings_from_config(cfg, no_sandbox=no_sandbox)
         require_sandbox(policy)
-        commands = cfg.stages.verify.commands or detect_commands(root)
-        limits = Limits(wall_s=cfg.stages.verify.timeout_s, memory_mb=cfg.sandbox.memory_mb,
-                        max_procs=cfg.sandbox.max_procs)
+        if not policy.enabled:
+            typer.echo("relay: WARNING: the sandbox is OFF: the repository's commands run with your user's full "
+                       "access", err=True)
+        configured = cfg.stages.verify.commands
+        commands = list(configured) if configured is not None else detect_commands(root)
         result = run_verify(root, commands, policy=policy, limits=limits,
                             venv=project_env(root, cfg.stages.verify.python))
     except RelayError as exc:
