@@ -15,8 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from relaycode.errors import PathEscape
-from relaycode.workspace import safe_path
+from relaycode.workspace import read_text_in_root
 
 __all__ = ["relevant_files", "repo_map", "signatures"]
 
@@ -63,16 +62,10 @@ def _is_test(path: str) -> bool:
 
 def _read(root: Path, rel: str) -> str | None:
     """File text, or None for binary, huge, unreadable or unsafe files."""
-    try:
-        path = safe_path(root, rel)
-        if not path.is_file() or path.stat().st_size > _MAX_FILE_BYTES:
-            return None
-        data = path.read_bytes()
-    except (OSError, PathEscape):
+    text = read_text_in_root(root, rel, max_bytes=_MAX_FILE_BYTES)
+    if text is None or "\0" in text[:8192]:
         return None
-    if b"\0" in data[:8192]:
-        return None
-    return data.decode("utf-8", errors="replace")
+    return text
 
 
 def _scores(root: Path, files: Sequence[str], task: str) -> dict[str, float]:

@@ -41,6 +41,7 @@ __all__ = [
     "Worktree",
     "open_in_root",
     "open_repo",
+    "read_text_in_root",
     "safe_path",
 ]
 
@@ -251,6 +252,24 @@ def open_in_root(root: Path, rel: str, mode: str = "r", *, make_parents: bool = 
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_text_in_root(root: Path, rel: str, *, max_bytes: int = 1 << 20) -> str | None:
+    """The text of `rel` inside `root`, or None when it is missing, not a regular file, reached through
+    a symlink, larger than `max_bytes` or outside the root.
+
+    Every read relay makes of a tree outside the sandbox (repo map, doc examples, config sniffing)
+    goes through here: a repository must not make relay read a file outside it (a link to
+    `~/.ssh/id_rsa` would end up in a prompt) or block on a FIFO.
+    """
+    try:
+        with open_in_root(root, rel, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size > max_bytes:
+                return None
+            data: bytes = fh.read(max_bytes + 1)
+    except (OSError, PathEscape):
+        return None
+    return data.decode("utf-8", errors="replace")
 
 
 def _atomic_write(root: Path, rel: str, data: bytes) -> None:

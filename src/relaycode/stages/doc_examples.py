@@ -17,7 +17,9 @@ import ast
 import doctest
 import importlib.util
 import json
+import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -26,11 +28,32 @@ COMMAND_NAME = "relay:doc-examples"
 PER_EXAMPLE_TIMEOUT_S = 5
 
 
-def has_examples(path: Path) -> bool:
+def _source(root: Path, rel: Path) -> str:
+    """A file's text, read without following links out of the tree ('' when it cannot be).
+
+    Self-contained (this module also runs alone inside the sandbox): the real path must stay inside
+    the root, the file itself must not be a link, and a FIFO must not block the read.
+    """
+    path = root / rel
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, os.path.realpath(root)]) != os.path.realpath(root):
+        return ""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read(1 << 20).decode("utf-8", errors="replace")
+    finally:
+        os.close(fd)
+
+
+def has_examples(path: Path, root: Path | None = None) -> bool:
+    root = root if root is not None else path.parent
+    text = _source(root, path.relative_to(root) if path.is_absolute() else path)
     return ">>>" in text and bool(example_strings(text))
 
 
@@ -56,7 +79,7 @@ def candidate_files(root: Path) -> list[Path]:
     """Python files under `root` (relative paths) that hold examples; test files and .git excluded."""
     return sorted(
         p.relative_to(root) for p in root.rglob("*.py")
-        if ".git" not in p.relative_to(root).parts and not p.name.startswith("test_") and has_examples(p)
+        if ".git" not in p.relative_to(root).parts and not p.name.startswith("test_") and has_examples(p, root)
     )
 
 
@@ -66,7 +89,7 @@ def collect(root: Path) -> dict[str, list[str]]:
     A run pins the examples of the code as it was before any change, so an implementer that
     deletes a docstring (small models rewriting a whole file often do) deletes no checks.
     """
-    return {p.as_posix(): example_strings((root / p).read_text(encoding="utf-8")) for p in candidate_files(root)}
+    return {p.as_posix(): example_strings(_source(root, p)) for p in candidate_files(root)}
 
 
 def check(paths: list[Path], pinned: dict[str, list[str]] | None = None) -> int:

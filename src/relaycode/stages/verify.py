@@ -110,10 +110,9 @@ def _has_test_files(root: Path) -> bool:
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
+    from relaycode.workspace import read_text_in_root
+
+    return read_text_in_root(path.parent, path.name) or ""
 
 
 def _has_pytest_config(root: Path) -> bool:
