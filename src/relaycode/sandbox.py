@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relaycode import gitguard
+from relaycode import cgroup, gitguard
 from relaycode.errors import SandboxRefused, SandboxUnavailable
 
 if TYPE_CHECKING:
@@ -275,6 +275,8 @@ def _bwrap_args(
     # (tmpfs is RAM, so it is capped like a file). /tmp first: the worktree may live under it.
     tmp_bytes = max(limits.file_size_mb, 1) * 1024 * 1024
     args += ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    # POSIX semaphores and shared memory (multiprocessing, pytest-xdist) need a writable /dev/shm.
+    args += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/dev/shm"]
 
     mounts: list[_Mount] = []
     for top in _SYSTEM_DIRS:
@@ -505,7 +507,10 @@ def run(
     lend = False
     before: dict[str, str] | None = None
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="relay-sandbox-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="relay-sandbox-") as scratch, \
+            cgroup.memory_cap(limits.memory_mb * 1024 * 1024) as cgroup_procs:
+        if cgroup_procs is not None:  # the whole command tree shares one memory cap
+            prefix = cgroup.join_prefix(cgroup_procs) + prefix
         if policy.enabled:
             as_root = os.geteuid() == 0
             layout = git if git is not None else gitguard.discover(worktree)

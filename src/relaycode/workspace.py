@@ -43,6 +43,7 @@ __all__ = [
     "open_repo",
     "read_text_in_root",
     "safe_path",
+    "write_in_root",
 ]
 
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -270,6 +271,11 @@ def read_text_in_root(root: Path, rel: str, *, max_bytes: int = 1 << 20) -> str 
     except (OSError, PathEscape):
         return None
     return data.decode("utf-8", errors="replace")
+
+
+def write_in_root(root: Path, rel: str, data: bytes) -> None:
+    """Write `rel` inside `root` atomically; no link, FIFO or directory planted at or above it is followed."""
+    _atomic_write(root, rel, data)
 
 
 def _atomic_write(root: Path, rel: str, data: bytes) -> None:

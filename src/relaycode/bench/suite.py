@@ -287,21 +287,22 @@ def _git(repo: Path, *args: str) -> None:
 
 
 def write_files(root: Path, files: Mapping[str, str]) -> None:
-    """Write `files` under `root`; each path is re-checked so no write can land outside it."""
-    base = root.resolve()
+    """Write `files` under `root` through the path-safety layer: a symlink or FIFO that model-written
+    code planted at a hidden-test path is replaced, never followed or opened (a FIFO would block)."""
+    from relaycode.errors import PathEscape
+    from relaycode.workspace import write_in_root
+
     for rel, text in files.items():
         why = path_problem(rel)
         if why:
             raise UsageError(why)
-        target = base / rel
-        # A symlink planted by model-written code could redirect a hidden file: refuse it.
-        parent = target.parent
-        if not parent.resolve().is_relative_to(base):
-            raise UsageError(f"path {rel!r} resolves outside {root}")
-        parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink():
-            target.unlink()
-        target.write_text(text, encoding="utf-8")
+        target = root.resolve() / rel
+        if target.is_symlink() and target.parent.resolve().is_relative_to(root.resolve()):
+            target.unlink()  # a link planted at the file itself is replaced; one above it is refused
+        try:
+            write_in_root(root.resolve(), rel, text.encode("utf-8"))
+        except PathEscape as exc:
+            raise UsageError(f"path {rel!r}: {exc}") from None
 
 
 def materialise(case: Case, dest: Path) -> Path:
