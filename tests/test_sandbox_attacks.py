@@ -485,6 +485,7 @@ ATTACKS: list[Attack] = [
         lambda c: "setsid sh -c 'sleep 1; echo alive > bg-marker' >/dev/null 2>&1 & sleep 0.2",
         _exists(lambda c: c.wt / "bg-marker"),
         wait_after_s=1.6,
+        baseline="raw",  # relay kills a memory cgroup's processes even unsandboxed: prove it on a plain subprocess
     ),
     Attack(
         "survivor",
@@ -492,6 +493,7 @@ ATTACKS: list[Attack] = [
         lambda c: _py(_PY_DAEMON),
         _exists(lambda c: c.wt / "daemon-marker"),
         wait_after_s=1.6,
+        baseline="raw",  # relay kills a memory cgroup's processes even unsandboxed: prove it on a plain subprocess
     ),
 ]
 
