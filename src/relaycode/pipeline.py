@@ -29,7 +29,7 @@ from relaycode.errors import (
     UsageError,
 )
 from relaycode.ledger import Ledger, LedgerEntry
-from relaycode.runstore import RunStore, new_run_id
+from relaycode.runstore import TERMINAL_STATUSES, RunStore, new_run_id, runs_dir_of
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
@@ -71,7 +71,7 @@ class RunOptions:
 class RunResult:
     run_id: str
     status: str
-    """succeeded | failed | budget_exceeded | aborted | error"""
+    """succeeded | failed | budget_exceeded | aborted | error, or interrupted (resumable)"""
     branch: str
     run_dir: Path
     worktree: Path
@@ -544,13 +544,13 @@ def run_task(options: RunOptions) -> RunResult:
     preflight(options.config)
     if options.config.sandbox.enabled and not options.no_sandbox:
         require_sandbox(SandboxPolicy(enabled=True))
-    runs_dir = options.runs_dir or repo.git_dir / "relay" / "runs"
+    runs_dir = options.runs_dir or runs_dir_of(repo.git_dir)
     if options.resume:
         if not options.run_id:
             raise UsageError("--resume needs a run id")
         store = RunStore.open(runs_dir, options.run_id)
         state = store.load_state()
-        if state.get("status") in {"succeeded", "failed", "budget_exceeded", "aborted"}:
+        if state.get("status") in TERMINAL_STATUSES:
             raise UsageError(f"run {options.run_id} already ended with status {state['status']}")
         worktree = repo.open_worktree(options.run_id)
         options.task = options.task or state.get("task", "")
@@ -581,7 +581,8 @@ def run_task(options: RunOptions) -> RunResult:
         status, kind = _status_of(exc)
         run.result.status, run.result.error_kind, run.result.error = status, kind, str(exc)
     except KeyboardInterrupt:
-        run.result.status, run.result.error_kind, run.result.error = "aborted", "interrupted", "interrupted"
+        # Ctrl-C or SIGTERM: not an end, a pause. The run's files are saved below and `--resume` continues it.
+        run.result.status, run.result.error_kind, run.result.error = "interrupted", "interrupted", "interrupted"
     finally:
         _finish(run, started, t0, history)
     return run.result

@@ -17,6 +17,9 @@ PresetOpt = typer.Option(None, "--preset", "-p", help="Built-in preset: local, l
 RepoOpt = typer.Option(Path("."), "--repo", "-r", help="The git repository to work on.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON on stdout.")
 
+#: Exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
 
 def load_config_or_exit(config_file: Path | None, preset: str | None, repo: Path | None) -> Config:
     """Load the config; a bad one is one line on stderr and exit 2."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from relaycode.cli import app
-from relaycode.cli._common import ConfigOpt, JsonOpt, PresetOpt, RepoOpt, die, load_config_or_exit, print_json
+from relaycode.cli._common import (
+    EXIT_INTERRUPTED,
+    ConfigOpt,
+    JsonOpt,
+    PresetOpt,
+    RepoOpt,
+    die,
+    load_config_or_exit,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from relaycode.config import Config
@@ -24,7 +34,6 @@ YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask to approve the plan
 def _approve_interactively(plan: Plan, plan_path: Path) -> Plan | None:
     """Show the plan; approve, edit in $EDITOR (re-read after), or abort."""
     import os
-    import shlex
     import subprocess
 
     from rich.console import Console
@@ -92,13 +101,51 @@ def execute(
                       f"iterations {result.iterations}  run dir {result.run_dir}")
         overhead = max(0.0, result.wall_s - result.model_s)
         console.print(f"wall {result.wall_s:.1f}s, model {result.model_s:.1f}s, orchestration {overhead:.1f}s")
-        if result.error:
+        if result.error and result.status != "interrupted":
             console.print(f"[red]{result.error}[/red]")
+    if result.status == "interrupted":
+        # The exact command, so a person who pressed Ctrl-C can copy it (stderr: --json keeps stdout clean).
+        command = f"relay run --resume {result.run_id} --repo {shlex.quote(str(repo))}"
+        typer.echo(f"relay: interrupted; run {result.run_id} is saved, continue it with: {command}", err=True)
     return result
 
 
 def _exit_code(result: RunResult) -> int:
+    if result.status == "interrupted":
+        return EXIT_INTERRUPTED
     return 0 if result.status == "succeeded" else 1
+
+
+def resume_config(repo: Path, run_id: str, config_file: Path | None, preset: str | None) -> Config:
+    """The config a resumed run continues with: the one it started with, saved in its state.json.
+
+    A different --config/--preset on resume would switch models and budgets in the middle of a run,
+    so it is refused; the same one (or none) is fine.
+    """
+    from relaycode.config import config_from_dict
+    from relaycode.errors import ConfigError, RelayError, UsageError
+    from relaycode.runstore import RunStore, runs_dir_of
+    from relaycode.workspace import open_repo
+
+    try:
+        store = RunStore.open(runs_dir_of(open_repo(repo).git_dir), run_id)
+        saved = store.load_state().get("config")
+        if not isinstance(saved, dict):  # a run from before configs were saved: only what the user says
+            return load_config_or_exit(config_file, preset, repo)
+        started_with = saved.get("preset") or "its own config"
+        try:
+            cfg = config_from_dict(saved, source=f"run {run_id} (state.json)")
+        except ConfigError as exc:
+            raise UsageError(f"run {run_id}: its saved config no longer loads ({exc}); start a new run") from None
+    except RelayError as exc:
+        raise die(exc) from None
+    if config_file is not None or preset is not None:
+        asked = load_config_or_exit(config_file, preset, repo)
+        if asked.public_dict() != cfg.public_dict():
+            flag = f"--config {config_file}" if config_file is not None else f"--preset {preset}"
+            raise die(UsageError(f"{flag}: run {run_id} was started with {started_with} and resumes with it; "
+                                 f"drop {flag.split()[0]} (or start a new run)"))
+    return cfg
 
 
 @app.command("run")
@@ -116,7 +163,8 @@ def run(
     trace: str | None = TraceOpt,
 ) -> None:
     """Plan, implement, verify and review TASK in a new worktree and branch; your checkout is not touched."""
-    cfg = _configure(load_config_or_exit(config, preset, repo), trace, no_sandbox)
+    loaded = resume_config(repo, resume, config, preset) if resume else load_config_or_exit(config, preset, repo)
+    cfg = _configure(loaded, trace, no_sandbox)
     result = execute(task=task, repo=repo, config=cfg, yes=yes, as_json=as_json, plan_file=plan, resume=resume,
                      no_sandbox=no_sandbox, base=base)
     raise typer.Exit(_exit_code(result))

@@ -1,0 +1,59 @@
+"""`relay run` as a person meets it: interruption, resume, and what the end of a run says."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from relaycode.testing.sample_repos import PAGINATION_FIX as GOOD_FIX
+from relaycode.testing.sample_repos import PAGINATION_TASK as TASK
+from relaycode.testing.scripted import scripted_text
+
+from .helpers import CHEAP, Relay, demo_repo, interrupting_model
+
+
+def _state(repo: Path, run_id: str) -> dict:
+    return json.loads((repo / ".git" / "relay" / "runs" / run_id / "state.json").read_text())
+
+
+def _interrupted_run(relay: Relay, repo: Path) -> str:
+    """Start a run that Ctrl-C stops in its first model call; return its id."""
+    relay.models = {CHEAP: interrupting_model()}
+    stopped = relay("run", TASK, "--repo", str(repo), "--yes")
+    assert stopped.exit_code == 130, stopped.output
+    match = re.search(r"relay run --resume (\S+) --repo (\S+)", stopped.stderr)
+    assert match and match[2] == str(repo), stopped.stderr
+    return match[1]
+
+
+def test_ctrl_c_exits_130_prints_the_resume_command_and_resume_finishes(tmp_path: Path, relay: Relay) -> None:
+    repo = demo_repo(tmp_path / "shop")
+    r1 = _interrupted_run(relay, repo)
+    assert _state(repo, r1)["status"] == "interrupted"
+
+    relay.models = {CHEAP: scripted_text([GOOD_FIX])}
+    resumed = relay("run", "--resume", r1, "--repo", str(repo), "--yes", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["status"] == "succeeded"
+
+
+def test_resume_continues_with_the_config_the_run_started_with(tmp_path: Path, relay: Relay) -> None:
+    repo = demo_repo(tmp_path / "shop")
+    r1 = _interrupted_run(relay, repo)
+    # The repository's config changes meanwhile: the run still resumes with the one it started with.
+    (repo / "relay.toml").write_text('[stages.implement]\nmodel = "anthropic:claude-sonnet-4-5"\n')
+    relay.models = {CHEAP: scripted_text([GOOD_FIX])}
+    resumed = relay("run", "--resume", r1, "--repo", str(repo), "--yes", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["models_used"] == [CHEAP]
+
+
+def test_resume_with_a_different_preset_is_a_one_line_usage_error(tmp_path: Path, relay: Relay) -> None:
+    repo = demo_repo(tmp_path / "shop")
+    r1 = _interrupted_run(relay, repo)
+    refused = relay("run", "--resume", r1, "--repo", str(repo), "--yes", "--preset", "smoke")
+    assert refused.exit_code == 2, refused.output
+    assert "--preset smoke" in refused.stderr and r1 in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert _state(repo, r1)["status"] == "interrupted"  # nothing ran
