@@ -108,6 +108,12 @@ class Aborted(RelayError):
     status = "aborted"
 
 
+class HistoryError(RelayError):
+    """The run history database cannot be used (not a database, a newer schema). Names the file and the fix."""
+
+    exit_code = EXIT_USAGE
+
+
 class SandboxUnavailable(UsageError):
     """bubblewrap is missing and `--no-sandbox` was not given."""
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from relaycode.testing.sample_repos import PAGINATION_FIX as GOOD_FIX
 from relaycode.testing.sample_repos import PAGINATION_TASK as TASK
@@ -57,3 +60,41 @@ def test_resume_with_a_different_preset_is_a_one_line_usage_error(tmp_path: Path
     assert "--preset smoke" in refused.stderr and r1 in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert _state(repo, r1)["status"] == "interrupted"  # nothing ran
+
+
+def test_missing_local_models_are_found_before_anything_is_created(tmp_path: Path, relay: Relay,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_HOME", str(tmp_path / "empty-home"))  # no runtime, no model
+    repo = demo_repo(tmp_path / "shop")
+    relay.models = {}
+    refused = relay("run", TASK, "--repo", str(repo), "--yes", "--preset", "smoke")
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.strip().splitlines() == [
+        "relay: error: the local runtime (llama-server) and local model smollm2-135m are not installed: "
+        "run `relay local setup --preset smoke`"]
+    assert not (repo / ".git" / "relay").exists()
+    branches = subprocess.run(["git", "branch", "--list", "relay/*"], cwd=repo, capture_output=True, text=True)
+    assert branches.stdout == ""
+
+
+@pytest.mark.parametrize("damage", ["not a database", "newer schema"])
+def test_an_unusable_history_is_one_line_before_anything_is_created(tmp_path: Path, relay: Relay,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    damage: str) -> None:
+    import sqlite3
+
+    db = tmp_path / "history.db"
+    if damage == "not a database":
+        db.write_bytes(b"this is not SQLite" * 100)
+    else:
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA user_version = 999")
+    monkeypatch.setenv("RELAY_HISTORY_DB", str(db))
+    repo = demo_repo(tmp_path / "shop")
+    relay.models = {CHEAP: scripted_text([GOOD_FIX])}
+    refused = relay("run", TASK, "--repo", str(repo), "--yes")
+    assert refused.exit_code == 2, refused.output
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"relay: error: {db}:"), refused.stderr
+    assert not (repo / ".git" / "relay").exists()
+    assert "relay/" not in subprocess.run(["git", "branch"], cwd=repo, capture_output=True, text=True).stdout

@@ -13,7 +13,7 @@ from types import FrameType
 import typer
 
 from relaycode import __version__
-from relaycode.errors import EXIT_USAGE, RelayError
+from relaycode.errors import RelayError
 
 app = typer.Typer(
     name="relay",
@@ -64,14 +64,3 @@ def main(argv: list[str] | None = None) -> None:
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def fail(exc: RelayError) -> typer.Exit:
-    """Print a relay error on one line and return the Exit to raise."""
-    typer.echo(f"relay: error: {exc}", err=True)
-    return typer.Exit(code=exc.exit_code)
-
-
-def usage_fail(message: str) -> typer.Exit:
-    typer.echo(f"relay: error: {message}", err=True)
-    return typer.Exit(code=EXIT_USAGE)
