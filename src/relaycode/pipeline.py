@@ -634,9 +634,9 @@ def _finish(run: _Run, started: float, t0: float, history: History | None) -> No
                    "verify": None if verify is None else {"passed": result.verify_passed,
                                                           "summary": _verify_line(verify)}}
     run.store.write_json("run.json", {k: v for k, v in report_data.items() if k != "ledger"})
-    from relaycode.report import render_markdown
+    from relaycode.report import render_markdown, run_details
 
-    run.store.write_text("report.md", render_markdown(report_data))
+    run.store.write_text("report.md", render_markdown({**report_data, **run_details(run.store.dir)}))
     run.emit("run_end", status=result.status, error=result.error)
     if history is not None:
         history.finish_run(result.run_id, status=result.status, wall_s=result.wall_s, model_s=result.model_s,

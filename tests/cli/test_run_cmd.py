@@ -11,9 +11,10 @@ import pytest
 
 from relaycode.testing.sample_repos import PAGINATION_FIX as GOOD_FIX
 from relaycode.testing.sample_repos import PAGINATION_TASK as TASK
-from relaycode.testing.scripted import scripted_text
+from relaycode.testing.sample_repos import PAGINATION_WRONG_FIX as WRONG_FIX
+from relaycode.testing.scripted import scripted_output, scripted_text
 
-from .helpers import CHEAP, Relay, demo_repo, interrupting_model
+from .helpers import CHEAP, RELAY_TOML, REVIEWER, Relay, demo_repo, interrupting_model
 
 
 def _state(repo: Path, run_id: str) -> dict:
@@ -98,3 +99,61 @@ def test_an_unusable_history_is_one_line_before_anything_is_created(tmp_path: Pa
     assert len(lines) == 1 and lines[0].startswith(f"relay: error: {db}:"), refused.stderr
     assert not (repo / ".git" / "relay").exists()
     assert "relay/" not in subprocess.run(["git", "branch"], cwd=repo, capture_output=True, text=True).stdout
+
+
+# ---------------------------------------------------------------- what the end of a run says
+
+
+def _report(result_stderr: str) -> str:
+    match = re.search(r"report: (\S+report\.md)", result_stderr)
+    assert match, result_stderr
+    return Path(match[1]).read_text()
+
+
+def test_an_answer_cut_off_at_the_token_limit_is_named_as_the_reason(tmp_path: Path, relay: Relay) -> None:
+    repo = demo_repo(tmp_path / "shop", "max_iterations = 1\n" + RELAY_TOML)
+    runaway = "shop/pagination.py\n```python\n" + "def paginate(items, page, per_page):\n" * 40
+    relay.models = {CHEAP: scripted_text([runaway], usage=(800, 768), cut_off={0})}
+    result = relay("run", TASK, "--repo", str(repo), "--yes")
+    assert result.exit_code == 1, result.output
+    assert "cut off at the token limit" in result.stderr
+    report = _report(result.stderr)
+    assert "## Why it did not succeed" in report and "cut off at the token limit" in report
+
+
+def test_a_run_stopped_by_findings_shows_their_text(tmp_path: Path, relay: Relay) -> None:
+    toml = RELAY_TOML.replace("[stages.verify]", f'[stages.review]\nmodels = ["{REVIEWER}"]\n[stages.verify]')
+    repo = demo_repo(tmp_path / "shop", "max_iterations = 1\n" + toml)
+    blocker = {"findings": [{"line": 15, "severity": "blocker", "category": "bug",
+                             "message": "page zero must be rejected here too", "suggestion": ""}]}
+    relay.models = {CHEAP: scripted_text([GOOD_FIX]), REVIEWER: scripted_output([blocker])}
+    result = relay("run", TASK, "--repo", str(repo), "--yes")
+    assert result.exit_code == 1, result.output
+    assert "page zero must be rejected here too" in result.stderr, result.stderr
+    report = _report(result.stderr)
+    assert "## Review findings" in report and "[blocker] page zero must be rejected here too" in report
+    assert "## Verify" in report and "passed" in report
+
+
+def test_a_run_whose_tests_still_fail_names_them(tmp_path: Path, relay: Relay) -> None:
+    repo = demo_repo(tmp_path / "shop", "max_iterations = 1\n" + RELAY_TOML)
+    relay.models = {CHEAP: scripted_text([WRONG_FIX])}
+    result = relay("run", TASK, "--repo", str(repo), "--yes")
+    assert result.exit_code == 1, result.output
+    assert "Verification still fails" in result.stderr and "test_first_page_starts_at_first_item" in result.stderr
+    report = _report(result.stderr)
+    assert "FAILED `tests/test_pagination.py::test_first_page_starts_at_first_item`" in report
+    assert "Verify | failed" in report
+
+
+def test_a_success_shows_the_change_and_how_to_take_it(tmp_path: Path, relay: Relay) -> None:
+    repo = demo_repo(tmp_path / "shop")
+    relay.models = {CHEAP: scripted_text([GOOD_FIX])}
+    result = relay("run", TASK, "--repo", str(repo), "--yes")
+    assert result.exit_code == 0, result.output
+    branch = re.search(r"branch (relay/\S+)", result.stderr)
+    assert branch, result.stderr
+    assert "shop/pagination.py  +1 -1" in result.stderr
+    assert f"git -C {repo} merge {branch[1]}" in result.stderr
+    report = _report(result.stderr)
+    assert f"git -C {repo} cherry-pick" in report and "`shop/pagination.py` +1 −1" in report

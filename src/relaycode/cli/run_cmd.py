@@ -22,6 +22,8 @@ from relaycode.cli._common import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from relaycode.config import Config
     from relaycode.pipeline import RunResult
     from relaycode.stages.plan import Plan
@@ -97,17 +99,41 @@ def execute(
     else:
         cost_table(result.ledger, console)
         colour = "green" if result.status == "succeeded" else "red"
+        # soft_wrap: a branch, path or command split over two lines cannot be copied.
         console.print(f"[bold {colour}]{result.status}[/bold {colour}]  branch {result.branch}  "
-                      f"iterations {result.iterations}  run dir {result.run_dir}")
+                      f"iterations {result.iterations}  run dir {result.run_dir}", soft_wrap=True)
         overhead = max(0.0, result.wall_s - result.model_s)
         console.print(f"wall {result.wall_s:.1f}s, model {result.model_s:.1f}s, orchestration {overhead:.1f}s")
-        if result.error and result.status != "interrupted":
-            console.print(f"[red]{result.error}[/red]")
+        if result.status != "interrupted":
+            _print_outcome(result, console, plan_only=stop_after_plan)
     if result.status == "interrupted":
         # The exact command, so a person who pressed Ctrl-C can copy it (stderr: --json keeps stdout clean).
         command = f"relay run --resume {result.run_id} --repo {shlex.quote(str(repo))}"
         typer.echo(f"relay: interrupted; run {result.run_id} is saved, continue it with: {command}", err=True)
     return result
+
+
+def _print_outcome(result: RunResult, console: Console, *, plan_only: bool) -> None:
+    """Why the run failed, or what it changed and how to take it (the same words as its report.md)."""
+    from rich.markup import escape
+
+    from relaycode.report import load_run, take_commands, why_failed
+
+    data = load_run(result.run_dir) or {}
+    for reason in why_failed(data):
+        console.print(f"[red]{escape(reason)}[/red]", soft_wrap=True)
+    for path, added, removed in data.get("diffstat") or []:
+        console.print(f"  {escape(path)}  [green]+{added}[/green] [red]-{removed}[/red]", soft_wrap=True)
+    for finding in (data.get("review") or {}).get("findings") or []:
+        console.print(f"  finding: {finding.get('path')}:{finding.get('start_line')} "
+                      f"[{finding.get('severity')}] {finding.get('message')}", markup=False, soft_wrap=True)
+    if result.status == "succeeded" and not plan_only:
+        commands = take_commands(data)
+        if commands:
+            console.print("look at the change:  " + commands[0], markup=False, soft_wrap=True)
+            console.print("take it:             " + commands[1] + "   (or " + commands[2] + ")", markup=False,
+                          soft_wrap=True)
+    console.print(f"report: {result.run_dir / 'report.md'}", markup=False, soft_wrap=True)
 
 
 def _exit_code(result: RunResult) -> int:
@@ -250,6 +276,4 @@ def demo(
     console.print(f"task: {DEMO_TASK}")
     cfg = load_config(preset=preset)
     result = execute(task=DEMO_TASK, repo=root, config=cfg, yes=True, as_json=as_json)
-    if not as_json:
-        console.print(f"see the change: git -C {root} diff main {result.branch}")
     raise typer.Exit(_exit_code(result))
