@@ -11,14 +11,12 @@ import typer
 
 if TYPE_CHECKING:
     from relaycode.config import Config
+    from relaycode.errors import RelayError
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (TOML). Default: relay.toml in the repo, then ~/.config/relay/config.toml, then the `local` preset.")
 PresetOpt = typer.Option(None, "--preset", "-p", help="Built-in preset: local, local-noplan, local-cascade, solo-local, smoke, api, solo.")
 RepoOpt = typer.Option(Path("."), "--repo", "-r", help="The git repository to work on.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON on stdout.")
-
-#: Exit status of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
-EXIT_INTERRUPTED = 130
 
 
 def load_config_or_exit(config_file: Path | None, preset: str | None, repo: Path | None) -> Config:
@@ -32,13 +30,13 @@ def load_config_or_exit(config_file: Path | None, preset: str | None, repo: Path
         raise die(exc) from None
 
 
-def die(exc: BaseException) -> typer.Exit:
-    """Print an error on one line and return the Exit to raise (exit code from the error class)."""
-    from relaycode.errors import RelayError
+def die(exc: RelayError) -> typer.Exit:
+    """Print a relay error on one line and return the Exit to raise (its exit code comes from its class).
 
-    code = exc.exit_code if isinstance(exc, RelayError) else 1
+    The one error helper of the CLI: `relay.cli.main` prints click's usage errors in the same style.
+    """
     typer.echo(f"relay: error: {exc}", err=True)
-    return typer.Exit(code=code)
+    return typer.Exit(code=exc.exit_code)
 
 
 def print_json(data: Any) -> None:

@@ -11,7 +11,6 @@ import typer
 
 from relaycode.cli import app
 from relaycode.cli._common import (
-    EXIT_INTERRUPTED,
     ConfigOpt,
     JsonOpt,
     PresetOpt,
@@ -64,7 +63,9 @@ def _configure(config: Config, trace: str | None, no_sandbox: bool) -> Config:
     updates: dict[str, Any] = {}
     if trace:
         if trace not in ("otlp", "file", "off"):
-            raise die(ValueError(f"--trace must be otlp, file or off, not {trace!r}"))
+            from relaycode.errors import UsageError
+
+            raise die(UsageError(f"--trace {trace!r}: choose one of otlp, file, off"))
         updates["trace"] = config.trace.model_copy(update={"exporter": trace})
     if no_sandbox:
         updates["sandbox"] = config.sandbox.model_copy(update={"enabled": False})
@@ -137,6 +138,8 @@ def _print_outcome(result: RunResult, console: Console, *, plan_only: bool) -> N
 
 
 def _exit_code(result: RunResult) -> int:
+    from relaycode.errors import EXIT_INTERRUPTED
+
     if result.status == "interrupted":
         return EXIT_INTERRUPTED
     return 0 if result.status == "succeeded" else 1
