@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from relaycode.cli import app
-from relaycode.cli._common import JsonOpt, print_json
+from relaycode.cli._common import JsonOpt, RepoOpt, print_json
 
 if TYPE_CHECKING:
     from relaycode.history import History, RunRecord
@@ -109,3 +109,45 @@ def show(
         typer.echo(report_md.read_text(encoding="utf-8"), nl=False)
     else:
         typer.echo(render_markdown(data), nl=False)
+
+
+@runs_app.command("clean")
+def clean(
+    repo: Path = RepoOpt,
+    keep: list[str] | None = typer.Option(None, "--keep", help="Keep this run (id or unique prefix); repeatable."),
+    keep_succeeded: bool = typer.Option(False, "--keep-succeeded", help="Keep the runs that succeeded."),
+    unfinished: bool = typer.Option(False, "--unfinished", help="Also remove interrupted and killed runs, "
+                                    "which --resume could otherwise continue."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only list what would be removed."),
+) -> None:
+    """Remove the relay/* branches and worktrees of ended runs (their reports stay in the run directory).
+
+    Only what relay made is touched: branches with a run directory of this repository, never a branch
+    checked out in your checkout or in a worktree of yours.
+    """
+    from relaycode.cli._common import die
+    from relaycode.errors import RelayError
+    from relaycode.runs_clean import decide, find_leftovers, remove
+    from relaycode.workspace import open_repo
+
+    try:
+        git_repo = open_repo(repo)
+        decisions = decide(find_leftovers(git_repo), keep=keep or (), keep_succeeded=keep_succeeded,
+                           unfinished=unfinished)
+        if not decisions:
+            typer.echo("no relay runs with a branch or worktree in this repository")
+        removed = 0
+        for d in decisions:
+            what = " and ".join(x for x in (d.run.branch, "worktree" if d.run.worktree else None) if x)
+            if not d.remove:
+                typer.echo(f"keep    {d.run.run_id}  {d.reason}")
+                continue
+            if not dry_run:
+                remove(git_repo, d.run)
+            removed += 1
+            typer.echo(f"{'would remove' if dry_run else 'removed'} {d.run.run_id}  {d.reason}: {what}")
+    except RelayError as exc:
+        raise die(exc) from None
+    if decisions:
+        verb = "would remove" if dry_run else "removed"
+        typer.echo(f"{verb} {removed} of {len(decisions)} runs' branches and worktrees")
