@@ -76,3 +76,28 @@ def test_runs_show_json(relay: Relay) -> None:
     data = json.loads(result.stdout)
     assert data["run_id"] == RUN_ID and data["status"] == "budget_exceeded"
     assert data["ledger"]["total"]["requests"] == 2
+
+
+@pytest.mark.usefixtures("allow_model_requests")
+def test_no_pydantic_ai_banner_in_relays_output(tmp_path: Path) -> None:
+    from relaycode.review.evaluate import unified_diff
+    from relaycode.testing.fake_openai import FakeOpenAI, Reply
+
+    diff = tmp_path / "change.diff"
+    diff.write_text(unified_diff("a.py", "x = 1\n", "x = 2\n"))
+    with FakeOpenAI(default=lambda _r: Reply.json_output({"findings": []})) as server:
+        config = tmp_path / "relay.toml"
+        config.write_text(f'diversity = "off"\n[endpoints.fake]\nbase_url = "{server.base_url}"\n'
+                          '[stages.implement]\nmodel = "fake:impl"\n[stages.review]\nmodels = ["fake:r1"]\n'
+                          '[models."fake:r1".price]\ninput_per_mtok = 0\noutput_per_mtok = 0\n')
+        # pydantic-ai shows its first-run banner to a terminal or to a coding agent that says it is one;
+        # it stays quiet in CI and under pytest, which this process is not to be.
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("CI", "PYTEST_VERSION", "PYTEST_CURRENT_TEST", "PYDANTIC_AI_NO_BANNER")}
+        env.update(PYTHONPATH=str(SRC), TERM="dumb", AI_AGENT="1")
+        result = subprocess.run([sys.executable, "-m", "relaycode", "review", "--diff", str(diff), "--config",
+                                 str(config)], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "relay: reviewing" in result.stderr
+    for foreign in ("Logfire", "logfire", "observability: off", "openai:r1"):
+        assert foreign not in result.stderr + result.stdout, result.stderr

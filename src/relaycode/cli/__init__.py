@@ -6,6 +6,7 @@ the command function, so `relay --help` and `relay --version` stay fast.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     click_error: type[Exception] = typer.BadParameter.__mro__[2]  # click's ClickException
 
     _register()
+    # relay's terminal is relay's: pydantic-ai would otherwise print its first-run banner mid-run, naming
+    # models by its own wire names (`openai:...` for a local model). Set in the environment rather than
+    # on the pydantic_ai module so `relay --help` does not import it.
+    os.environ.setdefault("PYDANTIC_AI_NO_BANNER", "1")
     # SIGTERM (kill, pkill, a CI timeout) ends relay like Ctrl-C: runs keep their files and the local
     # model servers relay started are stopped by their atexit hook. Python's default SIGTERM action
     # skips atexit, which left two llama-servers running after a killed review-eval.
