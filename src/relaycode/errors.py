@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-#: Exit codes: 0 ok, 1 the work failed (tests still red, findings at --fail-on), 2 usage or config error.
+#: Exit codes: 0 ok, 1 the work failed (tests still red, findings at --fail-on), 2 usage or config error,
+#: 130 interrupted.
 EXIT_OK = 0
 EXIT_WORK_FAILED = 1
 EXIT_USAGE = 2
+#: Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it); a run stopped so can be resumed.
+EXIT_INTERRUPTED = 130
 
 
 class RelayError(Exception):
@@ -106,6 +109,12 @@ class Aborted(RelayError):
     """The user declined the plan or interrupted the run."""
 
     status = "aborted"
+
+
+class HistoryError(RelayError):
+    """The run history database cannot be used (not a database, a newer schema). Names the file and the fix."""
+
+    exit_code = EXIT_USAGE
 
 
 class SandboxUnavailable(UsageError):

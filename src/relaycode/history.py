@@ -28,8 +28,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from relaycode.errors import HistoryError
 from relaycode.ledger import Ledger, LedgerEntry, Totals
 from relaycode.pricing import Tokens
+
+__all__ = ["CostRow", "History", "HistoryError", "RunRecord", "attach", "default_path"]
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +96,6 @@ def default_path() -> Path:
     if home:
         return Path(home).expanduser() / "history.db"
     return Path.home() / ".local" / "share" / "relay" / "history.db"
-
-
-class HistoryError(Exception):
-    """The history file cannot be used (newer schema, not a database)."""
 
 
 @dataclass

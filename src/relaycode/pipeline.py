@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,11 +29,12 @@ from relaycode.errors import (
     UsageError,
 )
 from relaycode.ledger import Ledger, LedgerEntry
-from relaycode.runstore import RunStore, new_run_id
+from relaycode.runstore import TERMINAL_STATUSES, RunStore, new_run_id, runs_dir_of
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
+    from relaycode.history import History
     from relaycode.stages.plan import Plan
     from relaycode.workspace import Worktree
 
@@ -71,7 +72,7 @@ class RunOptions:
 class RunResult:
     run_id: str
     status: str
-    """succeeded | failed | budget_exceeded | aborted | error"""
+    """succeeded | failed | budget_exceeded | aborted | error, or interrupted (resumable)"""
     branch: str
     run_dir: Path
     worktree: Path
@@ -126,8 +127,10 @@ def severity_at_least(severity: str, threshold: str) -> bool:
     return SEVERITIES.index(severity) <= SEVERITIES.index(threshold)  # type: ignore[arg-type]
 
 
-def preflight(config: Config) -> None:
-    """Refuse before any work: unpriced models (unless allowed) and missing API keys."""
+def preflight(config: Config, *, doubles: Collection[str] = ()) -> None:
+    """Refuse before any work: unpriced models (unless allowed), missing API keys, local models or runtime
+    not installed. `doubles`: model specs replaced by test doubles, which need no installation."""
+    from relaycode.local.readiness import require_installed
     from relaycode.models import missing_keys
     from relaycode.pricing import require_prices
 
@@ -135,6 +138,7 @@ def preflight(config: Config) -> None:
     missing = missing_keys(config)
     if missing:
         raise missing[0]
+    require_installed(config, skip=doubles)
 
 
 class _Run:
@@ -536,16 +540,18 @@ def run_task(options: RunOptions) -> RunResult:
     if not options.task.strip() and options.plan_file is None and not options.resume:
         raise UsageError("the task is empty: say what to do, e.g. relay run \"fix the failing test in tests/test_x.py\"")
     repo = open_repo(options.repo)
-    preflight(options.config)
+    preflight(options.config, doubles=set(options.model_overrides or ()))
     if options.config.sandbox.enabled and not options.no_sandbox:
         require_sandbox(SandboxPolicy(enabled=True))
-    runs_dir = options.runs_dir or repo.git_dir / "relay" / "runs"
+    runs_dir = options.runs_dir or runs_dir_of(repo.git_dir)
+    # Opened before anything is created: an unusable history is a one-line error, not a half-made run.
+    history = _open_history() if options.history else None
     if options.resume:
         if not options.run_id:
             raise UsageError("--resume needs a run id")
         store = RunStore.open(runs_dir, options.run_id)
         state = store.load_state()
-        if state.get("status") in {"succeeded", "failed", "budget_exceeded", "aborted"}:
+        if state.get("status") in TERMINAL_STATUSES:
             raise UsageError(f"run {options.run_id} already ended with status {state['status']}")
         worktree = repo.open_worktree(options.run_id)
         options.task = options.task or state.get("task", "")
@@ -565,7 +571,8 @@ def run_task(options: RunOptions) -> RunResult:
                  "config": options.config.public_dict(), "relay_version": __version__}
         store.save_state(state)
     run = _Run(options, store, worktree, state)
-    history = _open_history(options, run)
+    if history is not None:
+        _start_in_history(history, options, run)
     run.emit("run_start", run_id=store.run_id, task=options.task, resume=options.resume)
     from relaycode.trace import configure_tracing, workflow_span
 
@@ -576,25 +583,28 @@ def run_task(options: RunOptions) -> RunResult:
         status, kind = _status_of(exc)
         run.result.status, run.result.error_kind, run.result.error = status, kind, str(exc)
     except KeyboardInterrupt:
-        run.result.status, run.result.error_kind, run.result.error = "aborted", "interrupted", "interrupted"
+        # Ctrl-C or SIGTERM: not an end, a pause. The run's files are saved below and `--resume` continues it.
+        run.result.status, run.result.error_kind, run.result.error = "interrupted", "interrupted", "interrupted"
     finally:
         _finish(run, started, t0, history)
     return run.result
 
 
-def _open_history(options: RunOptions, run: _Run) -> Any:
-    if not options.history:
-        return None
-    from relaycode.history import History, attach
+def _open_history() -> History:
+    from relaycode.history import History
 
-    history = History.open()
+    return History.open()
+
+
+def _start_in_history(history: History, options: RunOptions, run: _Run) -> None:
+    from relaycode.history import attach
+
     history.start_run(run.store.run_id, kind="run", repo=str(Path(options.repo).resolve()), task=options.task,
                       config_name=options.config.preset or options.config.source, run_dir=str(run.store.dir))
     attach(run.ledger, history)
-    return history
 
 
-def _finish(run: _Run, started: float, t0: float, history: Any) -> None:
+def _finish(run: _Run, started: float, t0: float, history: History | None) -> None:
     result = run.result
     result.wall_s = time.perf_counter() - t0 + run.state.get("wall_before", 0.0)
     result.model_s = run.ledger.total().seconds
@@ -619,9 +629,9 @@ def _finish(run: _Run, started: float, t0: float, history: Any) -> None:
                    "verify": None if verify is None else {"passed": result.verify_passed,
                                                           "summary": _verify_line(verify)}}
     run.store.write_json("run.json", {k: v for k, v in report_data.items() if k != "ledger"})
-    from relaycode.report import render_markdown
+    from relaycode.report import render_markdown, run_details
 
-    run.store.write_text("report.md", render_markdown(report_data))
+    run.store.write_text("report.md", render_markdown({**report_data, **run_details(run.store.dir)}))
     run.emit("run_end", status=result.status, error=result.error)
     if history is not None:
         history.finish_run(result.run_id, status=result.status, wall_s=result.wall_s, model_s=result.model_s,

@@ -21,6 +21,7 @@ attached to a CI run as it is. Every value from the run is escaped.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 from collections.abc import Callable, Mapping
@@ -211,6 +212,151 @@ def _summary(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+# --------------------------------------------------------------------------- what happened, in words
+
+
+def run_details(run_dir: Path) -> dict[str, Any]:
+    """What a run's other files add to its report: each verify command, the review, the change, base and branch.
+
+    Read from `verify.json`, `review.json`, `patch.diff` and `state.json`; a missing file adds nothing.
+    """
+    out: dict[str, Any] = {}
+
+    def read(name: str) -> Any:
+        try:
+            return json.loads((run_dir / name).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    verify = read("verify.json")
+    if isinstance(verify, dict):
+        out["verify_results"] = list(verify.get("results") or [])
+    review = read("review.json")
+    if isinstance(review, dict):
+        out["review"] = {k: review.get(k) for k in ("findings", "errors", "not_reviewed")}
+    state = read("state.json")
+    if isinstance(state, dict):
+        out.update({k: state[k] for k in ("base", "branch", "repo") if state.get(k)})
+    with contextlib.suppress(OSError):
+        out["diffstat"] = diffstat((run_dir / "patch.diff").read_text(encoding="utf-8", errors="replace"))
+    return out
+
+
+def diffstat(patch: str) -> list[tuple[str, int, int]]:
+    """(path, lines added, lines removed) per file of a unified git diff."""
+    files: list[tuple[str, int, int]] = []
+    path, added, removed = None, 0, 0
+    for line in patch.splitlines():
+        if line.startswith("diff --git "):
+            if path is not None:
+                files.append((path, added, removed))
+            path, added, removed = line.rsplit(" b/", 1)[-1], 0, 0
+        elif line.startswith(("+++", "---")):
+            continue
+        elif line.startswith("+"):
+            added += 1
+        elif line.startswith("-"):
+            removed += 1
+    if path is not None:
+        files.append((path, added, removed))
+    return files
+
+
+def _finding_line(f: Mapping[str, Any]) -> str:
+    where = f"{f.get('path')}:{f.get('start_line')}"
+    return _one_line(f"{where} [{f.get('severity')}] {f.get('message')}", 300)
+
+
+def _failing_commands(run: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for r in run.get("verify_results") or []:
+        if r.get("exit_code") == 0 and not r.get("timed_out"):
+            continue
+        why = "timed out" if r.get("timed_out") else f"exit {r.get('exit_code')}"
+        tests = list(r.get("failing_tests") or [])
+        named = f"; failing: {', '.join(tests[:8])}" + (f" and {len(tests) - 8} more" if len(tests) > 8 else "")
+        lines.append(f"`{r.get('command')}` ({why}){named if tests else ''}")
+    return lines
+
+
+def why_failed(run: Mapping[str, Any]) -> list[str]:
+    """Why a run did not succeed, most telling first: one plain sentence each (empty for a success)."""
+    status = run.get("status")
+    if status == "succeeded":
+        return []
+    reasons: list[str] = []
+    run_id, repo = run.get("run_id") or "RUN_ID", run.get("repo") or "."
+    if status == "interrupted":
+        return [f"Interrupted (Ctrl-C or SIGTERM); the run is saved: `relay run --resume {run_id} --repo {repo}`."]
+    if run.get("error_kind") == "budget":
+        reasons.append(f"Stopped by the budget: {run.get('error')}.")
+    entries = (run.get("ledger") or {}).get("entries") or []
+    cut = sum(1 for e in entries if e.get("finish_reason") == "length")
+    if cut:
+        reasons.append(f"{cut} model answer(s) were cut off at the token limit before they were complete "
+                       "(raise `max_tokens` of the model under [models.\"NAME\"], or use a larger model).")
+    malformed = int(run.get("malformed_outputs") or 0)
+    if malformed:
+        reasons.append(f"{malformed} model answer(s) could not be used (malformed or incomplete edits or plan); "
+                       "the answers are in the run's attempts/ directory.")
+    failing = _failing_commands(run)
+    if failing:
+        reasons.append("Verification still fails: " + "; ".join(failing) + ".")
+    findings = ((run.get("review") or {}).get("findings")) or []
+    if findings and not failing:
+        reasons.append(f"Reviewers raised {len(findings)} finding(s) the implementer did not resolve (below).")
+    error = run.get("error")
+    if error and run.get("error_kind") != "budget":
+        reasons.append(f"{str(error)[:1].upper()}{str(error)[1:]}.")
+    return reasons or [f"The run ended with status {status}."]
+
+
+def take_commands(run: Mapping[str, Any]) -> list[str]:
+    """The git commands to look at the run's branch and to take it (empty without base and branch)."""
+    base, branch, repo = run.get("base"), run.get("branch"), run.get("repo")
+    if not base or not branch:
+        return []
+    git = f"git -C {repo}" if repo else "git"
+    short = str(base)[:12]
+    return [f"{git} diff {short}...{branch}", f"{git} merge {branch}", f"{git} cherry-pick {short}..{branch}"]
+
+
+def _outcome_md(run: Mapping[str, Any]) -> list[str]:
+    parts: list[str] = []
+    reasons = why_failed(run)
+    if reasons:
+        parts += ["", "## Why it did not succeed", ""] + [f"- {_md_text(r)}" for r in reasons]
+    results = run.get("verify_results")
+    if results is not None:
+        parts += ["", "## Verify", ""]
+        if not results:
+            parts.append("No verification commands (nothing could fail a wrong change).")
+        for r in results:
+            ok = r.get("exit_code") == 0 and not r.get("timed_out")
+            mark = "passed" if ok else "timed out" if r.get("timed_out") else f"failed (exit {r.get('exit_code')})"
+            parts.append(f"- `{_md_text(str(r.get('command')))}`: {mark}")
+            parts += [f"  - FAILED `{_md_text(t)}`" for t in r.get("failing_tests") or []]
+    review = run.get("review") or {}
+    if review:
+        parts += ["", "## Review findings", ""]
+        findings = review.get("findings") or []
+        parts += [f"- {_md_text(_finding_line(f))}" for f in findings] or ["No findings."]
+        parts += [f"- reviewer {_md_text(m)} failed: {_md_text(_one_line(e))}" for m, e in
+                  (review.get("errors") or {}).items()]
+    stat = run.get("diffstat")
+    commands = take_commands(run)
+    if stat or (commands and run.get("status") == "succeeded"):
+        parts += ["", "## The change", ""]
+        parts += [f"- `{_md_text(path)}` +{added} −{removed}" for path, added, removed in stat or []]
+        if commands and run.get("status") == "succeeded":
+            parts += ["", "Look at it and take it:", "", "```", *commands, "```"]
+    return parts
+
+
+def _md_text(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
 # --------------------------------------------------------------------------- Markdown
 
 
@@ -229,9 +375,11 @@ def _md_table(headers: list[str], rows: list[list[str]], *, numeric: bool = True
 
 
 def render_markdown(run: Mapping[str, Any]) -> str:
-    """The report as Markdown: summary, cost by stage and by model, timeline, overhead."""
+    """The report as Markdown: summary, why it failed, verify, findings, the change (and how to take it), cost
+    by stage and by model, timeline, overhead."""
     parts = [f"# relay run {run.get('run_id') or ''}".rstrip(), "", "## Summary", "",
              _md_table(["", ""], [[k, v] for k, v in _summary(run)], numeric=False)]
+    parts += _outcome_md(run)
     for title, key, first in (("Cost by stage", "by_stage", "stage"), ("Cost by model", "by_model", "model")):
         rows, _, _ = _cost_rows(run, key)
         parts += ["", f"## {title}", ""]
@@ -448,7 +596,7 @@ def load_run(run_dir: Path) -> dict[str, Any] | None:
     if not found:
         return None
     data.setdefault("run_id", run_dir.name)
-    return data
+    return {**data, **run_details(run_dir)}
 
 
 def run_from_history(record: RunRecord, calls: Sequence[LedgerEntry]) -> dict[str, Any]:

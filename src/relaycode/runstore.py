@@ -19,6 +19,15 @@ from typing import Any
 
 from relaycode.errors import UsageError
 
+#: Statuses a run ends with; `--resume` refuses them. "interrupted" (Ctrl-C, SIGTERM), "error" (a provider
+#: or runtime failure a retry may get past) and a run killed outright (no status) continue where they stopped.
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "budget_exceeded", "aborted"})
+
+
+def runs_dir_of(git_dir: Path) -> Path:
+    """Where a repository's run directories live: inside its (common) git dir, never in the checkout."""
+    return git_dir / "relay" / "runs"
+
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)

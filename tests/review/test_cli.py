@@ -275,3 +275,63 @@ def test_review_eval_refuses_to_overwrite_and_resumes(tmp_path: Path, server: Fa
     other = invoke("review-eval", str(suite), "--config", cfg, "--out", str(out), "--resume", "--min-agree", "2")
     assert other.exit_code == 2 and "another evaluation" in other.stderr
     assert invoke("review-eval", str(suite), "--config", cfg, "--out", str(out), "--force").exit_code == 0
+
+
+# ------------------------------------------------------------------ a gate never passes on nothing
+
+
+def test_input_that_is_not_a_diff_is_a_usage_error(tmp_path: Path, server: FakeOpenAI) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("just some notes, not a change\n")
+    cfg = write_config(tmp_path, server)
+    result = invoke("review", "--diff", str(notes), "--config", str(cfg), "--fail-on", "major")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"relay: error: {notes}: not a unified diff "
+                                     "(no file header such as `diff --git` or `--- a/...`)")
+    assert "No findings" not in result.stdout and server.requests == []
+
+
+BINARY_ONLY = "diff --git a/logo.png b/logo.png\nindex 1111111..2222222 100644\nBinary files a/logo.png and b/logo.png differ\n"
+
+
+@pytest.mark.parametrize(("extra", "code"), [([], 1), (["--allow-unreviewed"], 0)])
+def test_a_change_nothing_of_which_was_reviewed_fails_the_gate(tmp_path: Path, server: FakeOpenAI,
+                                                               extra: list[str], code: int) -> None:
+    diff = tmp_path / "logo.diff"
+    diff.write_text(BINARY_ONLY)
+    cfg = write_config(tmp_path, server)
+    result = invoke("review", "--diff", str(diff), "--config", str(cfg), "--fail-on", "blocker", *extra)
+    assert result.exit_code == code, result.output
+    assert server.requests == []
+    assert result.stdout.splitlines()[0] == "Not reviewed: no part of the change could be reviewed (below)."
+    assert "no part of the change could be reviewed" in result.stderr
+
+
+@pytest.mark.parametrize(("extra", "code"), [([], 1), (["--allow-unreviewed"], 0)])
+def test_every_reviewer_failing_fails_the_gate_and_never_says_no_findings(tmp_path: Path, extra: list[str],
+                                                                          code: int) -> None:
+    diff = tmp_path / "d.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    with FakeOpenAI(default=lambda _r: Reply.error(401, "bad key")) as server:
+        cfg = write_config(tmp_path, server)
+        result = invoke("review", "--diff", str(diff), "--config", str(cfg), "--fail-on", "blocker",
+                        "--format", "text", *extra)
+    assert result.exit_code == code, result.output
+    assert result.stdout.splitlines()[0] == "Not reviewed: every reviewer failed (below)."
+
+
+def test_one_reviewer_failing_is_said_in_the_first_line(tmp_path: Path) -> None:
+    diff = tmp_path / "d.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+
+    def r1_fails(request: dict[str, Any]) -> Reply:
+        if request["model"] == "r1":
+            return Reply.error(401, "bad key")
+        return Reply.json_output({"findings": []})
+
+    with FakeOpenAI(default=r1_fails) as server:
+        cfg = write_config(tmp_path, server)
+        result = invoke("review", "--diff", str(diff), "--config", str(cfg), "--format", "text")
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("No findings from the reviewers that finished; fake:r1 failed"), first

@@ -6,6 +6,7 @@ the command function, so `relay --help` and `relay --version` stay fast.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from types import FrameType
@@ -13,7 +14,7 @@ from types import FrameType
 import typer
 
 from relaycode import __version__
-from relaycode.errors import EXIT_USAGE, RelayError
+from relaycode.errors import EXIT_INTERRUPTED, EXIT_USAGE, RelayError
 
 app = typer.Typer(
     name="relay",
@@ -47,31 +48,47 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `relay` console script."""
+    # typer (>= 0.29) carries its own copy of click; its exceptions are reached through its public ones.
+    usage_error: type[Exception] = typer.BadParameter.__mro__[1]  # click's UsageError: bad option, ...
+    click_error: type[Exception] = typer.BadParameter.__mro__[2]  # click's ClickException
+
     _register()
+    # relay's terminal is relay's: pydantic-ai would otherwise print its first-run banner mid-run, naming
+    # models by its own wire names (`openai:...` for a local model). Set in the environment rather than
+    # on the pydantic_ai module so `relay --help` does not import it.
+    os.environ.setdefault("PYDANTIC_AI_NO_BANNER", "1")
     # SIGTERM (kill, pkill, a CI timeout) ends relay like Ctrl-C: runs keep their files and the local
     # model servers relay started are stopped by their atexit hook. Python's default SIGTERM action
     # skips atexit, which left two llama-servers running after a killed review-eval.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        app(args=argv, standalone_mode=True)
-    except RelayError as exc:  # pragma: no cover - typer standalone mode exits before
-        typer.echo(f"relay: {exc}", err=True)
+        # Not standalone: click's own usage errors come back here and are printed in relay's one-line
+        # style, like every RelayError, instead of a box on a terminal and a paragraph elsewhere.
+        code = app(args=argv, prog_name="relay", standalone_mode=False)
+    except usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `relay` alone: its help
+            typer.echo(ctx.get_help())
+            sys.exit(EXIT_USAGE)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"relay: error: {_one_line(exc)}{where}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click_error as exc:
+        typer.echo(f"relay: error: {_one_line(exc)}", err=True)
+        sys.exit(int(getattr(exc, "exit_code", 1)))
+    except RelayError as exc:
+        typer.echo(f"relay: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("relay: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(exc: Exception) -> str:
+    """click's message for `exc`, on one line."""
+    return " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def fail(exc: RelayError) -> typer.Exit:
-    """Print a relay error on one line and return the Exit to raise."""
-    typer.echo(f"relay: error: {exc}", err=True)
-    return typer.Exit(code=exc.exit_code)
-
-
-def usage_fail(message: str) -> typer.Exit:
-    typer.echo(f"relay: error: {message}", err=True)
-    return typer.Exit(code=EXIT_USAGE)

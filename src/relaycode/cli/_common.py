@@ -11,6 +11,7 @@ import typer
 
 if TYPE_CHECKING:
     from relaycode.config import Config
+    from relaycode.errors import RelayError
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (TOML), layered over the preset, ~/.config/relay/config.toml and the repository's relay.toml (see `relay config show`).")
 PresetOpt = typer.Option(None, "--preset", "-p", help="Built-in preset: local, local-noplan, local-cascade, solo-local, smoke, api, solo.")
@@ -32,13 +33,13 @@ def load_config_or_exit(config_file: Path | None, preset: str | None, repo: Path
     return config
 
 
-def die(exc: BaseException) -> typer.Exit:
-    """Print an error on one line and return the Exit to raise (exit code from the error class)."""
-    from relaycode.errors import RelayError
+def die(exc: RelayError) -> typer.Exit:
+    """Print a relay error on one line and return the Exit to raise (its exit code comes from its class).
 
-    code = exc.exit_code if isinstance(exc, RelayError) else 1
+    The one error helper of the CLI: `relay.cli.main` prints click's usage errors in the same style.
+    """
     typer.echo(f"relay: error: {exc}", err=True)
-    return typer.Exit(code=code)
+    return typer.Exit(code=exc.exit_code)
 
 
 def print_json(data: Any) -> None:

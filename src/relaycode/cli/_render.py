@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from relaycode.report import fmt_usd
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from relaycode.ledger import Ledger
-
-
-def usd(value: Decimal | float | None) -> str:
-    if value is None:
-        return "unknown"
-    return f"${float(value):.4f}"
 
 
 class Progress:
@@ -39,7 +37,7 @@ class Progress:
                 self.unpriced = True
             else:
                 self.usd += Decimal(event["usd"])
-            total = usd(self.usd) + ("+unknown" if self.unpriced else "")
+            total = fmt_usd(self.usd) + ("+unknown" if self.unpriced else "")
             status = "" if event["outcome"] == "ok" else f" [red]{event['outcome']}[/red]"
             c.print(f"  {event['model']}: {tokens['input']}→{tokens['output']} tok, {event['seconds']:.1f}s{status}"
                     f"  [dim](run: {self.tokens:,} tok, {total})[/dim]")
@@ -55,19 +53,62 @@ class Progress:
 
 def cost_table(ledger: Ledger, console: Console, *, title: str = "cost by stage and model") -> None:
     """Tokens, dollars and seconds per stage and model, with a total row."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for col in ("stage", "model", "requests", "tokens in", "tokens out", "dollars", "model s"):
-        table.add_column(col, justify="right" if col not in ("stage", "model") else "left")
     groups = ledger.by(lambda e: f"{e.stage}\0{e.model}")
     order = {"plan": 0, "implement": 1, "review": 2}
+    rows: list[list[str]] = []
     for key in sorted(groups, key=lambda k: (order.get(k.split("\0")[0], 9), k)):
         stage, model = key.split("\0")
         t = groups[key]
-        table.add_row(stage, model, str(t.requests), f"{t.tokens.input:,}", f"{t.tokens.output:,}",
-                      usd(t.usd_known), f"{t.seconds:.1f}")
+        rows.append([model, stage, str(t.requests), f"{t.tokens.input:,}", f"{t.tokens.output:,}",
+                     fmt_usd(t.usd_known), f"{t.seconds:.1f}"])
     total = ledger.total()
-    table.add_row("[bold]total[/bold]", "", str(total.requests), f"{total.tokens.input:,}",
-                  f"{total.tokens.output:,}", f"[bold]{usd(total.usd_known)}[/bold]", f"{total.seconds:.1f}")
-    console.print(table)
+    rows.append(["total", "", str(total.requests), f"{total.tokens.input:,}", f"{total.tokens.output:,}",
+                 fmt_usd(total.usd_known), f"{total.seconds:.1f}"])
+    # The model names the row, so it comes first and is never cut.
+    console.print(fitted_table(["model", "stage", "requests", "tokens in", "tokens out", "dollars", "model s"],
+                               rows, title=title, right=range(2, 7), width=console.width))
+
+
+def fitted_table(headers: list[str], rows: list[list[str]], *, width: int, title: str | None = None,
+                 right: Collection[int] = (), shorten: Collection[int] = (), optional: Sequence[int] = ()) -> Table:
+    """A table for a terminal `width` columns wide that never cuts the value naming a row.
+
+    The first column (a run id, a model) never wraps and is never shortened: at 80 columns rich would
+    otherwise end it in "…". Other cells wrap at spaces; the `shorten` columns (free text such as a task)
+    stay on one line ending in "…"; when even that does not fit, the `optional` columns are left out, in
+    that order. The `right` columns (numbers) are right-aligned. Cells are plain text, not markup; a row
+    whose first cell is "total" is bold.
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    def least(i: int) -> int:
+        if i == 0:
+            return max(len(row[0]) for row in [headers, *rows])
+        if i in shorten:
+            return 12
+        return max(len(word) for cell in [headers[i], *(row[i] for row in rows)] for word in cell.split() or [""])
+
+    keep = list(range(len(headers)))
+    for i in optional:
+        if sum(least(k) + 3 for k in keep) + 1 <= width:
+            break
+        keep.remove(i)
+    def natural(i: int) -> int:
+        return max(len(row[i]) for row in [headers, *rows])
+
+    # Free text gets what the other columns leave at their natural width (but at least its minimum).
+    spare = width - 1 - sum(natural(k) + 3 for k in keep if k not in shorten) - 3 * len(set(shorten) & set(keep))
+    table = Table(title=title, title_justify="left")
+    for i in keep:
+        justify: Literal["left", "right"] = "right" if i in right else "left"
+        if i in shorten:
+            share = max(least(i), spare // max(1, len(set(shorten) & set(keep))))
+            table.add_column(headers[i], justify=justify, no_wrap=True, overflow="ellipsis", min_width=least(i),
+                             max_width=share)
+        else:
+            table.add_column(headers[i], justify=justify, no_wrap=i == 0, min_width=least(i))
+    for row in rows:
+        style = "bold" if row and row[0] == "total" else ""
+        table.add_row(*(Text(row[i], style=style) for i in keep))
+    return table

@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from relaycode.cli import app, fail
+from relaycode.cli import app
+from relaycode.cli._common import die
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -53,7 +54,7 @@ def bench(
         records = run_bench(options)
         paths = write_reports(out, records)
     except RelayError as exc:
-        raise fail(exc) from None
+        raise die(exc) from None
     for path in paths:
         typer.echo(str(path))
 
@@ -83,6 +84,6 @@ def bench_report(
         mapping = parse_price_as(price_as) if price_as else None
         paths = write_reports(out, records, mapping)
     except RelayError as exc:
-        raise fail(exc) from None
+        raise die(exc) from None
     for path in paths:
         typer.echo(str(path))

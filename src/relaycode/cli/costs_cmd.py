@@ -90,8 +90,8 @@ def costs(
         return
 
     from rich.console import Console
-    from rich.table import Table
 
+    from relaycode.cli._render import fitted_table
     from relaycode.history import CostRow as Row
     from relaycode.report import fmt_int
 
@@ -100,24 +100,25 @@ def costs(
     if not rows:
         console.print(f"No model requests in the run history ({when}, {path}).")
         return
-    table = Table(title=f"relay costs by {by}, {when}", title_justify="left")
-    table.add_column(by)
-    for name in ("requests", "input", "output", "cache read", "cache write", "cost", "% cost", "% tokens"):
-        table.add_column(name, justify="right")
-    for r in rows:
-        table.add_row(r.key, fmt_int(r.requests), fmt_int(r.input_tokens), fmt_int(r.output_tokens),
-                      fmt_int(r.cache_read_tokens), fmt_int(r.cache_write_tokens), _usd(r),
-                      "unknown" if r.unpriced and not r.usd_priced else _share(float(r.usd_priced), usd_all),
-                      _share(r.tokens, tok_all))
+    table_rows = [
+        [r.key, fmt_int(r.requests), fmt_int(r.input_tokens), fmt_int(r.output_tokens),
+         fmt_int(r.cache_read_tokens), fmt_int(r.cache_write_tokens), _usd(r),
+         "unknown" if r.unpriced and not r.usd_priced else _share(float(r.usd_priced), usd_all),
+         _share(r.tokens, tok_all)]
+        for r in rows
+    ]
     total = Row("total", requests=sum(r.requests for r in rows), input_tokens=sum(r.input_tokens for r in rows),
                 output_tokens=sum(r.output_tokens for r in rows),
                 cache_read_tokens=sum(r.cache_read_tokens for r in rows),
                 cache_write_tokens=sum(r.cache_write_tokens for r in rows),
                 usd_priced=sum((r.usd_priced for r in rows), start=Decimal(0)), unpriced=unpriced)
-    table.add_section()
-    table.add_row("[bold]total[/bold]", fmt_int(total.requests), fmt_int(total.input_tokens),
-                  fmt_int(total.output_tokens), fmt_int(total.cache_read_tokens), fmt_int(total.cache_write_tokens),
-                  f"[bold]{_usd(total)}[/bold]", "100%" if usd_all else "—", "100%" if tok_all else "—")
-    console.print(table)
+    table_rows.append(["total", fmt_int(total.requests), fmt_int(total.input_tokens), fmt_int(total.output_tokens),
+                       fmt_int(total.cache_read_tokens), fmt_int(total.cache_write_tokens), _usd(total),
+                       "100%" if usd_all else "—", "100%" if tok_all else "—"])
+    # The group (a model, a repo) names the row and is never cut; on a narrow terminal the cache and
+    # share columns are left out (all are in --json).
+    console.print(fitted_table(
+        [by, "requests", "input", "output", "cache read", "cache write", "cost", "% cost", "% tokens"], table_rows,
+        width=console.width, title=f"relay costs by {by}, {when}", right=range(1, 9), optional=(5, 4, 8, 7)))
     if unpriced:
         console.print(f"{unpriced} request(s) had no known price: their cost is unknown, not counted as $0.")

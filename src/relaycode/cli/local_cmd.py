@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from relaycode.cli import app, fail, usage_fail
+from relaycode.cli import app
+from relaycode.cli._common import die
 
 local_app = typer.Typer(
     name="local",
@@ -24,15 +25,20 @@ app.add_typer(local_app, name="local")
 
 def _resolve_models(preset: str | None, models: str | None) -> list[str]:
     """Model names from `--preset` and/or `--models a,b`; all catalog models when neither is given."""
+    from relaycode.config import load_config
+    from relaycode.errors import ConfigError, UsageError
     from relaycode.local import catalog
+    from relaycode.local.readiness import local_models
 
     names: list[str] = []
     if preset is not None:
-        if preset not in catalog.PRESETS:
-            raise usage_fail(
-                f"unknown preset {preset!r}; presets with local models: {', '.join(catalog.PRESETS)}"
-            )
-        names += catalog.PRESETS[preset]
+        try:
+            preset_models = local_models(load_config(preset=preset))
+        except ConfigError as exc:
+            raise die(UsageError(f"--preset: {exc}")) from None
+        if not preset_models:
+            raise die(UsageError(f"--preset {preset}: uses no local model; nothing to set up"))
+        names += preset_models
     if models:
         names += [n.strip() for n in models.split(",") if n.strip()]
     if preset is None and not models:
@@ -74,7 +80,7 @@ def setup(
             path = ensure_model(get(name), progress=progress)
             typer.echo(f"{name}: {path}")
     except RelayError as exc:
-        raise fail(exc) from None
+        raise die(exc) from None
 
 
 def _status_data(full_verify: bool) -> dict[str, Any]:
@@ -164,7 +170,7 @@ def start(
             handle = ensure_server(name, persistent=True)
             typer.echo(f"{name}: {handle.base_url} (pid {handle.pid})")
     except RelayError as exc:
-        raise fail(exc) from None
+        raise die(exc) from None
 
 
 @local_app.command("stop")
@@ -182,4 +188,4 @@ def stop(
             get(name)
             typer.echo(f"{name}: {'stopped' if stop_server(name) else 'not running'}")
     except RelayError as exc:
-        raise fail(exc) from None
+        raise die(exc) from None

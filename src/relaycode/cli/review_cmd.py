@@ -148,17 +148,21 @@ def review(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout."),
     min_agree: int | None = typer.Option(None, "--min-agree", help="Keep findings raised by at least K reviewers (default: stages.review.min_agree)."),
     fail_on: str | None = typer.Option(None, "--fail-on", help="Exit 1 if a finding is at or above SEVERITY (blocker, major, minor, nit)."),
+    allow_unreviewed: bool = typer.Option(False, "--allow-unreviewed", help="Exit 0 (with a warning) when every "
+                                          "reviewer failed or no part of the change could be reviewed."),
 ) -> None:
     """Review a change with several models; default: the working tree (untracked files included) vs HEAD.
 
-    Exit 0 when no finding is at or above --fail-on (or it is not given), 1 when one
-    is or every reviewer failed, 2 for usage and config errors.
+    Exit 0 when no finding is at or above --fail-on (or it is not given), 1 when one is, when every
+    reviewer failed or when nothing in the change could be reviewed (unless --allow-unreviewed),
+    2 for usage and config errors (input that is not a diff included).
     """
     import asyncio
 
     from relaycode.config import SEVERITIES
-    from relaycode.errors import RelayError
+    from relaycode.errors import RelayError, UsageError
     from relaycode.review.core import review_diff
+    from relaycode.review.diff import parse_diff
     from relaycode.review.formats import FORMATS, render
     from relaycode.session import ModelSession
 
@@ -188,6 +192,9 @@ def review(
             text, reader, what = collect_diff(repo, base=base, head=head, staged=staged, diff_file=diff_file)
         if not text.strip():
             typer.echo(f"relay: nothing to review ({what} has no changes)", err=True)
+        elif not parse_diff(text):
+            # Reviewing it would find nothing and a --fail-on gate would pass on a file that is no change at all.
+            raise UsageError(f"{what}: not a unified diff (no file header such as `diff --git` or `--- a/...`)")
         else:
             typer.echo(f"relay: reviewing {what} with {', '.join(specs)}", err=True)
         session = ModelSession(cfg, run_id="review")
@@ -199,16 +206,25 @@ def review(
             typer.echo(f"relay: posted review {answer.get('html_url') or answer.get('id', '')}", err=True)
     except RelayError as exc:
         raise die(exc) from None
-    _exit_for(result, fail_on)
+    _exit_for(result, fail_on, changed=bool(text.strip()), allow_unreviewed=allow_unreviewed)
 
 
-def _exit_for(result: ReviewResult, fail_on: str | None) -> None:
+def _exit_for(result: ReviewResult, fail_on: str | None, *, changed: bool, allow_unreviewed: bool) -> None:
+    """The review's exit: a gate never passes on a change nobody reviewed, unless the user says it may."""
     from relaycode.review.findings import at_or_above
 
     for spec, error in result.errors.items():
         typer.echo(f"relay: warning: reviewer {spec} failed: {error}", err=True)
     if result.failed:
-        typer.echo("relay: error: every reviewer failed; the change was not reviewed", err=True)
+        unreviewed = "every reviewer failed; the change was not reviewed"
+    elif changed and result.total_usage()["requests"] == 0:
+        unreviewed = "no part of the change could be reviewed (see `not reviewed` in the report)"
+    else:
+        unreviewed = ""
+    if unreviewed and allow_unreviewed:
+        typer.echo(f"relay: warning: {unreviewed} (--allow-unreviewed)", err=True)
+    elif unreviewed:
+        typer.echo(f"relay: error: {unreviewed}; pass --allow-unreviewed to accept that", err=True)
         raise typer.Exit(code=1)
     if fail_on is not None and any(at_or_above(f.severity, fail_on) for f in result.findings):
         raise typer.Exit(code=1)

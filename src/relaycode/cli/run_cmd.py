@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,9 +10,19 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from relaycode.cli import app
-from relaycode.cli._common import ConfigOpt, JsonOpt, PresetOpt, RepoOpt, die, load_config_or_exit, print_json
+from relaycode.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    PresetOpt,
+    RepoOpt,
+    die,
+    load_config_or_exit,
+    print_json,
+)
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from relaycode.config import Config
     from relaycode.pipeline import RunResult
     from relaycode.stages.plan import Plan
@@ -24,7 +35,6 @@ YesOpt = typer.Option(False, "--yes", "-y", help="Do not ask to approve the plan
 def _approve_interactively(plan: Plan, plan_path: Path) -> Plan | None:
     """Show the plan; approve, edit in $EDITOR (re-read after), or abort."""
     import os
-    import shlex
     import subprocess
 
     from rich.console import Console
@@ -53,7 +63,9 @@ def _configure(config: Config, trace: str | None, no_sandbox: bool) -> Config:
     updates: dict[str, Any] = {}
     if trace:
         if trace not in ("otlp", "file", "off"):
-            raise die(ValueError(f"--trace must be otlp, file or off, not {trace!r}"))
+            from relaycode.errors import UsageError
+
+            raise die(UsageError(f"--trace {trace!r}: choose one of otlp, file, off"))
         updates["trace"] = config.trace.model_copy(update={"exporter": trace})
     if no_sandbox:
         updates["sandbox"] = config.sandbox.model_copy(update={"enabled": False})
@@ -90,17 +102,81 @@ def execute(
     else:
         cost_table(result.ledger, console)
         colour = "green" if result.status == "succeeded" else "red"
+        # soft_wrap: a branch, path or command split over two lines cannot be copied.
         console.print(f"[bold {colour}]{result.status}[/bold {colour}]  branch {result.branch}  "
-                      f"iterations {result.iterations}  run dir {result.run_dir}")
+                      f"iterations {result.iterations}  run dir {result.run_dir}", soft_wrap=True)
         overhead = max(0.0, result.wall_s - result.model_s)
         console.print(f"wall {result.wall_s:.1f}s, model {result.model_s:.1f}s, orchestration {overhead:.1f}s")
-        if result.error:
-            console.print(f"[red]{result.error}[/red]")
+        if result.status != "interrupted":
+            _print_outcome(result, console, plan_only=stop_after_plan)
+    if result.status == "interrupted":
+        # The exact command, so a person who pressed Ctrl-C can copy it (stderr: --json keeps stdout clean).
+        command = f"relay run --resume {result.run_id} --repo {shlex.quote(str(repo))}"
+        typer.echo(f"relay: interrupted; run {result.run_id} is saved, continue it with: {command}", err=True)
     return result
 
 
+def _print_outcome(result: RunResult, console: Console, *, plan_only: bool) -> None:
+    """Why the run failed, or what it changed and how to take it (the same words as its report.md)."""
+    from rich.markup import escape
+
+    from relaycode.report import load_run, take_commands, why_failed
+
+    data = load_run(result.run_dir) or {}
+    for reason in why_failed(data):
+        console.print(f"[red]{escape(reason)}[/red]", soft_wrap=True)
+    for path, added, removed in data.get("diffstat") or []:
+        console.print(f"  {escape(path)}  [green]+{added}[/green] [red]-{removed}[/red]", soft_wrap=True)
+    for finding in (data.get("review") or {}).get("findings") or []:
+        console.print(f"  finding: {finding.get('path')}:{finding.get('start_line')} "
+                      f"[{finding.get('severity')}] {finding.get('message')}", markup=False, soft_wrap=True)
+    if result.status == "succeeded" and not plan_only:
+        commands = take_commands(data)
+        if commands:
+            console.print("look at the change:  " + commands[0], markup=False, soft_wrap=True)
+            console.print("take it:             " + commands[1] + "   (or " + commands[2] + ")", markup=False,
+                          soft_wrap=True)
+    console.print(f"report: {result.run_dir / 'report.md'}", markup=False, soft_wrap=True)
+
+
 def _exit_code(result: RunResult) -> int:
+    from relaycode.errors import EXIT_INTERRUPTED
+
+    if result.status == "interrupted":
+        return EXIT_INTERRUPTED
     return 0 if result.status == "succeeded" else 1
+
+
+def resume_config(repo: Path, run_id: str, config_file: Path | None, preset: str | None) -> Config:
+    """The config a resumed run continues with: the one it started with, saved in its state.json.
+
+    A different --config/--preset on resume would switch models and budgets in the middle of a run,
+    so it is refused; the same one (or none) is fine.
+    """
+    from relaycode.config import config_from_dict
+    from relaycode.errors import ConfigError, RelayError, UsageError
+    from relaycode.runstore import RunStore, runs_dir_of
+    from relaycode.workspace import open_repo
+
+    try:
+        store = RunStore.open(runs_dir_of(open_repo(repo).git_dir), run_id)
+        saved = store.load_state().get("config")
+        if not isinstance(saved, dict):  # a run from before configs were saved: only what the user says
+            return load_config_or_exit(config_file, preset, repo)
+        started_with = saved.get("preset") or "its own config"
+        try:
+            cfg = config_from_dict(saved, source=f"run {run_id} (state.json)")
+        except ConfigError as exc:
+            raise UsageError(f"run {run_id}: its saved config no longer loads ({exc}); start a new run") from None
+    except RelayError as exc:
+        raise die(exc) from None
+    if config_file is not None or preset is not None:
+        asked = load_config_or_exit(config_file, preset, repo)
+        if asked.public_dict() != cfg.public_dict():
+            flag = f"--config {config_file}" if config_file is not None else f"--preset {preset}"
+            raise die(UsageError(f"{flag}: run {run_id} was started with {started_with} and resumes with it; "
+                                 f"drop {flag.split()[0]} (or start a new run)"))
+    return cfg
 
 
 @app.command("run")
@@ -118,7 +194,8 @@ def run(
     trace: str | None = TraceOpt,
 ) -> None:
     """Plan, implement, verify and review TASK in a new worktree and branch; your checkout is not touched."""
-    cfg = _configure(load_config_or_exit(config, preset, repo), trace, no_sandbox)
+    loaded = resume_config(repo, resume, config, preset) if resume else load_config_or_exit(config, preset, repo)
+    cfg = _configure(loaded, trace, no_sandbox)
     result = execute(task=task, repo=repo, config=cfg, yes=yes, as_json=as_json, plan_file=plan, resume=resume,
                      no_sandbox=no_sandbox, base=base)
     raise typer.Exit(_exit_code(result))
@@ -206,6 +283,4 @@ def demo(
     console.print(f"task: {DEMO_TASK}")
     cfg = load_config(preset=preset)
     result = execute(task=DEMO_TASK, repo=root, config=cfg, yes=True, as_json=as_json)
-    if not as_json:
-        console.print(f"see the change: git -C {root} diff main {result.branch}")
     raise typer.Exit(_exit_code(result))

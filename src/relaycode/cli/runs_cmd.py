@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from relaycode.cli import app
-from relaycode.cli._common import JsonOpt, print_json
+from relaycode.cli._common import JsonOpt, RepoOpt, print_json
 
 if TYPE_CHECKING:
     from relaycode.history import History, RunRecord
@@ -45,23 +45,25 @@ def runs(
     from datetime import datetime
 
     from rich.console import Console
-    from rich.table import Table
 
+    from relaycode.cli._render import fitted_table
     from relaycode.report import fmt_seconds, fmt_usd
 
     console = Console()
     if not records:
         console.print("No runs in the run history yet.")
         return
-    table = Table("run", "kind", "status", "started", "wall", "requests", "cost", "repo", "task")
+    rows = []
     for r in records:
         started = datetime.fromtimestamp(r.started_at).strftime("%Y-%m-%d %H:%M")
         cost = "—" if r.status == "running" else fmt_usd(r.usd, r.unpriced_requests)
-        task = " ".join((r.task or "").split())
         requests = "—" if r.status == "running" else str(r.requests)  # totals are written when a run ends
-        table.add_row(r.run_id, r.kind, r.status, started, fmt_seconds(r.wall_s), requests, cost,
-                      Path(r.repo).name if r.repo else "—", task[:60] + ("…" if len(task) > 60 else ""))
-    console.print(table)
+        rows.append([r.run_id, r.kind, r.status, started, fmt_seconds(r.wall_s), requests, cost,
+                     Path(r.repo).name if r.repo else "—", " ".join((r.task or "").split())])
+    # The run id is what every other command takes: it is never cut; the task is shortened, then
+    # repo, kind, requests and start time are left out on a narrow terminal (all are in --json).
+    console.print(fitted_table(["run", "kind", "status", "started", "wall", "requests", "cost", "repo", "task"],
+                               rows, width=console.width, right=(4, 5, 6), shorten=(8,), optional=(7, 1, 5, 3)))
 
 
 def run_data(record: RunRecord, history: History) -> dict[str, Any]:
@@ -82,8 +84,9 @@ def run_data(record: RunRecord, history: History) -> dict[str, Any]:
 def show(
     run_id: str = typer.Argument(..., help="The run id (or a unique prefix of it)."),
     html: Path | None = typer.Option(None, "--html", help="Write the HTML report to this file instead of printing."),
+    as_json: bool = JsonOpt,
 ) -> None:
-    """Print a run's report (its report.md), or write the HTML report with --html FILE."""
+    """Print a run's report (its report.md), its data as JSON with --json, or write the HTML report with --html FILE."""
     from relaycode.cli._common import die
     from relaycode.errors import UsageError
     from relaycode.report import render_html, render_markdown
@@ -93,6 +96,9 @@ def show(
         if record is None:
             raise die(UsageError(f"no run {run_id!r} in the run history {history.path}; see `relay runs`"))
         data = run_data(record, history)
+    if as_json:
+        print_json(data)
+        return
     if html is not None:
         html.parent.mkdir(parents=True, exist_ok=True)
         html.write_text(render_html(data), encoding="utf-8")
@@ -103,3 +109,45 @@ def show(
         typer.echo(report_md.read_text(encoding="utf-8"), nl=False)
     else:
         typer.echo(render_markdown(data), nl=False)
+
+
+@runs_app.command("clean")
+def clean(
+    repo: Path = RepoOpt,
+    keep: list[str] | None = typer.Option(None, "--keep", help="Keep this run (id or unique prefix); repeatable."),
+    keep_succeeded: bool = typer.Option(False, "--keep-succeeded", help="Keep the runs that succeeded."),
+    unfinished: bool = typer.Option(False, "--unfinished", help="Also remove interrupted and killed runs, "
+                                    "which --resume could otherwise continue."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only list what would be removed."),
+) -> None:
+    """Remove the relay/* branches and worktrees of ended runs (their reports stay in the run directory).
+
+    Only what relay made is touched: branches with a run directory of this repository, never a branch
+    checked out in your checkout or in a worktree of yours.
+    """
+    from relaycode.cli._common import die
+    from relaycode.errors import RelayError
+    from relaycode.runs_clean import decide, find_leftovers, remove
+    from relaycode.workspace import open_repo
+
+    try:
+        git_repo = open_repo(repo)
+        decisions = decide(find_leftovers(git_repo), keep=keep or (), keep_succeeded=keep_succeeded,
+                           unfinished=unfinished)
+        if not decisions:
+            typer.echo("no relay runs with a branch or worktree in this repository")
+        removed = 0
+        for d in decisions:
+            what = " and ".join(x for x in (d.run.branch, "worktree" if d.run.worktree else None) if x)
+            if not d.remove:
+                typer.echo(f"keep    {d.run.run_id}  {d.reason}")
+                continue
+            if not dry_run:
+                remove(git_repo, d.run)
+            removed += 1
+            typer.echo(f"{'would remove' if dry_run else 'removed'} {d.run.run_id}  {d.reason}: {what}")
+    except RelayError as exc:
+        raise die(exc) from None
+    if decisions:
+        verb = "would remove" if dry_run else "removed"
+        typer.echo(f"{verb} {removed} of {len(decisions)} runs' branches and worktrees")

@@ -77,7 +77,8 @@ def to_text(result: ReviewResult, *, color: bool = False, width: int = 100) -> s
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=color, no_color=not color, width=width, highlight=False)
     if not result.findings:
-        console.print("[green]No findings.[/green]")
+        empty = empty_headline(result)
+        console.print(f"[green]{empty}[/green]" if empty == NO_FINDINGS else f"[red]{escape(empty)}[/red]")
     for f in result.findings:
         style = _STYLE[f.severity]
         console.print(f"[{style}]{f.severity.upper():7}[/{style}] [bold]{escape(_where(f))}[/bold] "
@@ -107,7 +108,22 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(result: ReviewResult, *, title: str = "relay review", empty: str = "No findings.") -> str:
+NO_FINDINGS = "No findings."
+
+
+def empty_headline(result: ReviewResult) -> str:
+    """What a review without findings says first: "No findings." only when every reviewer reviewed something."""
+    if result.failed:
+        return "Not reviewed: every reviewer failed (below)."
+    if result.files and result.total_usage()["requests"] == 0:
+        return "Not reviewed: no part of the change could be reviewed (below)."
+    if result.errors:
+        failed = ", ".join(result.errors)
+        return f"No findings from the reviewers that finished; {failed} failed (below)."
+    return NO_FINDINGS
+
+
+def to_markdown(result: ReviewResult, *, title: str = "relay review", empty: str = NO_FINDINGS) -> str:
     out = [f"## {title}", ""]
     if result.findings:
         out += ["| severity | where | category | finding | reviewers |", "|---|---|---|---|---|"]
@@ -116,7 +132,7 @@ def to_markdown(result: ReviewResult, *, title: str = "relay review", empty: str
             out.append(f"| {f.severity} | `{_where(f)}` | {f.category} | {text} | "
                        f"{', '.join(f.models)} ({f.confidence:.2f}) |")
     else:
-        out.append(empty)
+        out.append(empty if empty_headline(result) == NO_FINDINGS else empty_headline(result))
     out.append("")
     if result.not_reviewed:
         out += ["**Not reviewed:**", *[f"- {_md_cell(x)}" for x in result.not_reviewed], ""]

@@ -1,0 +1,1 @@
+from .helpers import relay  # noqa: F401  (the fixture for every CLI test here)
