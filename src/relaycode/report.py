@@ -374,11 +374,17 @@ def _md_table(headers: list[str], rows: list[list[str]], *, numeric: bool = True
     return "\n".join(out)
 
 
+SANDBOX_OFF_MD = ("> **The sandbox was OFF for this run**: the repository's and the model's commands ran with "
+                  "the user's full access (--no-sandbox or `sandbox.enabled = false` in the user's config).")
+
+
 def render_markdown(run: Mapping[str, Any]) -> str:
     """The report as Markdown: summary, why it failed, verify, findings, the change (and how to take it), cost
     by stage and by model, timeline, overhead."""
-    parts = [f"# relay run {run.get('run_id') or ''}".rstrip(), "", "## Summary", "",
-             _md_table(["", ""], [[k, v] for k, v in _summary(run)], numeric=False)]
+    parts = [f"# relay run {run.get('run_id') or ''}".rstrip(), ""]
+    if run.get("sandboxed") is False:
+        parts += [SANDBOX_OFF_MD, ""]
+    parts += ["## Summary", "", _md_table(["", ""], [[k, v] for k, v in _summary(run)], numeric=False)]
     parts += _outcome_md(run)
     for title, key, first in (("Cost by stage", "by_stage", "stage"), ("Cost by model", "by_model", "model")):
         rows, _, _ = _cost_rows(run, key)

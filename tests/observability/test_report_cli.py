@@ -39,6 +39,13 @@ def test_markdown_has_every_section_and_the_numbers() -> None:
     assert "| verify | — | +33.5 s | 23.0 s |" in md
 
 
+def test_markdown_says_loudly_when_the_sandbox_was_off() -> None:
+    assert "sandbox was OFF" not in render_markdown(sample_run())
+    run = {**sample_run(), "sandboxed": False}
+    md = render_markdown(run)
+    assert md.index("sandbox was OFF") < md.index("## Summary")
+
+
 def test_markdown_escapes_the_task() -> None:
     md = render_markdown(sample_run(task="a | b <script>x</script>\nsecond line"))
     assert "a \\| b &lt;script&gt;x&lt;/script&gt; second line" in md
