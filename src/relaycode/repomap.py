@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from relaycode.testfiles import is_test_path
 from relaycode.workspace import read_text_in_root
 
 __all__ = ["relevant_files", "repo_map", "signatures"]
@@ -31,9 +32,6 @@ _STOPWORDS = frozenset(
 )  # fmt: skip
 _TEST_WORDS = frozenset({"test", "tests", "testing", "pytest", "unittest", "fail", "fails", "failing",
                          "failure", "failures", "failed", "broken", "red", "assert", "spec", "specs"})  # fmt: skip
-_TEST_PATH_RE = re.compile(
-    r"(^|/)(tests?|__tests__|spec)(/|$)|(^|/)test_[^/]*$|_test\.\w+$|\.(test|spec)\.\w+$"
-)
 # Top-level definitions in languages other than Python: good enough to show the shape of a file.
 _DEF_RE = re.compile(
     r"^(?:export\s+(?:default\s+)?|pub(?:\([\w:]+\))?\s+|public\s+|private\s+|protected\s+|internal\s+|"
@@ -57,7 +55,7 @@ def _words(text: str) -> list[str]:
 
 
 def _is_test(path: str) -> bool:
-    return bool(_TEST_PATH_RE.search(path))
+    return is_test_path(path)
 
 
 def _read(root: Path, rel: str) -> str | None:

@@ -32,6 +32,7 @@ from relaycode import sandbox
 from relaycode.errors import ConfigError
 from relaycode.sandbox import Limits, SandboxPolicy
 from relaycode.stages import doc_examples
+from relaycode.testfiles import is_python_test_file
 
 #: No -x: the model gets every failing test at once. No cache provider: no .pytest_cache in the diff.
 PYTEST_COMMAND = "python -m pytest -q -p no:cacheprovider"
@@ -104,7 +105,7 @@ class VerifyResult:
 def _has_test_files(root: Path) -> bool:
     for _dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS]
-        if any(f.endswith(".py") and (f.startswith("test_") or f.endswith("_test.py")) for f in filenames):
+        if any(is_python_test_file(f) for f in filenames):
             return True
     return False
 
