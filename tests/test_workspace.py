@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relaycode import workspace
+from relaycode import pathsafety
 from relaycode.errors import PathEscape, UsageError
 from relaycode.workspace import Identity, Repo, Worktree, open_in_root, open_repo, safe_path
 
@@ -390,7 +390,7 @@ def test_symlink_swapped_in_after_check_is_refused(
     """Deterministic check-then-use race: the swap happens right after `safe_path` approved."""
     root, sentinel = jail
     (root / "d").mkdir()
-    real_safe_path = workspace.safe_path
+    real_safe_path = pathsafety.safe_path
 
     def swapping_safe_path(r: Path, rel: str) -> Path:
         result = real_safe_path(r, rel)
@@ -398,7 +398,7 @@ def test_symlink_swapped_in_after_check_is_refused(
         (root / "d").symlink_to(sentinel)
         return result
 
-    monkeypatch.setattr(workspace, "safe_path", swapping_safe_path)
+    monkeypatch.setattr(pathsafety, "safe_path", swapping_safe_path)
     before = tree_state(sentinel)
     with pytest.raises(PathEscape, match="changed while being opened"):
         open_in_root(root, "d/secret.txt", "w")

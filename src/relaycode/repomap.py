@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from relaycode.pathsafety import read_text_in_root
 from relaycode.testfiles import is_test_path
-from relaycode.workspace import read_text_in_root
 
 __all__ = ["relevant_files", "repo_map", "signatures"]
 

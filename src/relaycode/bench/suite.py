@@ -290,7 +290,7 @@ def write_files(root: Path, files: Mapping[str, str]) -> None:
     """Write `files` under `root` through the path-safety layer: a symlink or FIFO that model-written
     code planted at a hidden-test path is replaced, never followed or opened (a FIFO would block)."""
     from relaycode.errors import PathEscape
-    from relaycode.workspace import write_in_root
+    from relaycode.pathsafety import write_in_root
 
     for rel, text in files.items():
         why = path_problem(rel)

@@ -111,7 +111,7 @@ def _has_test_files(root: Path) -> bool:
 
 
 def _read(path: Path) -> str:
-    from relaycode.workspace import read_text_in_root
+    from relaycode.pathsafety import read_text_in_root
 
     return read_text_in_root(path.parent, path.name) or ""
 
