@@ -66,12 +66,9 @@ def _load() -> dict[str, str]:
 
 
 def _save(entries: dict[str, str]) -> None:
-    path = store_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    from relaycode.runstore import atomic_write
+
+    atomic_write(store_path(), json.dumps(entries, indent=2, sort_keys=True) + "\n")  # mode 0600 (mkstemp)
 
 
 def digest(data: bytes) -> str:
