@@ -69,13 +69,13 @@ def test_preset_flag_keeps_the_repository_config(tmp_path: Path) -> None:
 
 
 def test_layers_override_key_by_key_in_order(tmp_path: Path) -> None:
-    user_config('[stages.implement]\nmodel = "local:qwen2.5-coder-0.5b"\nmax_steps = 5\n')
+    user_config('[stages.implement]\nmodel = "local:qwen2.5-coder-0.5b"\nmax_steps = 9\n')
     repo = repo_with(tmp_path, "[stages.implement]\nmax_steps = 7\n")
     explicit = tmp_path / "mine.toml"
     explicit.write_text("max_iterations = 2\n")
     cfg = load_config(repo=repo, config_file=explicit, overrides={"stages": {"review": {"block_on": "none"}}})
     assert cfg.stages.implement.model == "local:qwen2.5-coder-0.5b"  # user config
-    assert cfg.stages.implement.max_steps == 7  # the repository over the user
+    assert cfg.stages.implement.max_steps == 7  # the repository over the user (lowering a limit)
     assert cfg.max_iterations == 2 and cfg.stages.review.block_on == "none"
     assert cfg.origins["max_iterations"] == str(explicit) and cfg.origins["stages.review.block_on"] == "command line"
 
@@ -116,6 +116,23 @@ def test_trust_applies_a_repository_config_until_it_is_edited(tmp_path: Path) ->
     assert not load_config(repo=repo).sandbox.enabled
     assert runner.invoke(app, ["trust", "--repo", str(repo), "--revoke"]).exit_code == 0
     assert load_config(repo=repo).sandbox.enabled
+
+
+def test_a_repository_may_only_lower_limits_that_bound_time_and_rounds(tmp_path: Path) -> None:
+    repo = repo_with(tmp_path, "max_iterations = 50\n[stages.verify]\ntimeout_s = 60\n[retry]\nmax_attempts = 9\n")
+    cfg = load_config(repo=repo)
+    assert cfg.max_iterations == 3 and cfg.retry.max_attempts == 4  # the defaults stand
+    assert cfg.stages.verify.timeout_s == 60  # lowering applies
+    assert sum("may only lower this limit" in n for n in cfg.notices) == 2
+
+
+def test_the_users_preset_wins_over_the_repositorys(tmp_path: Path) -> None:
+    repo = repo_with(tmp_path, 'preset = "api"\n')
+    assert load_config(repo=repo).preset == "api"  # the user named none: the repository's applies
+    user_config('preset = "local"\n')
+    cfg = load_config(repo=repo)
+    assert cfg.preset == "local" and any("ignored preset = 'api'" in n for n in cfg.notices)
+    assert load_config(repo=repo, preset="smoke").preset == "smoke"
 
 
 def test_a_repository_may_only_lower_a_budget(tmp_path: Path) -> None:
@@ -163,9 +180,9 @@ def test_a_linked_repository_config_is_refused(tmp_path: Path) -> None:
 
 
 def test_config_show_says_where_each_value_came_from(tmp_path: Path) -> None:
-    repo = repo_with(tmp_path, "max_iterations = 4\n[sandbox]\nenabled = false\n")
+    repo = repo_with(tmp_path, "max_iterations = 2\n[sandbox]\nenabled = false\n")
     result = runner.invoke(app, ["config", "show", "--repo", str(repo), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["max_iterations"] == 4 and data["origins"]["max_iterations"].endswith("(repository)")
+    assert data["max_iterations"] == 2 and data["origins"]["max_iterations"].endswith("(repository)")
     assert "ignored 'sandbox.enabled'" in result.stderr

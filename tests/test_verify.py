@@ -209,6 +209,7 @@ def test_project_env_finds_the_checkouts_venv_or_the_configured_one(tmp_path: Pa
     from relaycode.stages.verify import project_env
 
     assert project_env(tmp_path, None) is None
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     venv = _venv(tmp_path / ".venv")
     assert project_env(tmp_path, None) == venv
     other = _venv(tmp_path / "envs" / "dev")
@@ -258,6 +259,7 @@ def test_verify_runs_the_projects_python_first(tmp_path: Path, sandboxed: bool) 
         pytest.skip("bubblewrap is not installed (scripts/dev installs it)")
     checkout = tmp_path / "checkout"
     checkout.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=checkout, check=True)
     venv = _venv(checkout / ".venv")
     worktree = tmp_path / "worktree"  # as in a run: the venv is in the checkout, not in the worktree
     worktree.mkdir()

@@ -56,7 +56,7 @@ class ModelSettings(_Strict):
     """Sampling temperature; provider default when unset."""
     max_tokens: int = Field(default=4096, gt=0)
     """Maximum output tokens per request. Also the worst case the budget reserves."""
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default=120.0, gt=0, allow_inf_nan=False)
     """Timeout of one request, in seconds."""
     fallback: list[str] = Field(default_factory=list)
     """Models to try, in order, when this one still fails after its retries (never on auth errors)."""
@@ -111,7 +111,7 @@ class ImplementStage(_Strict):
     """With `escalate_to`, start with the strongest implementer when the run has nothing that can fail
     a wrong change (no verify command but a linter, no doc examples): escalation is gated by
     verification, and without it a cheap first attempt would be accepted unchecked."""
-    retry_temperature: float | None = Field(default=None, ge=0)
+    retry_temperature: float | None = Field(default=None, ge=0, le=2)
     """Sampling temperature for an implementer's attempts after its first failed one (its first attempt
     uses the model's own `temperature`). Unset: always the model's. Pairs with greedy models
     (`temperature = 0`): greedy decoding answers a retry much like the first try (on QuixBugs the
@@ -120,7 +120,7 @@ class ImplementStage(_Strict):
     """Limit on model turns inside one implement attempt (edit retries, agent steps)."""
     max_tokens_per_attempt: int | None = Field(default=None, gt=0)
     """Limit on tokens (input + output) one agent-loop attempt may use; unset: only the budget limits it."""
-    max_wall_s: float = Field(default=600.0, gt=0)
+    max_wall_s: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     """Limit on the wall time of one agent-loop attempt (model calls and commands), in seconds."""
 
 
@@ -136,7 +136,7 @@ class ReviewStage(_Strict):
 class VerifyStage(_Strict):
     commands: list[str] | None = None
     """Shell commands that must exit 0. Unset: auto-detected (pytest, ruff, npm test)."""
-    timeout_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     """Timeout per command; its process group is killed when exceeded."""
     python: str | None = None
     """The project's virtualenv (a directory or its `bin/python`, relative to the repository or
@@ -191,9 +191,9 @@ class TraceSettings(_Strict):
 class RetrySettings(_Strict):
     max_attempts: int = Field(default=4, ge=1, le=10)
     """Attempts per request, including the first, for retryable errors (never auth errors)."""
-    backoff_s: float = Field(default=1.0, ge=0)
+    backoff_s: float = Field(default=1.0, ge=0, le=600, allow_inf_nan=False)
     """Base of the exponential backoff between attempts (with jitter)."""
-    max_backoff_s: float = Field(default=30.0, ge=0)
+    max_backoff_s: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False)
     """Upper bound on one wait, Retry-After included."""
 
 
@@ -295,10 +295,21 @@ RESTRICTED: tuple[tuple[str, ...], ...] = (
     ("models", "*", "price"),
     ("unpriced",),
     ("trace",),
+    ("stages", "plan", "approve"),
 )
 
-#: Budget settings: from a repository they can only lower what the user's layers allow.
-_BUDGET = ("budget",)
+#: Limits a repository may only lower (below what the earlier layers, or the field's default, allow):
+#: dollars, requests and tokens, and everything that bounds how long relay runs outside the sandbox.
+LOWER_ONLY: tuple[tuple[str, ...], ...] = (
+    ("budget",),
+    ("max_iterations",),
+    ("retry",),
+    ("stages", "verify", "timeout_s"),
+    ("stages", "implement", "max_steps"),
+    ("stages", "implement", "max_tokens_per_attempt"),
+    ("stages", "implement", "max_wall_s"),
+    ("models", "*", "timeout_s"),
+)
 
 Leaf = tuple[str, ...]
 
@@ -359,27 +370,59 @@ class _Layered:
         for path, value in _flatten(layer.data).items():
             if path == ("preset",):
                 continue
-            dotted = ".".join(path)
-            if not layer.trusted and any(_matches(path, r) for r in RESTRICTED):
-                self.notices.append(
-                    f"{layer.name}: ignored {dotted!r}: a repository's config may not set it "
-                    "(run `relay trust` in the repository to allow this file)"
-                )
+            if not layer.trusted and not self._allowed_from_repository(layer, path, value):
                 continue
-            if not layer.trusted and _matches(path, _BUDGET) and path in self.leaves:
-                current = self.leaves[path]
-                if _is_number(current) and (not _is_number(value) or value > current):
-                    self.notices.append(
-                        f"{layer.name}: ignored {dotted} = {value!r}: a repository's config may only lower "
-                        f"a budget ({self.origins[path]} sets {current!r})"
-                    )
-                    continue
             # A table replaced by a scalar (or the reverse) drops what the earlier layers set under it.
-            for old in [p for p in self.leaves if p[: len(path)] == path or path[: len(p)] == p]:
+            for old in self._covered(path):
                 del self.leaves[old]
                 self.origins.pop(old, None)
             self.leaves[path] = value
             self.origins[path] = layer.name
+
+    def _covered(self, path: Leaf) -> list[Leaf]:
+        return [p for p in self.leaves if p[: len(path)] == path or path[: len(p)] == p]
+
+    def _allowed_from_repository(self, layer: ConfigLayer, path: Leaf, value: Any) -> bool:
+        dotted = ".".join(path)
+        if any(_matches(path, r) for r in RESTRICTED):
+            self.notices.append(f"{layer.name}: ignored {dotted!r}: a repository's config may not set it "
+                                "(run `relay trust` in the repository to allow this file)")
+            return False
+        # An empty table or a scalar over a table must not erase limits the user's layers set.
+        erased = [p for p in self._covered(path) if p != path and any(_matches(p, r) for r in (*RESTRICTED, *LOWER_ONLY))]
+        if erased:
+            self.notices.append(f"{layer.name}: ignored {dotted!r}: it would remove {'.'.join(erased[0])} "
+                                f"set by {self.origins[erased[0]]}")
+            return False
+        if any(_matches(path, r) for r in LOWER_ONLY) and value != {}:
+            current = self.leaves.get(path, _default_for(path))
+            if current is not None and (not _is_number(value) or value > current):
+                where = self.origins.get(path, "the default")
+                self.notices.append(f"{layer.name}: ignored {dotted} = {value!r}: a repository's config may only "
+                                    f"lower this limit ({where}: {current!r})")
+                return False
+        return True
+
+
+def _default_for(path: Leaf) -> Any:
+    """The default of the field at `path` (`*` steps through a dict of models), or None (no limit)."""
+    model: type[BaseModel] | None = Config
+    for i, key in enumerate(path):
+        if model is None:
+            return None
+        if model is Config and key == "models":
+            model = ModelSettings
+            continue
+        if model is ModelSettings and i == 1:
+            continue  # the model's name
+        info = model.model_fields.get(key)
+        if info is None:
+            return None
+        if i == len(path) - 1:
+            return info.get_default(call_default_factory=True)
+        annotation = info.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return None
 
 
 def _is_number(value: Any) -> bool:
@@ -438,21 +481,31 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Conf
     return _check_semantics(config, source)
 
 
-def read_toml(path: Path, *, repository: bool = False) -> dict[str, Any]:
-    """A TOML file as a dict. `repository=True`: read as untrusted input (no links, regular file only)."""
+def parse_toml(raw: bytes, path: Path) -> dict[str, Any]:
+    """TOML bytes as a dict; ConfigError naming `path` for anything that is not a usable config."""
     try:
-        if repository:
-            from relaycode.trust import read_repo_file
-
-            return tomllib.loads(read_repo_file(path).decode("utf-8"))
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"{path}: nested too deeply to be a config") from None
+
+
+def read_toml(path: Path, *, repository: bool = False) -> dict[str, Any]:
+    """A TOML file as a dict. `repository=True`: read as untrusted input (no links, regular file only)."""
+    if repository:
+        from relaycode.trust import read_repo_file
+
+        return parse_toml(read_repo_file(path), path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    return parse_toml(raw, path)
 
 
 def user_config_path() -> Path:
@@ -480,31 +533,40 @@ def find_config_file(repo: Path | None) -> Path | None:
 def config_layers(
     *, config_file: Path | None = None, preset: str | None = None, repo: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
-) -> tuple[str, list[ConfigLayer]]:
-    """The preset and the layers over it, lowest first: user config < repository relay.toml (within
-    the trust rules) < `--config FILE` < command line."""
+) -> tuple[str, list[ConfigLayer], list[str]]:
+    """The preset, the layers over it (lowest first: user config < repository relay.toml (within the
+    trust rules) < `--config FILE` < command line) and notices about what was ignored."""
     from relaycode import trust
     from relaycode.presets import PRESETS
 
     layers: list[ConfigLayer] = []
+    notices: list[str] = []
     user = user_config_path()
     if user.is_file():
         layers.append(ConfigLayer(str(user), read_toml(user)))
     repo_file = repo_config_path(repo)
     if repo_file is not None:
-        raw = trust.read_repo_file(repo_file)
-        layers.append(ConfigLayer(f"{repo_file} (repository)", read_toml(repo_file, repository=True),
+        raw = trust.read_repo_file(repo_file)  # one read: the bytes checked are the bytes parsed
+        layers.append(ConfigLayer(f"{repo_file} (repository)", parse_toml(raw, repo_file),
                                   trusted=trust.is_trusted(repo_file, raw)))
     if config_file is not None:
         layers.append(ConfigLayer(str(config_file), read_toml(config_file)))
     if overrides:
         layers.append(ConfigLayer("command line", dict(overrides)))
 
+    # The preset decides where requests, code and keys go: the user's choice (command line, --config,
+    # user config) wins over an untrusted repository's, which applies only when the user named none.
     named = [(layer.name, layer.data["preset"]) for layer in layers if "preset" in layer.data]
+    trusted_named = [(layer.name, layer.data["preset"]) for layer in layers if "preset" in layer.data and layer.trusted]
     chosen: str | None = preset
     where = "--preset"
     if chosen is None and named:
-        where, chosen = named[-1]
+        where, chosen = (trusted_named or named)[-1]
+    for layer in layers:
+        if not layer.trusted and "preset" in layer.data and (preset is not None or trusted_named) \
+                and layer.data["preset"] != chosen:
+            notices.append(f"{layer.name}: ignored preset = {layer.data['preset']!r}: you chose "
+                           f"{chosen!r} ({where}); a repository's config does not override your preset")
     if chosen is not None and chosen not in PRESETS:
         raise ConfigError(f"{where}: unknown preset {chosen!r}; known: {', '.join(PRESETS)}")
     if chosen is None:
@@ -517,7 +579,7 @@ def config_layers(
             for layer in layers
         )
         chosen = None if defines_implementer else "local"
-    return chosen or "", layers
+    return chosen or "", layers, notices
 
 
 def load_config(
@@ -531,8 +593,8 @@ def load_config(
     """
     from relaycode.presets import PRESETS
 
-    chosen, layers = config_layers(config_file=config_file, preset=preset, repo=repo, overrides=overrides)
-    merged = _Layered()
+    chosen, layers, notices = config_layers(config_file=config_file, preset=preset, repo=repo, overrides=overrides)
+    merged = _Layered(notices=notices)
     if chosen:
         merged.apply(ConfigLayer(f"preset {chosen}", PRESETS[chosen]))
     for layer in layers:

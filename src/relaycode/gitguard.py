@@ -18,8 +18,11 @@ so those entries are exactly what an attack on relay's *next* git call outside t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import secrets
+import shutil
 import stat
 import subprocess
 import time
@@ -141,13 +144,28 @@ def scrubbed_config(common: Path) -> str:
 
 
 def git_entries(root: Path) -> Iterator[str]:
-    """Relative paths of every entry named `.git` under root (top level and nested), not followed."""
-    for dirpath, dirnames, filenames in os.walk(root):
+    """Relative paths of every entry named `.git` under root (top level and nested), not followed.
+
+    A directory that cannot be listed (a command made it search-only: git can still open `x/.git`
+    in it by name) is made listable again first when relay owns it, and otherwise reported as the
+    entry `<dir>/.git?unlistable`, so a change there never goes unseen.
+    """
+    unlistable: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: unlistable.append(str(e.filename))):
         rel = os.path.relpath(dirpath, root)
         for name in (*dirnames, *filenames):
             if name == ".git":
                 yield os.path.normpath(os.path.join(rel, name))
         dirnames[:] = [d for d in dirnames if d != ".git"]
+    for directory in unlistable:
+        rel = os.path.relpath(directory, root)
+        try:
+            os.chmod(directory, stat.S_IMODE(os.lstat(directory).st_mode) | 0o700, follow_symlinks=False)
+        except (OSError, NotImplementedError):
+            yield os.path.normpath(os.path.join(rel, ".git?unlistable"))
+            continue
+        for sub in git_entries(Path(directory)):
+            yield os.path.normpath(os.path.join(rel, sub))
 
 
 def _fingerprint(path: Path) -> str:
@@ -182,20 +200,32 @@ def check_unchanged(root: Path, before: dict[str, str], command: str) -> None:
     changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
     if not changed:
         return
-    stamp = time.strftime("%Y%m%d%H%M%S")
-    moved: list[str] = []
-    for rel in changed:
-        if rel not in after:
-            continue  # removed: nothing left to neutralise
-        source = root / rel
-        target = source.with_name(f".git{QUARANTINE_SUFFIX}-{stamp}")
-        try:
-            os.rename(source, target)
-            moved.append(f"{rel} -> {target.name}")
-        except OSError:
-            moved.append(f"{rel} (could not be moved: remove it by hand)")
+    moved = [_quarantine(root, rel) for rel in changed if rel in after and not rel.endswith("?unlistable")]
     raise SandboxViolation(
         f"a sandboxed command ({command[:80]}) changed git metadata in the tree: {', '.join(changed[:5])}"
         f"{' …' if len(changed) > 5 else ''}; stopped. Such a change makes a later git call run the "
         f"repository's commands; relay moved it out of git's way ({'; '.join(moved[:5]) or 'nothing to move'})"
     )
+
+
+def _quarantine(root: Path, rel: str) -> str:
+    """Move a changed `.git` entry out of git's way under a name nobody could have guessed; when it
+    cannot be moved (its directory made read-only, a name taken), delete it. Never left live."""
+    source = root / rel
+    parent = source.parent
+    with contextlib.suppress(OSError):  # a command may have made the directory read-only
+        os.chmod(parent, stat.S_IMODE(os.lstat(parent).st_mode) | 0o700, follow_symlinks=False)
+    target = parent / f".git{QUARANTINE_SUFFIX}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(6)}"
+    try:
+        os.rename(source, target)
+        return f"{rel} -> {target.name}"
+    except OSError:
+        pass
+    try:
+        if source.is_dir() and not source.is_symlink():
+            shutil.rmtree(source)
+        else:
+            source.unlink()
+        return f"{rel} (deleted: it could not be moved)"
+    except OSError as exc:
+        return f"{rel} (could neither be moved nor deleted: {exc.strerror}; remove it by hand)"

@@ -256,6 +256,33 @@ def nested_git_mounts(worktree: Path) -> list[_Mount]:
     return mounts
 
 
+#: Above this many hard-linked files, their top-level directories are bound read-only instead.
+_MAX_HARDLINK_BINDS = 2000
+
+
+def hardlink_mounts(worktree: Path) -> list[_Mount]:
+    """Files in the tree with more than one link, read-only.
+
+    Package managers (pnpm, uv's default link mode) hard-link installed files from a store shared by
+    every project: writing such a file in the tree writes the store, outside the tree. Many of them
+    (a whole `node_modules`) are covered by binding their top-level directory instead.
+    """
+    linked: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(worktree):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in filenames:
+            path = Path(dirpath) / name
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                    linked.append(path)
+    if len(linked) > _MAX_HARDLINK_BINDS:
+        tops = sorted({worktree / p.relative_to(worktree).parts[0] for p in linked})
+        return [_Mount(top, "ro-bind") for top in tops if top.is_dir() and not top.is_symlink()] + \
+               [_Mount(p, "ro-bind") for p in linked if p.parent == worktree]
+    return [_Mount(p, "ro-bind") for p in linked]
+
+
 def _bwrap_args(
     worktree: Path, policy: SandboxPolicy, limits: Limits, as_root: bool, extra_mounts: Sequence[_Mount],
     git: gitguard.GitLayout | None = None,
@@ -377,6 +404,8 @@ def _lend_worktree(root: Path, owners: dict[str, tuple[int, int]]) -> None:
     half-way can still be undone)."""
     for path in _walk_worktree(root):
         st = os.lstat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            continue  # its inode is shared with a file outside the tree: never lent
         owners[path] = (st.st_uid, st.st_gid)
         os.lchown(path, SANDBOX_UID, SANDBOX_GID)
 
@@ -514,7 +543,7 @@ def run(
         if policy.enabled:
             as_root = os.geteuid() == 0
             layout = git if git is not None else gitguard.discover(worktree)
-            mounts = nested_git_mounts(worktree)
+            mounts = nested_git_mounts(worktree) + hardlink_mounts(worktree)
             if layout is not None:
                 config_file = Path(scratch) / "config"
                 config_file.write_text(gitguard.scrubbed_config(layout.common), encoding="utf-8")

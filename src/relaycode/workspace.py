@@ -92,6 +92,31 @@ def _env(identity: Identity, extra: dict[str, str] | None = None) -> dict[str, s
     return env
 
 
+_DRIVER_KEY = re.compile(r"^filter\.(.+)\.(clean|smudge|process|required)$")
+_driver_cache: dict[str, list[str]] = {}
+
+
+def _driver_overrides(cwd: Path, env: dict[str, str]) -> list[str]:
+    """`-c` options that turn every filter driver the user's config defines into a plain copy.
+
+    A repository's `.gitattributes` chooses which files go through which driver (git-lfs, sops,
+    exiftool recipes live in the user's global config): relay's own `git add` and checkout must not
+    run them on content the repository or a model wrote. Diffs pass `--no-textconv` and
+    `--no-ext-diff` for the same reason. Looked up once per directory: only the user edits config.
+    """
+    key = str(cwd)
+    if key not in _driver_cache:
+        proc = subprocess.run(["git", "config", "--name-only", "--get-regexp", r"^filter\."], cwd=cwd, env=env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+        names = sorted({m.group(1) for line in proc.stdout.splitlines() if (m := _DRIVER_KEY.match(line.strip()))})
+        opts: list[str] = []
+        for name in names:
+            opts += ["-c", f"filter.{name}.clean=cat", "-c", f"filter.{name}.smudge=cat",
+                     "-c", f"filter.{name}.process=", "-c", f"filter.{name}.required=false"]
+        _driver_cache[key] = opts
+    return _driver_cache[key]
+
+
 def _git(
     args: list[str],
     cwd: Path,
@@ -101,10 +126,11 @@ def _git(
     extra_env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     try:
+        env = _env(identity, extra_env)
         proc = subprocess.run(
-            ["git", *_GIT_CONFIG, *args],
+            ["git", *_GIT_CONFIG, *_driver_overrides(cwd, env), *args],
             cwd=cwd,
-            env=_env(identity, extra_env),
+            env=env,
             capture_output=True,
             text=True,
             encoding="utf-8",
@@ -279,20 +305,22 @@ class Worktree:
         """Unified diff of the whole worktree (new untracked files included) against `base`."""
         sha = self.repo.resolve(base) if base else self.base
         with self._snapshot_index() as env:
-            args = ["diff", "--cached", "--no-color", "--no-ext-diff", "--no-renames", sha]
+            args = ["diff", "--cached", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", sha]
             return self.git(*args, env=env).stdout
 
     def changed_files(self, base: str | None = None) -> list[str]:
         """Paths that differ from `base` (default: the run's base commit), new files included."""
         sha = self.repo.resolve(base) if base else self.base
         with self._snapshot_index() as env:
-            out = self.git("diff", "--cached", "--name-only", "-z", "--no-renames", sha, env=env).stdout
+            out = self.git("diff", "--cached", "--name-only", "-z", "--no-renames", "--no-textconv", sha,
+                           env=env).stdout
         return sorted(n for n in out.split("\0") if n)
 
     def commit(self, message: str) -> str | None:
         """Stage everything and commit; return the new sha, or None when nothing changed."""
         self.git("add", "-A")
-        if self.git("diff", "--cached", "--quiet", "HEAD", check=False).returncode == 0:
+        if self.git("diff", "--cached", "--quiet", "--no-ext-diff", "--no-textconv", "HEAD",
+                    check=False).returncode == 0:
             return None
         self.git("commit", "--quiet", "--no-verify", "-m", message)
         return self.git("rev-parse", "HEAD").stdout.strip()

@@ -150,8 +150,9 @@ def validate_case(data: object) -> list[str]:
         problems.append("missing field 'timeout_s'")
     else:
         t = data["timeout_s"]
-        if isinstance(t, bool) or not isinstance(t, int | float) or not t > 0:
-            problems.append(f"field 'timeout_s' must be a positive number, got {t!r}")
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t <= MAX_CASE_TIMEOUT_S:
+            problems.append(f"field 'timeout_s' must be a positive number of seconds up to {MAX_CASE_TIMEOUT_S}, "
+                            f"got {t!r}")
     problems += _check_file_map(data, "files", required=True, non_empty=True)
     problems += _check_file_map(data, "hidden_files", required=True, non_empty=True)
     problems += _check_file_map(data, "reference", required=False, non_empty=False)
@@ -277,11 +278,17 @@ _GIT_ENV = {
 }
 
 
+#: A hidden-test run longer than this is a broken (or hostile) case, not a slow one.
+MAX_CASE_TIMEOUT_S = 3600
+
+
 def _git(repo: Path, *args: str) -> None:
-    env = {**os.environ, **_GIT_ENV, "HOME": str(repo)}  # no user config: reproducible everywhere
+    # No user config (reproducible everywhere) and none from the case either: HOME and the global
+    # config point at nothing a case file could be (a `.gitconfig` among its files is just a file).
+    env = {**os.environ, **_GIT_ENV, "HOME": os.devnull, "GIT_CONFIG_GLOBAL": os.devnull, "XDG_CONFIG_HOME": os.devnull}
     subprocess.run(
-        ["git", "-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "init.defaultBranch=main",
-         *args],
+        ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "commit.gpgSign=false",
+         "-c", "init.defaultBranch=main", *args],
         cwd=repo, env=env, check=True, capture_output=True, text=True,
     )
 

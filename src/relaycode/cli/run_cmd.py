@@ -251,14 +251,16 @@ def verify(
     if as_json:
         print_json(result.to_dict())
     else:
+        from rich.markup import escape
+
         console = Console()
         if not commands:
             console.print("nothing to verify: no verify.commands configured and none detected")
         for cmd in result.results:
             mark = "[green]ok[/green]" if cmd.exit_code == 0 else f"[red]exit {cmd.exit_code}[/red]"
-            console.print(f"$ {cmd.command}  {mark}  ({cmd.seconds:.1f}s)")
+            console.print(f"$ {escape(cmd.command)}  {mark}  ({cmd.seconds:.1f}s)")
             for name in cmd.failing_tests:
-                console.print(f"    [red]FAILED[/red] {name}")
+                console.print(f"    [red]FAILED[/red] {escape(name)}")
     raise typer.Exit(0 if result.passed else 1)
 
 

@@ -60,7 +60,7 @@ def has_examples(path: Path, root: Path | None = None) -> bool:
 def example_strings(source: str) -> list[str]:
     try:
         tree = ast.parse(source)
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # deep nesting overflows the parser
         return []
     return [node.value for node in ast.walk(tree)
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and ">>>" in node.value]

@@ -136,7 +136,7 @@ def _has_ruff_config(root: Path) -> bool:
 def _has_npm_test(root: Path) -> bool:
     try:
         package = json.loads(_read(root / "package.json") or "{}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # a hostile package.json nests too deep for the parser
         return False
     scripts = package.get("scripts") if isinstance(package, dict) else None
     test = scripts.get("test") if isinstance(scripts, dict) else None
@@ -205,7 +205,7 @@ def _tracked(checkout: Path, rel: str) -> bool:
         )
     except (OSError, subprocess.TimeoutExpired):
         return True  # cannot tell: do not use it
-    return proc.returncode == 0 and bool(proc.stdout.strip(b"\0"))
+    return proc.returncode != 0 or bool(proc.stdout.strip(b"\0"))  # git failed: cannot tell either
 
 
 def project_env(checkout: Path, setting: str | None) -> Path | None:
@@ -230,6 +230,9 @@ def project_env(checkout: Path, setting: str | None) -> Path | None:
     return None
 
 
+_PYTHON_NAME = re.compile(r"python3(\.\d+)?")
+
+
 def interpreter_prefix(venv: Path) -> Path | None:
     """The installation the venv's interpreter really is (the real path of `bin/python`, two levels up).
 
@@ -238,10 +241,14 @@ def interpreter_prefix(venv: Path) -> Path | None:
     sandbox shows those anyway).
     """
     real = Path(os.path.realpath(venv / "bin" / "python"))
-    if not real.is_file() or not os.access(real, os.X_OK):
+    if not real.is_file() or not os.access(real, os.X_OK) or not _PYTHON_NAME.fullmatch(real.name):
         return None
     prefix = real.parent.parent
     if prefix == Path("/") or any(prefix == Path(d) or prefix.is_relative_to(d) for d in ("/usr", "/bin", "/lib")):
+        return None
+    # Only a Python installation is shown: its standard library must be where the interpreter expects
+    # it. A link to any other program (`~/.cargo/bin/cargo`) would otherwise choose a host directory.
+    if not any((lib / "os.py").is_file() for lib in (prefix / "lib").glob("python3*")):
         return None
     return prefix
 
