@@ -186,3 +186,12 @@ def test_config_show_says_where_each_value_came_from(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["max_iterations"] == 2 and data["origins"]["max_iterations"].endswith("(repository)")
     assert "ignored 'sandbox.enabled'" in result.stderr
+
+
+def test_a_typoed_model_is_unknown_with_the_closest_names(tmp_path: Path) -> None:
+    explicit = tmp_path / "mine.toml"
+    explicit.write_text('[stages.implement]\nmodel = "openai:gpt-5-mnii"\n')
+    result = runner.invoke(app, ["config", "check", "--config", str(explicit)])
+    assert result.exit_code == 2
+    assert "unknown model 'openai:gpt-5-mnii'" in result.stderr and "openai:gpt-5-mini" in result.stderr
+    assert "add [models" not in result.stderr  # no invitation to price a typo

@@ -116,12 +116,48 @@ def unpriced_models(config: Config) -> list[str]:
     return [spec for spec in config.all_models() if quote(spec, config) is None]
 
 
+def known_model_names(provider_id: str) -> list[str]:
+    """Model names genai-prices' bundled data knows for a provider (empty when it knows none)."""
+    from genai_prices import data_snapshot
+
+    for provider in data_snapshot.get_snapshot().providers:
+        if provider.id == provider_id:
+            return [model.id for model in provider.models]
+    return []
+
+
+def unknown_model_hint(spec: str) -> str | None:
+    """For a built-in provider's model that genai-prices has never heard of (most often a typo):
+    a message naming the closest known names, instead of an invitation to price the typo."""
+    import difflib
+
+    from relaycode.errors import ConfigError
+    from relaycode.models import PROVIDERS, parse_model
+
+    try:
+        ref = parse_model(spec)
+    except ConfigError:  # reported by the config loader, not here
+        return None
+    provider = PROVIDERS.get(ref.provider)
+    if provider is None or not provider.prices_id:
+        return None
+    known = known_model_names(provider.prices_id)
+    if not known or ref.name in known:
+        return None
+    close = difflib.get_close_matches(ref.name, known, n=3, cutoff=0.6)
+    suggestion = f"; did you mean {', '.join(f'{ref.provider}:{c}' for c in close)}?" if close else ""
+    return f"unknown model {spec!r}: {ref.provider} has no model {ref.name!r} in relay's price data{suggestion}"
+
+
 def require_prices(config: Config) -> None:
     """Raise ConfigError when a model has no known price and the config does not allow that."""
     from relaycode.errors import ConfigError
 
     unpriced = unpriced_models(config)
     if unpriced and config.unpriced == "refuse":
+        hints = [h for h in (unknown_model_hint(spec) for spec in unpriced) if h]
+        if hints:
+            raise ConfigError(f"{config.source}: {hints[0]}")
         raise ConfigError(
             f"{config.source}: no known price for {', '.join(unpriced)}: add [models.\"NAME\".price] "
             'or set unpriced = "allow" (cost is then reported as unknown)'

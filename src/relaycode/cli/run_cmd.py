@@ -105,6 +105,7 @@ def execute(
         # soft_wrap: a branch, path or command split over two lines cannot be copied.
         console.print(f"[bold {colour}]{result.status}[/bold {colour}]  branch {result.branch}  "
                       f"iterations {result.iterations}  run dir {result.run_dir}", soft_wrap=True)
+        console.print(f"config: {config.source}", markup=False, soft_wrap=True, highlight=False)
         overhead = max(0.0, result.wall_s - result.model_s)
         console.print(f"wall {result.wall_s:.1f}s, model {result.model_s:.1f}s, orchestration {overhead:.1f}s")
         if result.status != "interrupted":
