@@ -86,15 +86,18 @@ def execute(
     if no_sandbox:
         console.print("[bold red]WARNING: --no-sandbox: model-written code runs with your user's full access.[/bold red]")
     interactive = sys.stdin.isatty() and not yes and config.stages.plan.approve
+    progress = Progress(console)
     options = RunOptions(
         repo=repo, task=task, config=config, yes=not interactive, plan_file=plan_file, run_id=resume,
-        resume=resume is not None, no_sandbox=no_sandbox, on_event=Progress(console),
+        resume=resume is not None, no_sandbox=no_sandbox, on_event=progress,
         approve=_approve_interactively if interactive else None, stop_after_plan=stop_after_plan, base=base,
     )
     try:
         result = run_task(options)
     except RelayError as exc:
         raise die(exc) from None
+    finally:
+        progress.close()
     if as_json:
         print_json(result.to_dict())
     else:
