@@ -157,3 +157,17 @@ def test_a_success_shows_the_change_and_how_to_take_it(tmp_path: Path, relay: Re
     assert f"git -C {repo} merge {branch[1]}" in result.stderr
     report = _report(result.stderr)
     assert f"git -C {repo} cherry-pick" in report and "`shop/pagination.py` +1 −1" in report
+
+
+def test_resume_is_sandboxed_unless_no_sandbox_is_said_again(tmp_path: Path, relay: Relay) -> None:
+    from relaycode.cli.run_cmd import resume_config
+
+    repo = demo_repo(tmp_path / "shop")
+    relay.models = {CHEAP: interrupting_model()}
+    stopped = relay("run", TASK, "--repo", str(repo), "--yes", "--no-sandbox")
+    assert stopped.exit_code == 130, stopped.output
+    run_id = re.search(r"--resume (\S+)", stopped.stderr)[1]  # type: ignore[index]
+    assert _state(repo, run_id)["config"]["sandbox"]["enabled"] is False
+    assert resume_config(repo, run_id, None, None).sandbox.enabled is True
+    # Naming the config the run started with (the repository's relay.toml) is not a different one.
+    assert resume_config(repo, run_id, repo / "relay.toml", None).stages.implement.model == CHEAP

@@ -140,6 +140,14 @@ def _print_outcome(result: RunResult, console: Console, *, plan_only: bool) -> N
     console.print(f"report: {result.run_dir / 'report.md'}", markup=False, soft_wrap=True)
 
 
+def _run_settings(config: Config) -> dict[str, Any]:
+    """What a resumed run must keep: the config without the per-invocation flags (--trace, --no-sandbox)."""
+    data = config.public_dict()
+    data.pop("trace", None)
+    data.get("sandbox", {}).pop("enabled", None)
+    return data
+
+
 def _exit_code(result: RunResult) -> int:
     from relaycode.errors import EXIT_INTERRUPTED
 
@@ -171,9 +179,12 @@ def resume_config(repo: Path, run_id: str, config_file: Path | None, preset: str
             raise UsageError(f"run {run_id}: its saved config no longer loads ({exc}); start a new run") from None
     except RelayError as exc:
         raise die(exc) from None
+    # The saved config holds what --no-sandbox and --trace made of it when the run started. Those are
+    # said again (or not) on each invocation: a resumed run is sandboxed unless --no-sandbox is given now.
+    cfg = cfg.model_copy(update={"sandbox": cfg.sandbox.model_copy(update={"enabled": True})})
     if config_file is not None or preset is not None:
         asked = load_config_or_exit(config_file, preset, repo)
-        if asked.public_dict() != cfg.public_dict():
+        if _run_settings(asked) != _run_settings(cfg):
             flag = f"--config {config_file}" if config_file is not None else f"--preset {preset}"
             raise die(UsageError(f"{flag}: run {run_id} was started with {started_with} and resumes with it; "
                                  f"drop {flag.split()[0]} (or start a new run)"))
