@@ -119,6 +119,7 @@ def test_an_answer_cut_off_at_the_token_limit_is_named_as_the_reason(tmp_path: P
     assert "cut off at the token limit" in result.stderr
     report = _report(result.stderr)
     assert "## Why it did not succeed" in report and "cut off at the token limit" in report
+    assert "| Verify | not run: no attempt changed a file |" in report
 
 
 def test_a_run_stopped_by_findings_shows_their_text(tmp_path: Path, relay: Relay) -> None:
