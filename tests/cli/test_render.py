@@ -53,3 +53,17 @@ def test_a_dumb_terminal_or_a_pipe_gets_plain_lines(monkeypatch: pytest.MonkeyPa
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("▶ implement local:qwen2.5-coder-1.5b") and "\x1b[?25l" not in out.getvalue()
     assert "300→40 tok, 21.5s" in lines[1] and len(lines) == 2
+
+
+@pytest.mark.parametrize(("term", "terminal", "live"), [("xterm-256color", True, True), ("dumb", True, False),
+                                                        ("xterm-256color", False, False)])
+def test_waiting_block_is_live_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch, term: str, terminal: bool,
+                                                  live: bool) -> None:
+    from relaycode.cli._render import waiting
+
+    monkeypatch.setenv("TERM", term)
+    out = io.StringIO()
+    with waiting(Console(file=out, force_terminal=terminal, width=80), "reviewing with m1"):
+        pass
+    assert ("\x1b[?25l" in out.getvalue()) is live
+    assert ("reviewing with m1" in out.getvalue()) is live

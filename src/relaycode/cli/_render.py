@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,6 +41,18 @@ class Waiting:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         self.spinner.update(text=self.text())
         yield self.spinner
+
+
+@contextmanager
+def waiting(console: Console, label: str) -> Iterator[None]:
+    """A live spinner line with elapsed seconds while the block runs, on a terminal only (not TERM=dumb)."""
+    if not (console.is_terminal and not console.is_dumb_terminal):
+        yield
+        return
+    from rich.live import Live
+
+    with Live(Waiting(label), console=console, refresh_per_second=4, transient=True):
+        yield
 
 
 class Progress:

@@ -165,6 +165,9 @@ def review(
     """
     import asyncio
 
+    from rich.console import Console
+
+    from relaycode.cli._render import waiting
     from relaycode.config import SEVERITIES
     from relaycode.errors import RelayError, UsageError
     from relaycode.review.core import review_diff
@@ -204,7 +207,8 @@ def review(
         else:
             typer.echo(f"relay: reviewing {what} with {', '.join(specs)}", err=True)
         session = ModelSession(cfg, run_id="review")
-        result = asyncio.run(review_diff(session, text, reviewers=specs, min_agree=agree, read_source=reader))
+        with waiting(Console(stderr=True), f"reviewing with {', '.join(specs)}"):
+            result = asyncio.run(review_diff(session, text, reviewers=specs, min_agree=agree, read_source=reader))
         _write(render(result, fmt, color=output is None and sys.stdout.isatty()), output)
         if pr is not None and post:
             with GitHubClient() as client:
