@@ -203,7 +203,8 @@ def _summary(run: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Wall time", fmt_seconds(run.get("wall_s"))),
         ("Model time (requests in flight)", fmt_seconds(_model_s(run))),
         ("Orchestration overhead", f"{fmt_seconds(over[0])} ({over[1]:.0%} of wall time)" if over else DASH),
-        ("Verify", _verify_text(run.get("verify"))),
+        ("Verify", _verify_text(run.get("verify")) if run.get("verify") is not None or not run.get("iterations")
+         else "not run: no attempt changed a file"),
         ("Review findings", str(run["findings"]) if run.get("findings") is not None else DASH),
     ]
     if run.get("started_at"):

@@ -119,6 +119,7 @@ def test_an_answer_cut_off_at_the_token_limit_is_named_as_the_reason(tmp_path: P
     assert "cut off at the token limit" in result.stderr
     report = _report(result.stderr)
     assert "## Why it did not succeed" in report and "cut off at the token limit" in report
+    assert "| Verify | not run: no attempt changed a file |" in report
 
 
 def test_a_run_stopped_by_findings_shows_their_text(tmp_path: Path, relay: Relay) -> None:
@@ -157,3 +158,17 @@ def test_a_success_shows_the_change_and_how_to_take_it(tmp_path: Path, relay: Re
     assert f"git -C {repo} merge {branch[1]}" in result.stderr
     report = _report(result.stderr)
     assert f"git -C {repo} cherry-pick" in report and "`shop/pagination.py` +1 −1" in report
+
+
+def test_resume_is_sandboxed_unless_no_sandbox_is_said_again(tmp_path: Path, relay: Relay) -> None:
+    from relaycode.cli.run_cmd import resume_config
+
+    repo = demo_repo(tmp_path / "shop")
+    relay.models = {CHEAP: interrupting_model()}
+    stopped = relay("run", TASK, "--repo", str(repo), "--yes", "--no-sandbox")
+    assert stopped.exit_code == 130, stopped.output
+    run_id = re.search(r"--resume (\S+)", stopped.stderr)[1]  # type: ignore[index]
+    assert _state(repo, run_id)["config"]["sandbox"]["enabled"] is False
+    assert resume_config(repo, run_id, None, None).sandbox.enabled is True
+    # Naming the config the run started with (the repository's relay.toml) is not a different one.
+    assert resume_config(repo, run_id, repo / "relay.toml", None).stages.implement.model == CHEAP

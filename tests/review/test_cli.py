@@ -335,3 +335,14 @@ def test_one_reviewer_failing_is_said_in_the_first_line(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     first = result.stdout.splitlines()[0]
     assert first.startswith("No findings from the reviewers that finished; fake:r1 failed"), first
+
+
+def test_a_local_reviewer_that_is_not_installed_is_named_before_any_work(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_HOME", str(tmp_path / "empty-home"))
+    diff = tmp_path / "d.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    result = invoke("review", "--diff", str(diff), "--reviewers", "local:smollm2-135m")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == ("relay: error: the local runtime (llama-server) and local model smollm2-135m "
+                                     "are not installed: run `relay local setup --models smollm2-135m`")

@@ -2,34 +2,95 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
+
+from rich.markup import escape
 
 from relaycode.report import fmt_usd
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, ConsoleOptions, RenderResult
+    from rich.live import Live
     from rich.table import Table
 
     from relaycode.ledger import Ledger
 
 
+class Waiting:
+    """The live line while a stage works: a spinner, what is running and the seconds it has taken so far.
+
+    Rendered afresh at each refresh of the live display, so the seconds count up during a model call
+    that prints nothing for half a minute (local models).
+    """
+
+    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
+        from rich.spinner import Spinner
+
+        self.label = label
+        self.clock = clock
+        self.started = clock()
+        self.spinner = Spinner("dots", style="cyan")
+
+    def text(self) -> str:
+        return f"{self.label}  {self.clock() - self.started:.0f}s"
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        self.spinner.update(text=self.text())
+        yield self.spinner
+
+
+@contextmanager
+def waiting(console: Console, label: str) -> Iterator[None]:
+    """A live spinner line with elapsed seconds while the block runs, on a terminal only (not TERM=dumb)."""
+    if not (console.is_terminal and not console.is_dumb_terminal):
+        yield
+        return
+    from rich.live import Live
+
+    with Live(Waiting(label), console=console, refresh_per_second=4, transient=True):
+        yield
+
+
 class Progress:
-    """Prints one line per stage boundary, model call and command, with running totals."""
+    """Prints one line per stage boundary, model call and command, with running totals.
+
+    On a terminal (not TERM=dumb) a live line under them shows a spinner and the seconds the current
+    stage has taken; elsewhere (a pipe, a log, a dumb terminal) there are only the plain lines.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.tokens = 0
         self.usd = Decimal(0)
         self.unpriced = False
+        self.animated = console.is_terminal and not console.is_dumb_terminal
+        self._live: Live | None = None
+
+    def _wait(self, label: str) -> None:
+        from rich.live import Live
+
+        self.close()
+        self._live = Live(Waiting(label), console=self.console, refresh_per_second=4, transient=True)
+        self._live.start()
+
+    def close(self) -> None:
+        """Stop the live line (at a stage's end, and before anything else takes the terminal)."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
         c = self.console
         if kind == "stage_start":
-            model = f" [dim]{event['model']}[/dim]" if event.get("model") else ""
+            model = f" [dim]{escape(event['model'])}[/dim]" if event.get("model") else ""
             c.print(f"[bold cyan]▶ {event['stage']}[/bold cyan]{model}")
+            if self.animated:
+                self._wait(f"{event['stage']} {event.get('model') or ''}".strip())
         elif kind == "model_call":
             tokens = event["tokens"]
             self.tokens += tokens["input"] + tokens["output"]
@@ -38,17 +99,21 @@ class Progress:
             else:
                 self.usd += Decimal(event["usd"])
             total = fmt_usd(self.usd) + ("+unknown" if self.unpriced else "")
-            status = "" if event["outcome"] == "ok" else f" [red]{event['outcome']}[/red]"
-            c.print(f"  {event['model']}: {tokens['input']}→{tokens['output']} tok, {event['seconds']:.1f}s{status}"
-                    f"  [dim](run: {self.tokens:,} tok, {total})[/dim]")
+            status = "" if event["outcome"] == "ok" else f" [red]{escape(event['outcome'])}[/red]"
+            c.print(f"  {escape(event['model'])}: {tokens['input']}→{tokens['output']} tok, "
+                    f"{event['seconds']:.1f}s{status}  [dim](run: {self.tokens:,} tok, {total})[/dim]")
         elif kind == "command":
             ok = "[green]ok[/green]" if event["exit_code"] == 0 else f"[red]exit {event['exit_code']}[/red]"
             timed = " [red]timed out[/red]" if event.get("timed_out") else ""
-            c.print(f"  $ {event['command']}  {ok}{timed} ({event['seconds']:.1f}s)")
+            c.print(f"  $ {escape(event['command'])}  {ok}{timed} ({event['seconds']:.1f}s)")
         elif kind == "escalate":
-            c.print(f"[yellow]↑ escalating to {event['to']}[/yellow]")
-        elif kind == "stage_end" and event.get("error"):
-            c.print(f"  [red]{event['stage']} stopped: {event['error']}[/red]")
+            c.print(f"[yellow]↑ escalating to {escape(event['to'])}[/yellow]")
+        elif kind == "stage_end":
+            self.close()
+            if event.get("error"):
+                c.print(f"  [red]{event['stage']} stopped: {escape(str(event['error']))}[/red]")
+        elif kind == "run_end":
+            self.close()
 
 
 def cost_table(ledger: Ledger, console: Console, *, title: str = "cost by stage and model") -> None:

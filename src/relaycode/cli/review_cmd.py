@@ -32,8 +32,9 @@ def _usage(message: str) -> typer.Exit:
 def resolve_reviewers(cfg: Config, option: str | None) -> list[str]:
     """Reviewer specs from --reviewers or the config; each must name a known model, and its key must be set."""
     from relaycode.config import PlanStage
-    from relaycode.errors import ConfigError
+    from relaycode.errors import ConfigError, RelayError
     from relaycode.local.catalog import CATALOG
+    from relaycode.local.readiness import require_installed
     from relaycode.models import missing_keys, parse_model
 
     specs = [s.strip() for s in option.split(",") if s.strip()] if option else list(cfg.stages.review.models)
@@ -54,9 +55,14 @@ def resolve_reviewers(cfg: Config, option: str | None) -> list[str]:
         "implement": cfg.stages.implement.model_copy(update={"model": specs[0], "escalate_to": []}),
         "review": cfg.stages.review.model_copy(update={"models": specs}),
     })
-    missing = missing_keys(cfg.model_copy(update={"stages": stages}))
+    reviewers_only = cfg.model_copy(update={"stages": stages})
+    missing = missing_keys(reviewers_only)
     if missing:
         raise die(missing[0])
+    try:
+        require_installed(reviewers_only)
+    except RelayError as exc:
+        raise die(exc) from None
     return specs
 
 
@@ -159,6 +165,9 @@ def review(
     """
     import asyncio
 
+    from rich.console import Console
+
+    from relaycode.cli._render import waiting
     from relaycode.config import SEVERITIES
     from relaycode.errors import RelayError, UsageError
     from relaycode.review.core import review_diff
@@ -198,7 +207,8 @@ def review(
         else:
             typer.echo(f"relay: reviewing {what} with {', '.join(specs)}", err=True)
         session = ModelSession(cfg, run_id="review")
-        result = asyncio.run(review_diff(session, text, reviewers=specs, min_agree=agree, read_source=reader))
+        with waiting(Console(stderr=True), f"reviewing with {', '.join(specs)}"):
+            result = asyncio.run(review_diff(session, text, reviewers=specs, min_agree=agree, read_source=reader))
         _write(render(result, fmt, color=output is None and sys.stdout.isatty()), output)
         if pr is not None and post:
             with GitHubClient() as client:

@@ -88,15 +88,18 @@ def execute(
         console.print(f"[bold red]WARNING: the sandbox is OFF ({why}): model-written code runs with your user's "
                       "full access.[/bold red]")
     interactive = sys.stdin.isatty() and not yes and config.stages.plan.approve
+    progress = Progress(console)
     options = RunOptions(
         repo=repo, task=task, config=config, yes=not interactive, plan_file=plan_file, run_id=resume,
-        resume=resume is not None, no_sandbox=no_sandbox, on_event=Progress(console),
+        resume=resume is not None, no_sandbox=no_sandbox, on_event=progress,
         approve=_approve_interactively if interactive else None, stop_after_plan=stop_after_plan, base=base,
     )
     try:
         result = run_task(options)
     except RelayError as exc:
         raise die(exc) from None
+    finally:
+        progress.close()
     if as_json:
         print_json(result.to_dict())
     else:
@@ -113,6 +116,8 @@ def execute(
     if result.status == "interrupted":
         # The exact command, so a person who pressed Ctrl-C can copy it (stderr: --json keeps stdout clean).
         command = f"relay run --resume {result.run_id} --repo {shlex.quote(str(repo))}"
+        if no_sandbox:  # a resumed run is sandboxed unless this is said again
+            command += " --no-sandbox"
         typer.echo(f"relay: interrupted; run {result.run_id} is saved, continue it with: {command}", err=True)
     return result
 
@@ -138,6 +143,14 @@ def _print_outcome(result: RunResult, console: Console, *, plan_only: bool) -> N
             console.print("take it:             " + commands[1] + "   (or " + commands[2] + ")", markup=False,
                           soft_wrap=True)
     console.print(f"report: {result.run_dir / 'report.md'}", markup=False, soft_wrap=True)
+
+
+def _run_settings(config: Config) -> dict[str, Any]:
+    """What a resumed run must keep: the config without the per-invocation flags (--trace, --no-sandbox)."""
+    data = config.public_dict()
+    data.pop("trace", None)
+    data.get("sandbox", {}).pop("enabled", None)
+    return data
 
 
 def _exit_code(result: RunResult) -> int:
@@ -171,9 +184,12 @@ def resume_config(repo: Path, run_id: str, config_file: Path | None, preset: str
             raise UsageError(f"run {run_id}: its saved config no longer loads ({exc}); start a new run") from None
     except RelayError as exc:
         raise die(exc) from None
+    # The saved config holds what --no-sandbox and --trace made of it when the run started. Those are
+    # said again (or not) on each invocation: a resumed run is sandboxed unless --no-sandbox is given now.
+    cfg = cfg.model_copy(update={"sandbox": cfg.sandbox.model_copy(update={"enabled": True})})
     if config_file is not None or preset is not None:
         asked = load_config_or_exit(config_file, preset, repo)
-        if asked.public_dict() != cfg.public_dict():
+        if _run_settings(asked) != _run_settings(cfg):
             flag = f"--config {config_file}" if config_file is not None else f"--preset {preset}"
             raise die(UsageError(f"{flag}: run {run_id} was started with {started_with} and resumes with it; "
                                  f"drop {flag.split()[0]} (or start a new run)"))

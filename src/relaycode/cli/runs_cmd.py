@@ -122,8 +122,7 @@ def clean(
 ) -> None:
     """Remove the relay/* branches and worktrees of ended runs (their reports stay in the run directory).
 
-    Only what relay made is touched: branches with a run directory of this repository, never a branch
-    checked out in your checkout or in a worktree of yours.
+    Only what relay made is touched: runs of this repository, never a branch checked out by you.
     """
     from relaycode.cli._common import die
     from relaycode.errors import RelayError

@@ -1,0 +1,69 @@
+"""The live progress of a run: a spinner with elapsed seconds on a terminal, plain lines everywhere else."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from rich.console import Console
+
+from relaycode.cli._render import Progress, Waiting
+
+CALL = {"kind": "model_call", "model": "local:qwen2.5-coder-1.5b", "tokens": {"input": 300, "output": 40},
+        "usd": "0", "outcome": "ok", "seconds": 21.5}
+
+
+def _run_events(progress: Progress) -> None:
+    progress({"kind": "stage_start", "stage": "implement", "model": "local:qwen2.5-coder-1.5b"})
+    live = progress._live is not None
+    progress(CALL)
+    progress({"kind": "stage_end", "stage": "implement", "model": None, "seconds": 21.6, "error": None})
+    assert progress._live is None
+    return live  # type: ignore[return-value]
+
+
+def test_waiting_line_counts_the_seconds_of_the_stage() -> None:
+    now = [100.0]
+    waiting = Waiting("implement local:qwen2.5-coder-1.5b", clock=lambda: now[0])
+    now[0] += 12.4
+    assert waiting.text() == "implement local:qwen2.5-coder-1.5b  12s"
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, width=80).print(waiting)
+    assert "implement local:qwen2.5-coder-1.5b  12s" in out.getvalue()
+
+
+def test_a_terminal_gets_a_live_spinner_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERM", "xterm-256color")
+    out = io.StringIO()
+    progress = Progress(Console(file=out, force_terminal=True, width=80))
+    assert _run_events(progress) is True
+    assert "\x1b[?25l" in out.getvalue()  # the live display hid the cursor while it ran
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert "local:qwen2.5-coder-1.5b: 300→40 tok, 21.5s" in plain
+
+
+@pytest.mark.parametrize(("term", "terminal"), [("dumb", True), ("xterm-256color", False)])
+def test_a_dumb_terminal_or_a_pipe_gets_plain_lines(monkeypatch: pytest.MonkeyPatch, term: str,
+                                                    terminal: bool) -> None:
+    monkeypatch.setenv("TERM", term)
+    out = io.StringIO()
+    progress = Progress(Console(file=out, force_terminal=terminal, width=80))
+    assert _run_events(progress) is False
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("▶ implement local:qwen2.5-coder-1.5b") and "\x1b[?25l" not in out.getvalue()
+    assert "300→40 tok, 21.5s" in lines[1] and len(lines) == 2
+
+
+@pytest.mark.parametrize(("term", "terminal", "live"), [("xterm-256color", True, True), ("dumb", True, False),
+                                                        ("xterm-256color", False, False)])
+def test_waiting_block_is_live_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch, term: str, terminal: bool,
+                                                  live: bool) -> None:
+    from relaycode.cli._render import waiting
+
+    monkeypatch.setenv("TERM", term)
+    out = io.StringIO()
+    with waiting(Console(file=out, force_terminal=terminal, width=80), "reviewing with m1"):
+        pass
+    assert ("\x1b[?25l" in out.getvalue()) is live
+    assert ("reviewing with m1" in out.getvalue()) is live
