@@ -23,6 +23,8 @@ from relaycode.errors import RelayError, UsageError
 ExecutorKind = Literal["local", "ray"]
 EXECUTORS: tuple[ExecutorKind, ...] = ("local", "ray")
 
+NOT_INSTALLED = "--executor ray: ray is not installed; install it with: pip install 'relaycode[ray]'"
+
 #: Tries of one pair whose worker or node died under it, before it is recorded as a harness error.
 MAX_PAIR_ATTEMPTS = 3
 
@@ -47,6 +49,14 @@ class ExecutorSpec:
             raise UsageError("--address needs --executor ray")
         if self.max_attempts < 1:
             raise UsageError("max_attempts must be at least 1")
+
+
+def check_available(spec: ExecutorSpec) -> None:
+    """Refuse before anything runs when the executor's engine is not installed."""
+    import importlib.util
+
+    if spec.kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError(NOT_INSTALLED)
 
 
 class PairExecutor(Protocol):
@@ -94,13 +104,17 @@ def start_local_servers(models: frozenset[str]) -> None:
 
 
 @contextlib.contextmanager
-def open_executor(spec: ExecutorSpec, local_models: frozenset[str]) -> Iterator[PairExecutor]:
-    """The executor of `spec`, with the servers of `local_models` running where its pairs will need them."""
+def open_executor(spec: ExecutorSpec, local_models: frozenset[str], *, start_servers: bool = True
+                  ) -> Iterator[PairExecutor]:
+    """The executor of `spec` for pairs using `local_models`, with their servers running where the pairs
+    will run (unless `start_servers` is off: test doubles stand in for the models)."""
     if spec.kind == "local":
-        start_local_servers(local_models)
+        if start_servers:
+            start_local_servers(local_models)
         yield LocalExecutor(spec.jobs)
         return
+    check_available(spec)
     from relaycode.bench.ray_executor import RayExecutor
 
-    with RayExecutor(spec, local_models) as executor:
+    with RayExecutor(spec, local_models, start_servers=start_servers) as executor:
         yield executor

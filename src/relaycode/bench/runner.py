@@ -449,6 +449,9 @@ def run_bench(options: BenchOptions) -> list[dict[str, Any]]:
     if options.repeat < 1:
         raise UsageError("--repeat must be at least 1")
     spec = options.executor_spec()
+    from relaycode.bench.executor import check_available
+
+    check_available(spec)
     preflight_configs(options.configs, no_sandbox=options.no_sandbox,
                       fake_models=options.model_overrides is not None)
     preflight_test_tools(options.cases)
@@ -476,15 +479,15 @@ def run_bench(options: BenchOptions) -> list[dict[str, Any]]:
                 history=options.history, overrides=options.model_overrides, relay_commit=commit)
         for k, c, bc in pairs
     ]
+    local_models = frozenset().union(*(local_model_names(bc.config) for bc in options.configs))
     serve = options.start_servers and options.model_overrides is None
-    local_models = frozenset().union(*(local_model_names(bc.config) for bc in options.configs)) if serve else frozenset()
     new: list[dict[str, Any]] = []
     if not jobs:
         return existing
     from relaycode.bench.executor import open_executor
 
     recorded = set(done)
-    with open_executor(spec, local_models) as executor:
+    with open_executor(spec, local_models, start_servers=serve) as executor:
         for rec in executor.run(jobs):
             key = pair_key(rec)
             if key in recorded:  # an executor must not hand a pair back twice; never record one twice
