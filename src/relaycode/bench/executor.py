@@ -51,6 +51,14 @@ class ExecutorSpec:
             raise UsageError("max_attempts must be at least 1")
 
 
+def executor_kind(text: str) -> ExecutorKind:
+    """`--executor` → its kind, or a usage error naming the choices."""
+    for kind in EXECUTORS:
+        if text == kind:
+            return kind
+    raise UsageError(f"--executor: unknown executor {text!r}; choose {' or '.join(EXECUTORS)}")
+
+
 def check_available(spec: ExecutorSpec) -> None:
     """Refuse before anything runs when the executor's engine is not installed."""
     import importlib.util

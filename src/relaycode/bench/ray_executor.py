@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from relaycode.bench.cpu import local_model_names
 from relaycode.bench.executor import NOT_INSTALLED, ExecutorSpec, start_local_servers
@@ -43,6 +44,9 @@ from relaycode.errors import UsageError
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
     from ray.types import ObjectRef
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Prefix of the custom resource a node advertises for each local model it serves.
 MODEL_RESOURCE_PREFIX = "relay-model:"
@@ -78,8 +82,13 @@ def _import_ray() -> Any:
 # ---------------------------------------------------------------- what runs on the nodes
 
 
-def run_pair(job: CaseJob, shared_by_node: Mapping[str, bool], attempt: int) -> dict[str, Any]:
-    """The Ray task: run one pair on this node and say where it ran."""
+def call(fn: Callable[[T, int], R], item: T, attempt: int) -> R:
+    """The Ray task of `RayExecutor.map`."""
+    return fn(item, attempt)
+
+
+def run_pair(job: CaseJob, attempt: int, *, shared_by_node: Mapping[str, bool]) -> dict[str, Any]:
+    """Run one pair on this node and say where it ran."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
@@ -168,34 +177,51 @@ class RayExecutor:
                 raise UsageError(f"--executor ray: a node could not start its model servers: {exc}") from None
 
     def run(self, jobs: Sequence[CaseJob]) -> Iterator[dict[str, Any]]:
+        def lost(job: CaseJob, attempts: int, why: str) -> dict[str, Any]:
+            return harness_error_record(job, "bench_worker_lost", f"its worker died {attempts} times (last: {why})")
+
+        def failed(job: CaseJob, why: str) -> dict[str, Any]:
+            return harness_error_record(job, "bench_exception", why)
+
+        fn = functools.partial(run_pair, shared_by_node=dict(self.shared_by_node))
+        for _job, record in self.map(fn, jobs, resources=lambda j: pair_resources(local_model_names(j.config.config)),
+                                     lost=lost, failed=failed):
+            yield record
+
+    def map(self, fn: Callable[[T, int], R], items: Sequence[T], *, resources: Callable[[T], dict[str, float]],
+            lost: Callable[[T, int, str], R], failed: Callable[[T, str], R]) -> Iterator[tuple[T, R]]:
+        """`fn(item, attempt)` as a Ray task per item, yielding (item, result) as each finishes.
+
+        An item whose worker or node died is submitted again up to `max_attempts` tries in all, then
+        yields `lost(item, tries, why)`; one whose task raised yields `failed(item, why)`. So every
+        item yields exactly once. `fn` must be picklable (a module-level function or a partial of one).
+        """
         ray = self.ray
-        task = ray.remote(run_pair)
+        task = ray.remote(call)
         retryable = (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                      ray.exceptions.LocalRayletDiedError, ray.exceptions.ObjectLostError,
                      ray.exceptions.OutOfMemoryError)
-        shared = ray.put(self.shared_by_node)
 
-        def submit(job: CaseJob, attempt: int) -> ObjectRef[dict[str, Any]]:
-            options = task.options(num_cpus=1, resources=pair_resources(local_model_names(job.config.config)),
-                                   max_retries=0, scheduling_strategy="SPREAD")
-            ref: ObjectRef[dict[str, Any]] = options.remote(job, shared, attempt)
+        def submit(item: T, attempt: int) -> ObjectRef[R]:
+            options = task.options(num_cpus=1, resources=resources(item), max_retries=0, scheduling_strategy="SPREAD")
+            ref: ObjectRef[R] = options.remote(fn, item, attempt)
             return ref
 
-        pending: dict[ObjectRef[dict[str, Any]], tuple[CaseJob, int]] = {submit(j, 1): (j, 1) for j in jobs}
+        pending: dict[ObjectRef[R], tuple[T, int]] = {submit(item, 1): (item, 1) for item in items}
         try:
             while pending:
                 [ready], _ = ray.wait(list(pending), num_returns=1)
-                job, attempt = pending.pop(ready)
+                item, attempt = pending.pop(ready)
                 try:
-                    yield ray.get(ready)
+                    result = ray.get(ready)
                 except retryable as exc:
                     if attempt < self.spec.max_attempts:
-                        pending[submit(job, attempt + 1)] = (job, attempt + 1)
+                        pending[submit(item, attempt + 1)] = (item, attempt + 1)
                         continue
-                    yield harness_error_record(job, "bench_worker_lost",
-                                               f"its worker died {attempt} times (last: {_first_line(exc)})")
+                    result = lost(item, attempt, _first_line(exc))
                 except ray.exceptions.RayError as exc:
-                    yield harness_error_record(job, "bench_exception", str(exc))
+                    result = failed(item, str(exc))
+                yield item, result
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)

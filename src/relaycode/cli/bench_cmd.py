@@ -8,29 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from relaycode.cli import app, fail
 
-if TYPE_CHECKING:
-    from relaycode.bench.executor import ExecutorKind
-
 
 def _split(text: str | None) -> list[str] | None:
     return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
-
-
-def executor_kind(text: str) -> ExecutorKind:
-    """`--executor` → its kind, or a usage error naming the choices."""
-    from relaycode.bench.executor import EXECUTORS
-    from relaycode.errors import UsageError
-
-    for kind in EXECUTORS:
-        if text == kind:
-            return kind
-    raise UsageError(f"--executor: unknown executor {text!r}; choose {' or '.join(EXECUTORS)}")
 
 
 @app.command("bench")
@@ -58,7 +44,7 @@ def bench(
     history: Annotated[bool, typer.Option("--history", help="Record each case's run in the history DB.")] = False,
 ) -> None:
     """Run every case of SUITE with each config; write results.jsonl, summary.json, report.md, pareto.png/html."""
-    from relaycode.bench.executor import ExecutorSpec
+    from relaycode.bench.executor import ExecutorSpec, executor_kind
     from relaycode.bench.report import write_reports
     from relaycode.bench.runner import BenchOptions, resolve_configs, run_bench
     from relaycode.bench.suite import load_suite, select_cases
