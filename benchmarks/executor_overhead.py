@@ -67,6 +67,16 @@ def one_bench(suite: Path, config: Path, out: Path, kind: str, jobs: int) -> dic
             "pair_wall_s": statistics.mean(float(r["wall_s"]) for r in records)}
 
 
+def ray_startup_s(jobs: int) -> float:
+    """Wall time to start a local Ray instance for a bench and stop it again, with no pair."""
+    from relaycode.bench.executor import ExecutorSpec, open_executor
+
+    t0 = time.perf_counter()
+    with open_executor(ExecutorSpec(kind="ray", jobs=jobs), frozenset(), start_servers=False):
+        pass
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=12)
@@ -77,6 +87,7 @@ def main() -> None:
     os.environ.setdefault("OPENAI_API_KEY", "scripted")  # pre-flight only: the model is scripted
     variants = [("local", 1), ("local", args.jobs), ("ray", args.jobs)]
     results: dict[str, list[dict[str, float]]] = {f"{k} --jobs {j}": [] for k, j in variants}
+    startups: list[float] = []
     with tempfile.TemporaryDirectory(prefix="relay-overhead-") as tmp:
         root = Path(tmp)
         suite = write_suite(root / "tiny.jsonl", args.cases)
@@ -84,17 +95,25 @@ def main() -> None:
         config.write_text(f'diversity = "off"\nmax_iterations = 1\n[stages.implement]\nmodel = "{MODEL}"\n'
                           '[stages.verify]\ncommands = ["python -c pass"]\n')
         for run in range(args.runs):
+            startups.append(ray_startup_s(args.jobs))
             for kind, jobs in variants:  # in turns, so a change of load hits every variant alike
                 results[f"{kind} --jobs {jobs}"].append(one_bench(suite, config, root / f"out-{kind}-{jobs}-{run}",
                                                                   kind, jobs))
     summary = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} | {
         "per_pair_s_range": [min(r["per_pair_s"] for r in runs), max(r["per_pair_s"] for r in runs)]}
         for name, runs in results.items()}
+    startup = statistics.median(startups)
+    local_j, on_ray = summary[f"local --jobs {args.jobs}"], summary[f"ray --jobs {args.jobs}"]
+    per_pair = (on_ray["wall_s"] - startup - local_j["wall_s"]) / args.cases
     if args.json:
         print(json.dumps({"machine": platform.machine(), "cpus": os.cpu_count(), "load": os.getloadavg(),
-                          "cases": args.cases, "runs": args.runs, "summary": summary}, indent=2))
+                          "cases": args.cases, "runs": args.runs, "summary": summary,
+                          "ray_startup_s": startup, "ray_overhead_per_pair_s": per_pair}, indent=2))
         return
     print(f"{args.cases} pairs, {args.runs} runs each, load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
+    print(f"Ray local instance start + stop with no pair: median {startup:.1f} s "
+          f"({min(startups):.1f}–{max(startups):.1f}); Ray's overhead per pair beyond that, against "
+          f"local --jobs {args.jobs}: {per_pair:+.2f} s")
     print("| executor | bench wall s (median) | s per pair (median, min–max) | pair's own wall s (mean) |")
     print("|---|---:|---:|---:|")
     for name, s in summary.items():
