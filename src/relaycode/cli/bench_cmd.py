@@ -35,7 +35,7 @@ def bench(
                                                 "address (default: start a local Ray instance for the run).")]
     = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("bench-out"),
-    resume: Annotated[bool, typer.Option("--resume", help="Skip (case, config) pairs already in results.jsonl.")]
+    resume: Annotated[bool, typer.Option("--resume", help="Skip (case, config, repeat) pairs already in results.jsonl.")]
     = False,
     force: Annotated[bool, typer.Option("--force", help="Replace the bench files of a non-empty --out.")] = False,
     no_sandbox: Annotated[
