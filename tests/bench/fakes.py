@@ -91,3 +91,41 @@ def interrupting_overrides(case: Case, config: str) -> dict[str, Model]:
         raise KeyboardInterrupt
 
     return {GOOD: FunctionModel(interrupt), BAD: FunctionModel(interrupt)}
+
+
+#: A local model spec: pairs of a config using it need a node that serves it (Ray executor).
+LOCAL = "local:qwen2.5-coder-0.5b"
+
+
+def write_local_config(root: Path) -> str:
+    """Config `good-local`: like `good`, but its implementer is a local model (scripted in tests)."""
+    path = root / "good-local.toml"
+    path.write_text(
+        "diversity = \"off\"\nmax_iterations = 1\n"
+        f"[stages.implement]\nmodel = \"{LOCAL}\"\n"
+        "[stages.verify]\ncommands = [\"python -c pass\"]\n"
+    )
+    return str(path)
+
+
+def local_overrides(case: Case, config: str) -> dict[str, Model]:
+    """`overrides`, plus the local model answering as the good one does."""
+    return {**overrides(case, config), LOCAL: scripted_text([whole_files(case.reference)], name="good-local")}
+
+
+def dying_overrides(marker_dir: str, case: Case, config: str) -> dict[str, Model]:
+    """Kills the process running the pair: `tiny/add` on its first try only, `tiny/mul` on every try.
+
+    Each try leaves a file in `marker_dir`, so a test can count the tries. Bind `marker_dir` with
+    functools.partial.
+    """
+    import os
+    import signal
+
+    marks = Path(marker_dir)
+    name = case.id.split("/")[1]
+    tries = len(list(marks.glob(f"{name}-*")))
+    (marks / f"{name}-{tries + 1}").touch()
+    if case.id == "tiny/mul" or (case.id == "tiny/add" and tries == 0):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return overrides(case, config)

@@ -42,7 +42,8 @@ def test_zero_cost_configs_use_compute_axis_and_the_report_says_so(tmp_path: Pat
     assert [(p["a"], p["b"], p["a_only"], p["b_only"]) for p in summary["paired"]] == [
         ("solo-local", "local", 0, 1), ("solo-local", "local-cascade", 1, 0), ("local", "local-cascade", 2, 0)]
     md = render_markdown(summary)
-    assert "| local | 4 | 3 | 75.0% | 30.1–95.4% | $0.0000 |" in md
+    assert "| local | 4 | 3 | 75.0% | 30.1–95.4% | 0.0% | $0.0000 |" in md  # no iterations recorded: not first
+    assert "## Repeats" not in md
     assert "$0 configs run on local models" in md and "ESTIMATE" not in md
     paths = write_reports(tmp_path, records)
     assert [p.name for p in paths] == ["summary.json", "report.md", "pareto.png", "pareto.html"]
@@ -82,3 +83,21 @@ def test_by_verification_signal_splits_cases_the_run_could_check() -> None:
     assert "## By verification signal" in md and "| local | 2/2 | 1/2 |" in md
     older = summarise(local_records())  # records from before the field: no section, no guess
     assert older["by_checks"] == {} and "By verification signal" not in render_markdown(older)
+
+
+def test_repeats_get_a_mean_with_a_bootstrap_interval_and_first_attempts_beside_the_loop() -> None:
+    records = []
+    for k in range(3):
+        for i in range(4):
+            r = rec(f"c{i}", "local", i < 2 + (k == 1), "0", 30.0)  # passes 2, 3, 2 of 4
+            r.update(repeat=k, iterations=1 if i == 0 else 2)
+            records.append(r)
+    summary = summarise(records)
+    c = summary["configs"]["local"]
+    assert c["repeats"] == 3 and c["passed_by_repeat"] == {"0": [2, 4], "1": [3, 4], "2": [2, 4]}
+    assert c["mean_pass_rate"] == (0.5 + 0.75 + 0.5) / 3 and c["first_attempt_pass_rate"] == 0.25
+    lo, hi = c["mean_ci95"]
+    assert 0 <= lo < c["mean_pass_rate"] < hi <= 1
+    assert summary["oracle"]["n"] == 12 and "c2#r1" in summary["oracle"]["chosen"]
+    md = render_markdown(summary)
+    assert "## Repeats" in md and "| local | 3 | 2/4, 3/4, 2/4 | 58.3% |" in md

@@ -263,3 +263,46 @@ def test_ctrl_c_stops_the_bench_without_recording_the_interrupted_pair(tmp_path:
     with pytest.raises(KeyboardInterrupt):
         run_bench(opts)
     assert [(r["case"], r["passed"]) for r in read_records(opts.out / "results.jsonl")] == [("tiny/add", True)]
+
+
+def test_repeats_are_seeded_pairs_and_resume_runs_only_the_missing_repeats(tmp_path: Path) -> None:
+    from relaycode.bench.runner import pair_seed
+
+    opts = options(tmp_path)
+    opts.cases = opts.cases[:2]  # add, mul
+    first = run_bench(opts)
+    assert len(first) == 4 and all(r["repeat"] == 0 for r in first)
+    more = options(tmp_path, resume=True, repeat=2)
+    more.cases = more.cases[:2]
+    progress = io.StringIO()
+    more.progress = progress
+    records = run_bench(more)
+    assert progress.getvalue().startswith("resume: 4 pairs already recorded")
+    assert "[5/8] good tiny/add #1 PASS" in progress.getvalue()
+    assert sorted((r["case"], r["config"], r["repeat"]) for r in records) == sorted(
+        (c, k, n) for c in ("tiny/add", "tiny/mul") for k in ("good", "bad") for n in (0, 1))
+    for r in records:
+        assert r["seed"] == pair_seed(r["case"], r["config"], r["repeat"])
+        assert r["first_attempt_passed"] == (r["config"] == "good") == r["passed"]
+    assert len({r["seed"] for r in records}) == 8
+    assert (tmp_path / "out" / "work" / "good" / "tiny__add@r1" / "repo").is_dir()
+    assert pair_seed("tiny/add", "good", 1) == pair_seed("tiny/add", "good", 1) != pair_seed("tiny/add", "good", 1, 7)
+
+
+def test_each_pair_runs_with_its_own_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from relaycode import pipeline
+    from relaycode.bench.runner import pair_seed
+    from relaycode.errors import ConfigError
+
+    seen: list[tuple[str, int | None]] = []
+
+    def fake_run_task(opts: Any) -> Any:
+        seen.append((opts.task, opts.config.seed))
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(pipeline, "run_task", fake_run_task)
+    opts = options(tmp_path, repeat=2)
+    opts.cases, opts.configs = opts.cases[:1], opts.configs[:1]
+    records = run_bench(opts)
+    assert seen == [(opts.cases[0].instruction, pair_seed("tiny/add", "good", k)) for k in (0, 1)]
+    assert [r["error_kind"] for r in records] == ["bench_ConfigError"] * 2

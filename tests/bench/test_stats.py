@@ -144,3 +144,38 @@ def test_reprice_falls_back_to_stage_sums_and_unknown_stays_unknown() -> None:
 def test_bad_price_as(text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         parse_price_as(text)
+
+
+def test_case_bootstrap_is_seeded_and_resamples_whole_cases() -> None:
+    from relaycode.bench.stats import case_bootstrap
+
+    cases = [[True, True, True], [False, False, False], [True, False, True], [False, True, False]]
+    lo, hi = case_bootstrap(cases)
+    assert (lo, hi) == case_bootstrap(cases)  # the same records, the same interval
+    assert 0 <= lo < 0.5 < hi <= 1
+    assert case_bootstrap([[True, True]] * 5) == (1.0, 1.0)  # every case always passes: no doubt left
+    assert case_bootstrap([]) == (0.0, 1.0)
+    # More cases with the same pass rate: a narrower interval.
+    wide, narrow = case_bootstrap(cases), case_bootstrap(cases * 10)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def test_paired_compares_case_and_repeat_pairs() -> None:
+    records = [
+        {"case": "c", "config": "a", "repeat": 0, "passed": True},
+        {"case": "c", "config": "a", "repeat": 1, "passed": False},
+        {"case": "c", "config": "b", "repeat": 0, "passed": True},
+        {"case": "c", "config": "b", "repeat": 1, "passed": True},
+        {"case": "c", "config": "b", "repeat": 2, "passed": True},  # a has no repeat 2: not compared
+    ]
+    p = paired(records, "a", "b")
+    assert (p.n, p.both, p.a_only, p.b_only, p.neither) == (2, 1, 0, 1, 0)
+
+
+def test_first_attempt_is_a_pass_with_one_iteration_and_derived_for_older_records() -> None:
+    from relaycode.bench.stats import first_attempt_passed, record_first_attempt_passed
+
+    assert first_attempt_passed(True, 1) and not first_attempt_passed(True, 2) and not first_attempt_passed(False, 1)
+    assert record_first_attempt_passed({"passed": True, "iterations": 1})
+    assert not record_first_attempt_passed({"passed": True, "iterations": 3})
+    assert not record_first_attempt_passed({"passed": True, "iterations": 1, "first_attempt_passed": False})

@@ -20,7 +20,13 @@ from relaycode.bench.stats import all_pairs, config_summary, oracle, reprice_rec
 NOTES = [
     "Pass = the case's hidden tests exit 0 on the final worktree (hidden files added after the run), "
     "run in the sandbox with the case's timeout.",
-    "95% CI: Wilson score interval. Paired: cases both configs ran; p = two-sided exact McNemar test.",
+    "95% CI: Wilson score interval over all records of a config. Paired: (case, repeat) pairs both configs "
+    "ran; p = two-sided exact McNemar test (optimistic with repeats: the repeats of a case are not independent).",
+    "First attempt: the run passed the hidden tests with its first implement attempt (one iteration), "
+    "comparable with a one-shot pass@1; the loop's pass rate is the final tree's.",
+    "Repeats: each (case, config, repeat) is its own run, its model requests seeded from (case, config, repeat). "
+    "Mean pass rate = mean over repeats; its 95% interval is a percentile bootstrap over cases "
+    "(2000 resamples, each case with all its repeats), covering case sampling and run-to-run noise.",
     "Oracle: per case the cheapest config that solved it (ties: less compute); an unsolved case is "
     "charged the cheapest config's attempt.",
     "CPU s = relay process + its reaped children (git, unsandboxed commands) + the servers of the config's "
@@ -124,26 +130,37 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         "",
         "## Per config",
         "",
-        f"| config | n | passed | pass rate | 95% CI | $/case{label} | $/solved{label} | tokens/case "
+        f"| config | n | passed | pass rate | 95% CI | first attempt | $/case{label} | $/solved{label} | tokens/case "
         "| CPU s/case | wall s/case | model s/case |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, c in summary["configs"].items():
         lo, hi = c["ci95"]
         lines.append(
             f"| {name} | {c['n']} | {c['passed']} | {_pct(c['pass_rate'])} | {100 * lo:.1f}–{100 * hi:.1f}% "
+            f"| {_pct(c.get('first_attempt_pass_rate'))} "
             f"| {_usd(c['usd_per_case'])} | {_usd(c['usd_per_solved']) if c['passed'] else '-'} | {_num(c['tokens_per_case'], ',.0f')} "
             f"| {_num(c['compute_s_mean'])} | {_num(c['wall_s_mean'])} | {_num(c['model_s_mean'])} |"
         )
     if any(c["zero_cost"] for c in summary["configs"].values()):
         lines += ["", "$0 configs run on local models: their cost is compute, shown as tokens and CPU/wall "
                   "seconds per case beside the dollars."]
+    if any(c.get("repeats", 1) > 1 for c in summary["configs"].values()):
+        lines += ["", "## Repeats", "",
+                  "| config | repeats | passed per repeat | mean pass rate | 95% CI (case bootstrap) "
+                  "| mean first attempt | 95% CI |", "|---|---:|---|---:|---|---:|---|"]
+        for name, c in summary["configs"].items():
+            per = ", ".join(f"{p}/{n}" for p, n in c["passed_by_repeat"].values())
+            (lo, hi), (flo, fhi) = c["mean_ci95"], c["mean_first_attempt_ci95"]
+            lines.append(f"| {name} | {c['repeats']} | {per} | {_pct(c['mean_pass_rate'])} "
+                         f"| {100 * lo:.1f}–{100 * hi:.1f}% | {_pct(c['mean_first_attempt_pass_rate'])} "
+                         f"| {100 * flo:.1f}–{100 * fhi:.1f}% |")
     lines += ["", "## Tokens per stage (totals)", "", "| config | stage | requests | input | output |",
               "|---|---|---:|---:|---:|"]
     for name, c in summary["configs"].items():
         for stage, t in c["tokens_by_stage"].items():
             lines.append(f"| {name} | {stage} | {t['requests']} | {t['input_tokens']:,} | {t['output_tokens']:,} |")
-    lines += ["", "## Paired comparison", "", "| A | B | cases | both | A only | B only | neither | McNemar p |",
+    lines += ["", "## Paired comparison", "", "| A | B | case×repeat | both | A only | B only | neither | McNemar p |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     for p in summary["paired"]:
         lines.append(f"| {p['a']} | {p['b']} | {p['n']} | {p['both']} | {p['a_only']} | {p['b_only']} "

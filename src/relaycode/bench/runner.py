@@ -1,42 +1,32 @@
-"""Run a suite × configs: one fresh repo per (case, config), the pipeline, then the hidden tests.
+"""Run a suite × configs × repeats: one fresh repo per pair, the pipeline, then the hidden tests.
 
-Layout of an output dir:
+A pair is (case, config, repeat). Layout of an output dir:
 
-    DIR/results.jsonl            one record per finished (case, config), appended atomically
-    DIR/bench.json               the invocations (suite, configs, cases, relay version/commit)
-    DIR/work/<config>/<case>/    repo/ (the case's starting files, one commit; the run's
-                                 worktree lives in its git dir) and runs/ (the run's files)
+    DIR/results.jsonl            one record per finished pair (see `results`), written by this process alone
+    DIR/bench.json               the invocations (suite, configs, cases, repeats, executor, relay version/commit)
+    DIR/work/<config>/<case>/    repo/ (the case's starting files, one commit; the run's worktree lives in
+                                 its git dir) and runs/ (the run's files); repeat k > 0 in `<case>@r<k>/`
     DIR/summary.json, report.md, pareto.png, pareto.html
 
-Parallelism (`jobs > 1`) uses worker *processes* (spawn): each case has its own
-dirs and the only shared file, results.jsonl, is written by the parent alone.
-Processes also make CPU accounting exact: a worker runs one case at a time, so
-the rusage deltas of the worker and its reaped children (git, unsandboxed
-commands) belong to that case. Commands inside bubblewrap never reach our
-RUSAGE_CHILDREN (bwrap does not hand its PID namespace's rusage up), so
-sandboxed verify and hidden-test CPU is not counted; docs/benchmarks.md says so. With `jobs == 1` cases run in
-this process, with the same accounting. Local model servers are separate,
-long-lived processes: the CPU of the servers of the config's own models is
-read from /proc over the case's window, which is exact with one job (as long
-as nothing else uses those servers) and over-counts with several (a shared
-server's CPU lands in every overlapping case).
+Pairs run on an executor (`executor`: local processes or a Ray cluster); the
+driver (this process) writes every record. Each pair's model requests carry a
+seed derived from (case, config, repeat), so a rerun asks the same questions
+with the same seeds. CPU accounting: see `cpu`.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
+import hashlib
 import json
-import multiprocessing
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -44,28 +34,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from relaycode import __version__
+from relaycode.bench.cpu import CpuMeter, local_model_names
+from relaycode.bench.results import PairKey, append_record, pair_key, prepare_out_dir, read_records
+from relaycode.bench.stats import first_attempt_passed
 from relaycode.bench.suite import Case, materialise, write_files
 from relaycode.errors import ConfigError, RelayError, UsageError
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
+    from relaycode.bench.executor import ExecutorSpec
     from relaycode.config import Config
 
 #: Version of the record layout in results.jsonl.
 RECORD_SCHEMA = 1
 
-#: Files and dirs a bench creates in its output dir (the only ones `--force` removes).
-BENCH_ARTEFACTS = (
-    "results.jsonl", "bench.json", "work", "summary.json", "report.md", "pareto.png", "pareto.html",
-    "summary-estimate.json", "report-estimate.md", "pareto-estimate.png", "pareto-estimate.html",
-)  # fmt: skip
-
 #: Characters of the hidden-test output kept in a record.
 TEST_OUTPUT_CHARS = 2000
 
 #: Test doubles: called in the process that runs the case, with the case and the config name.
-#: Must be a module-level function when jobs > 1 (it is pickled into worker processes).
+#: Must be picklable when pairs run in other processes (a module-level function).
 OverridesFactory = Callable[[Case, str], "Mapping[str, Model] | None"]
 
 
@@ -125,85 +113,40 @@ def relay_commit() -> str | None:
     return head + ("+dirty" if dirty else "") if head else None
 
 
-# ---------------------------------------------------------------- CPU accounting
-
-
-def _rusage_s() -> tuple[float, float]:
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
-
-
-def local_model_names(config: Config) -> frozenset[str]:
-    """Names of the local models a config uses (their servers' CPU is the config's compute)."""
-    from relaycode.models import parse_model
-
-    refs = (parse_model(spec, config) for spec in config.all_models())
-    return frozenset(ref.name for ref in refs if ref.provider == "local")
-
-
-def _server_cpu(models: frozenset[str]) -> dict[int, float]:
-    """CPU seconds so far of the running servers of `models` (pid → s); empty if none or unreadable.
-
-    Only the config's own models count: servers of other models may be busy with other work.
-    """
-    if not models:
-        return {}
-    try:
-        from relaycode.local.server import running_servers
-
-        handles = [h for h in running_servers() if h.model in models]
-    except Exception:  # the local package is optional for API-only benches
-        return {}
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, float] = {}
-    for h in handles:
-        try:
-            fields = Path(f"/proc/{h.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            out[h.pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-        except (OSError, IndexError, ValueError):
-            continue
-    return out
-
-
-class CpuMeter:
-    """CPU seconds between start and stop: this process, its reaped (unsandboxed) children, local servers."""
-
-    def __init__(self, local_models: frozenset[str] = frozenset()) -> None:
-        self.models = local_models
-        self.self0, self.children0 = _rusage_s()
-        self.servers0 = _server_cpu(local_models)
-
-    def stop(self, *, shared_servers: bool) -> dict[str, Any]:
-        self_s, children_s = _rusage_s()
-        servers = _server_cpu(self.models)
-        server_s = sum(max(0.0, s - self.servers0.get(pid, 0.0)) for pid, s in servers.items())
-        own = self_s - self.self0
-        kids = children_s - self.children0
-        return {
-            "relay": round(own, 3),
-            "children": round(kids, 3),
-            "servers": round(server_s, 3),
-            "servers_shared": shared_servers and bool(servers),
-            "total": round(own + kids + server_s, 3),
-        }
-
-
 # ---------------------------------------------------------------- one case
 
 
 @dataclass(frozen=True)
 class CaseJob:
-    """Everything a worker needs to run one (case, config); picklable."""
+    """Everything a worker needs to run one (case, config, repeat); picklable."""
 
     case: Case
     config: BenchConfig
     work: Path
+    repeat: int = 0
+    seed: int | None = None
+    """The seed of the pair's model requests (`Config.seed` for its run); None keeps the config's."""
     no_sandbox: bool = False
     history: bool = False
     overrides: OverridesFactory | None = None
     relay_commit: str | None = None
     shared_servers: bool = False
+
+    @property
+    def key(self) -> PairKey:
+        return (self.case.id, self.config.name, self.repeat)
+
+
+def pair_seed(case_id: str, config_name: str, repeat: int, base: int | None = None) -> int:
+    """A stable seed for a pair (31 bits: every server takes it). `base` (the config's own seed) shifts them all."""
+    text = f"{base or 0}\0{case_id}\0{config_name}\0{repeat}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def pair_work_dir(out: Path, case_id: str, config_name: str, repeat: int) -> Path:
+    """The pair's dirs; repeat 0 keeps the layout of benches that had no repeats."""
+    name = slug(case_id) + (f"@r{repeat}" if repeat else "")
+    return out / "work" / slug(config_name) / name
 
 
 def _now() -> str:
@@ -269,22 +212,20 @@ def _run_hidden_tests(case: Case, worktree: Path, config: Config, no_sandbox: bo
     }
 
 
-def run_case(job: CaseJob) -> dict[str, Any]:
-    """Run one (case, config) end to end and return its record. Never raises for a case's own failure."""
-    from relaycode.pipeline import RunOptions, run_task
-
+def base_record(job: CaseJob) -> dict[str, Any]:
+    """A pair's record before anything ran: the fields every record has, as a failure with no result."""
     case, bc = job.case, job.config
-    started = _now()
-    t0 = time.perf_counter()
-    meter = CpuMeter(local_model_names(bc.config))
-    record: dict[str, Any] = {
+    return {
         "schema": RECORD_SCHEMA,
         "case": case.id,
         "suite": case.suite,
         "kind": case.kind,
         "config": bc.name,
         "config_source": bc.source,
+        "repeat": job.repeat,
+        "seed": job.seed,
         "passed": False,
+        "first_attempt_passed": False,
         "status": "error",
         "run_id": None,
         "iterations": 0,
@@ -309,13 +250,32 @@ def run_case(job: CaseJob) -> dict[str, Any]:
         "relay_version": __version__,
         "relay_commit": job.relay_commit,
     }
+
+
+def harness_error_record(job: CaseJob, error_kind: str, message: str) -> dict[str, Any]:
+    """The record of a pair the harness could not run to the end (e.g. its worker kept dying)."""
+    now = _now()
+    return {**base_record(job), "error": message, "error_kind": error_kind, "cpu_s": None,
+            "started_at": now, "ended_at": now}
+
+
+def run_case(job: CaseJob) -> dict[str, Any]:
+    """Run one (case, config, repeat) end to end and return its record. Never raises for a case's own failure."""
+    from relaycode.pipeline import RunOptions, run_task
+
+    case, bc = job.case, job.config
+    config = bc.config if job.seed is None else bc.config.model_copy(update={"seed": job.seed})
+    started = _now()
+    t0 = time.perf_counter()
+    meter = CpuMeter(local_model_names(bc.config))
+    record = base_record(job)
     if job.work.exists():
         shutil.rmtree(job.work)  # left by a killed run: start the pair from scratch
     repo = job.work / "repo"
     try:
         materialise(case, repo)
         overrides = job.overrides(case, bc.name) if job.overrides is not None else None
-        result = run_task(RunOptions(repo=repo, task=case.instruction, config=bc.config, yes=True,
+        result = run_task(RunOptions(repo=repo, task=case.instruction, config=config, yes=True,
                                      no_sandbox=job.no_sandbox, model_overrides=overrides,
                                      runs_dir=job.work / "runs", history=job.history))
         if result.error_kind == "interrupted":
@@ -324,75 +284,27 @@ def run_case(job: CaseJob) -> dict[str, Any]:
             raise KeyboardInterrupt
         record.update(
             status=result.status, run_id=result.run_id, iterations=result.iterations,
-            verify_passed=result.verify_passed, verify_checks=list(result.checks), findings=result.findings, models_used=list(result.models_used),
-            escalations=list(result.escalations), malformed_outputs=result.malformed_outputs,
-            error=result.error, error_kind=result.error_kind, model_s=round(result.model_s, 3),
-            run_wall_s=round(result.wall_s, 3), **_ledger_fields(result.ledger),
+            verify_passed=result.verify_passed, verify_checks=list(result.checks), findings=result.findings,
+            models_used=list(result.models_used), escalations=list(result.escalations),
+            malformed_outputs=result.malformed_outputs, error=result.error, error_kind=result.error_kind,
+            model_s=round(result.model_s, 3), run_wall_s=round(result.wall_s, 3), **_ledger_fields(result.ledger),
         )
         # Whatever the run's status, the final code is what counts: a "failed" run may still pass.
         if Path(result.worktree).is_dir():
-            record.update(_run_hidden_tests(case, Path(result.worktree), bc.config, job.no_sandbox))
+            record.update(_run_hidden_tests(case, Path(result.worktree), config, job.no_sandbox))
         else:
             record["error"] = record["error"] or "the run left no worktree"
+        record["first_attempt_passed"] = first_attempt_passed(bool(record["passed"]), result.iterations)
     except RelayError as exc:
         record.update(error=str(exc), error_kind=f"bench_{type(exc).__name__}")
     except Exception as exc:  # a bug must cost one record, not the whole bench
         record.update(error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}",
                       error_kind="bench_exception")
     record["wall_s"] = round(time.perf_counter() - t0, 3)
-    record["cpu_s"] = meter.stop(shared_servers=job.shared_servers)
+    record["cpu_s"] = dict(meter.stop(shared_servers=job.shared_servers))
     record["started_at"] = started
     record["ended_at"] = _now()
     return record
-
-
-# ---------------------------------------------------------------- results file
-
-
-def append_record(path: Path, record: Mapping[str, Any]) -> None:
-    """Append one record as one line, then flush and fsync: a kill leaves whole lines only."""
-    line = json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        data = line.encode()
-        while data:  # one write(2) for any sane record; loop in case of a short write
-            written = os.write(fd, data)
-            data = data[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_records(path: Path, *, repair: bool = False) -> list[dict[str, Any]]:
-    """Records of a results.jsonl. A torn last line (a kill mid-write) is dropped (and cut off with `repair`)."""
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    records: list[dict[str, Any]] = []
-    good_bytes = 0
-    for i, line in enumerate(lines):
-        if not line.strip():
-            good_bytes += len(line) + 1
-            continue
-        try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or "case" not in rec or "config" not in rec:
-                raise ValueError("not a record")
-        except ValueError:
-            if i >= len(lines) - 2 and not raw.endswith(line + b"\n"):
-                break  # torn tail
-            raise UsageError(f"{path}:{i + 1}: not a bench record; fix or remove the line") from None
-        records.append(rec)
-        good_bytes += len(line) + 1
-    if repair and good_bytes < len(raw):
-        with path.open("r+b") as fh:
-            fh.truncate(good_bytes)
-    # A pair recorded twice (e.g. two concurrent benches on one dir): keep the latest.
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for rec in records:
-        latest[(rec["case"], rec["config"])] = rec
-    return list(latest.values())
 
 
 # ---------------------------------------------------------------- the bench
@@ -404,6 +316,10 @@ class BenchOptions:
     configs: Sequence[BenchConfig]
     out: Path
     jobs: int = 1
+    repeat: int = 1
+    """Runs of each (case, config): repeat k of a pair is (case, config, k), with its own seed."""
+    executor: ExecutorSpec | None = None
+    """Where pairs run; None: the local executor with `jobs` workers."""
     resume: bool = False
     force: bool = False
     no_sandbox: bool = False
@@ -416,28 +332,10 @@ class BenchOptions:
     start_servers: bool = True
     """Start the configs' local model servers once, before the cases (workers then share them)."""
 
+    def executor_spec(self) -> ExecutorSpec:
+        from relaycode.bench.executor import ExecutorSpec
 
-def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
-    """Refuse a non-empty dir without --resume/--force; --force removes only bench artefacts."""
-    if resume and force:
-        raise UsageError("--resume and --force contradict each other: pick one")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if entries and not resume:
-        if not force:
-            raise UsageError(f"--out {out}: not empty; pass --resume to continue that bench or --force to replace it")
-        foreign = [e for e in entries if e not in BENCH_ARTEFACTS]
-        if foreign:
-            raise UsageError(f"--out {out}: --force removes only bench files, but it also holds "
-                             f"{', '.join(foreign[:5])}; pick another dir")
-        for name in entries:
-            target = out / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            else:
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+        return self.executor if self.executor is not None else ExecutorSpec(jobs=self.jobs)
 
 
 def preflight_configs(configs: Sequence[BenchConfig], *, no_sandbox: bool, fake_models: bool) -> None:
@@ -473,17 +371,6 @@ def preflight_test_tools(cases: Sequence[Case]) -> None:
                          "(install it into relay's environment: pip install pytest)")
 
 
-def _start_local_servers(configs: Sequence[BenchConfig]) -> None:
-    from relaycode.local.server import ensure_server
-
-    names = sorted(set().union(*(local_model_names(bc.config) for bc in configs)))
-    for name in names:
-        try:
-            ensure_server(name)
-        except RelayError as exc:
-            raise UsageError(f"local model {name}: {exc} (try `relay local setup`)") from None
-
-
 class Progress:
     """`[i/N] config case PASS|FAIL $ s` lines on stderr, with running totals."""
 
@@ -510,27 +397,19 @@ class Progress:
             self.usd += Decimal(str(usd))
         self.seconds += float(rec.get("wall_s") or 0)
         verdict = "PASS" if rec.get("passed") else "FAIL"
+        label = rec["case"] + (f" #{rec['repeat']}" if rec.get("repeat") else "")
         extra = f" ({rec['error_kind']})" if rec.get("error_kind") else ""
         if rec.get("timed_out"):
             extra += " (test timeout)"
         cost = "$?" if usd is None else f"${Decimal(str(usd)):.4f}"
         total = f"${self.usd:.4f}" + ("+?" if self.usd_unknown else "")
-        self.line(f"[{self.done}/{self.total}] {rec['config']} {rec['case']} {verdict}{extra} "
+        self.line(f"[{self.done}/{self.total}] {rec['config']} {label} {verdict}{extra} "
                   f"{cost} {float(rec.get('wall_s') or 0):.1f}s | so far {total}, "
                   f"case time {self.seconds:.0f}s, elapsed {time.monotonic() - self.t0:.0f}s")
 
 
-@contextlib.contextmanager
-def _executor(jobs: int) -> Iterator[cf.Executor | None]:
-    if jobs <= 1:
-        yield None
-        return
-    # spawn, not fork: the parent may hold threads (model clients, the server manager's state).
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield pool
-
-
 def _write_meta(out: Path, options: BenchOptions, pending: int, commit: str | None) -> None:
+    spec = options.executor_spec()
     path = out / "bench.json"
     meta: dict[str, Any] = {"invocations": []}
     if path.is_file():
@@ -542,7 +421,10 @@ def _write_meta(out: Path, options: BenchOptions, pending: int, commit: str | No
         "configs": {bc.name: bc.source for bc in options.configs},
         "cases": [c.id for c in options.cases],
         "pending": pending,
-        "jobs": options.jobs,
+        "repeat": options.repeat,
+        "jobs": spec.jobs,
+        "executor": spec.kind,
+        "address": spec.address,
         "resume": options.resume,
         "sandbox": not options.no_sandbox,
         "relay_version": __version__,
@@ -556,7 +438,7 @@ def _write_meta(out: Path, options: BenchOptions, pending: int, commit: str | No
 
 
 def run_bench(options: BenchOptions) -> list[dict[str, Any]]:
-    """Run every pending (case, config) pair; return all records of the output dir (old and new).
+    """Run every pending (case, config, repeat) pair; return all records of the output dir (old and new).
 
     Refuses to start on a non-empty output dir without resume/force, and on
     configs that could not run a single case (preflight). Records are appended
@@ -564,51 +446,54 @@ def run_bench(options: BenchOptions) -> list[dict[str, Any]]:
     (see `report.write_reports`).
     """
     out = options.out
-    if options.jobs < 1:
-        raise UsageError("--jobs must be at least 1")
+    if options.repeat < 1:
+        raise UsageError("--repeat must be at least 1")
+    spec = options.executor_spec()
+    from relaycode.bench.executor import check_available
+
+    check_available(spec)
     preflight_configs(options.configs, no_sandbox=options.no_sandbox,
                       fake_models=options.model_overrides is not None)
     preflight_test_tools(options.cases)
     prepare_out_dir(out, resume=options.resume, force=options.force)
     results = out / "results.jsonl"
     existing = read_records(results, repair=True)
-    done = {(r["case"], r["config"]) for r in existing}
-    pairs = [(c, bc) for bc in options.configs for c in options.cases if (c.id, bc.name) not in done]
-    # Interleave configs case by case so a partial bench compares configs on the same cases.
-    pairs.sort(key=lambda p: ([c.id for c in options.cases].index(p[0].id),
-                              [b.name for b in options.configs].index(p[1].name)))
+    done = {pair_key(r) for r in existing}
+    case_order = {c.id: i for i, c in enumerate(options.cases)}
+    config_order = {b.name: i for i, b in enumerate(options.configs)}
+    # Repeat by repeat, and within one case by case with every config, so a partial bench
+    # compares configs on the same cases.
+    pairs = [(k, c, bc) for k in range(options.repeat) for c in options.cases for bc in options.configs
+             if (c.id, bc.name, k) not in done]
+    pairs.sort(key=lambda p: (p[0], case_order[p[1].id], config_order[p[2].name]))
     commit = relay_commit()
     _write_meta(out, options, len(pairs), commit)
-    progress = Progress(options.progress, len(pairs) + len(done), len(done))
-    skipped = len(options.cases) * len(options.configs) - len(pairs)
+    total = len(options.cases) * len(options.configs) * options.repeat
+    progress = Progress(options.progress, total, total - len(pairs))
+    skipped = total - len(pairs)
     if skipped:
-        progress.line(f"resume: {skipped} (case, config) pairs already recorded in {results}")
-    if pairs and options.start_servers and options.model_overrides is None:
-        _start_local_servers(options.configs)
+        progress.line(f"resume: {skipped} pairs already recorded in {results}")
     jobs = [
-        CaseJob(case=c, config=bc, work=out / "work" / slug(bc.name) / slug(c.id), no_sandbox=options.no_sandbox,
-                history=options.history, overrides=options.model_overrides, relay_commit=commit,
-                shared_servers=options.jobs > 1)
-        for c, bc in pairs
+        CaseJob(case=c, config=bc, work=pair_work_dir(out, c.id, bc.name, k), repeat=k,
+                seed=pair_seed(c.id, bc.name, k, bc.config.seed), no_sandbox=options.no_sandbox,
+                history=options.history, overrides=options.model_overrides, relay_commit=commit)
+        for k, c, bc in pairs
     ]
+    local_models = frozenset().union(*(local_model_names(bc.config) for bc in options.configs))
+    serve = options.start_servers and options.model_overrides is None
     new: list[dict[str, Any]] = []
-    with _executor(options.jobs) as pool:
-        if pool is None:
-            for job in jobs:
-                rec = run_case(job)
-                append_record(results, rec)
-                new.append(rec)
-                progress.record(rec)
-        else:
-            futures = [pool.submit(run_case, job) for job in jobs]
-            try:
-                for fut in cf.as_completed(futures):
-                    rec = fut.result()
-                    append_record(results, rec)
-                    new.append(rec)
-                    progress.record(rec)
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+    if not jobs:
+        return existing
+    from relaycode.bench.executor import open_executor
+
+    recorded = set(done)
+    with open_executor(spec, local_models, start_servers=serve) as executor:
+        for rec in executor.run(jobs):
+            key = pair_key(rec)
+            if key in recorded:  # an executor must not hand a pair back twice; never record one twice
+                continue
+            recorded.add(key)
+            append_record(results, rec)
+            new.append(rec)
+            progress.record(rec)
     return [*existing, *new]

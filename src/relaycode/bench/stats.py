@@ -1,6 +1,7 @@
-"""Statistics over bench records: Wilson intervals, paired comparison, the oracle, re-pricing.
+"""Statistics over bench records: intervals, repeats, paired comparison, the oracle, re-pricing.
 
-A record is one line of `results.jsonl` (see `runner.make_record`). Dollars
+A record is one line of `results.jsonl` (see `runner.base_record`), one per
+(case, config, repeat); records from before repeats count as repeat 0. Dollars
 are kept as `Decimal` strings in records and summed exactly; `None` means
 unknown (an unpriced request) and is never counted as $0.
 """
@@ -8,6 +9,7 @@ unknown (an unpriced request) and is never counted as $0.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from decimal import Decimal
@@ -21,6 +23,12 @@ Z95 = 1.959963984540054
 
 #: Stages `--price-as` may name (the stages that call models).
 PRICED_STAGES = ("plan", "implement", "review")
+
+#: Resamples of the bootstrap interval of a mean pass rate over repeats.
+BOOTSTRAP_RESAMPLES = 2000
+
+#: Seed of that bootstrap: the same records give the same interval.
+BOOTSTRAP_SEED = 0
 
 
 def wilson(passed: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -47,7 +55,46 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def case_bootstrap(by_case: Sequence[Sequence[bool]], resamples: int = BOOTSTRAP_RESAMPLES,
+                   seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the mean pass rate, resampling cases with all their repeats.
+
+    Repeats of one case are not independent (an easy case passes in every repeat), so a case is the
+    unit resampled: the interval covers both the case sample and the run-to-run noise. No cases: (0, 1).
+    """
+    means = [sum(r) / len(r) for r in by_case if r]
+    if not means:
+        return (0.0, 1.0)
+    rng = random.Random(seed)
+    n = len(means)
+    stats = sorted(sum(rng.choice(means) for _ in range(n)) / n for _ in range(resamples))
+    lo = stats[int(0.025 * (resamples - 1))]
+    hi = stats[math.ceil(0.975 * (resamples - 1))]
+    return (lo, hi)
+
+
 # ---------------------------------------------------------------- record accessors
+
+
+def record_repeat(record: Mapping[str, Any]) -> int:
+    return int(record.get("repeat") or 0)
+
+
+def first_attempt_passed(passed: bool, iterations: int) -> bool:
+    """Whether the first implement attempt's tree passed the hidden tests, from what a run records.
+
+    The loop stops at the first attempt verification (and review) accepts, so with one iteration the
+    final tree is the first attempt's. With more, the first attempt was rejected and its tree never
+    reached the hidden tests: it counts as failed, as a one-shot answer the user would not be given.
+    """
+    return passed and iterations == 1
+
+
+def record_first_attempt_passed(record: Mapping[str, Any]) -> bool:
+    """The record's field, or derived the same way for records from before it."""
+    if "first_attempt_passed" in record:
+        return bool(record["first_attempt_passed"])
+    return first_attempt_passed(bool(record.get("passed")), int(record.get("iterations") or 0))
 
 
 def record_usd(record: Mapping[str, Any], key: str = "usd") -> Decimal | None:
@@ -98,11 +145,15 @@ def config_summary(records: Sequence[Mapping[str, Any]], usd_key: str = "usd") -
     compute = [record_compute_s(r) for r in records]
     cpu_measured = all(isinstance(r.get("cpu_s"), Mapping) for r in records) and n > 0
     known = usd_unknown == 0
+    first = sum(1 for r in records if record_first_attempt_passed(r))
     return {
         "n": n,
         "passed": passed,
         "pass_rate": passed / n if n else None,
         "ci95": [lo, hi],
+        "first_attempt_passed": first,
+        "first_attempt_pass_rate": first / n if n else None,
+        **repeat_summary(records),
         "usd_total": float(usd_total) if known else None,
         "usd_priced_part": float(usd_total),
         "usd_unknown_records": usd_unknown,
@@ -124,6 +175,29 @@ def config_summary(records: Sequence[Mapping[str, Any]], usd_key: str = "usd") -
     }
 
 
+def repeat_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Repeats of one config: passes per repeat, the mean pass rate and its interval (`case_bootstrap`)."""
+    repeats = sorted({record_repeat(r) for r in records})
+    by_repeat = {k: [r for r in records if record_repeat(r) == k] for k in repeats}
+    by_case: dict[str, list[bool]] = {}
+    first_by_case: dict[str, list[bool]] = {}
+    for r in records:
+        by_case.setdefault(str(r["case"]), []).append(bool(r.get("passed")))
+        first_by_case.setdefault(str(r["case"]), []).append(record_first_attempt_passed(r))
+    rates = [sum(bool(r.get("passed")) for r in rs) / len(rs) for rs in by_repeat.values()]
+    first_rates = [sum(record_first_attempt_passed(r) for r in rs) / len(rs) for rs in by_repeat.values()]
+    lo, hi = case_bootstrap(list(by_case.values()))
+    flo, fhi = case_bootstrap(list(first_by_case.values()))
+    return {
+        "repeats": len(repeats),
+        "passed_by_repeat": {str(k): [sum(bool(r.get("passed")) for r in rs), len(rs)] for k, rs in by_repeat.items()},
+        "mean_pass_rate": _mean(rates),
+        "mean_ci95": [lo, hi],
+        "mean_first_attempt_pass_rate": _mean(first_rates),
+        "mean_first_attempt_ci95": [flo, fhi],
+    }
+
+
 def _count(values: Iterable[Any]) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in values:
@@ -136,7 +210,7 @@ def _count(values: Iterable[Any]) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Paired:
-    """Outcomes of configs `a` and `b` on the cases both ran."""
+    """Outcomes of configs `a` and `b` on the (case, repeat) pairs both ran."""
 
     a: str
     b: str
@@ -151,16 +225,19 @@ class Paired:
         return asdict(self)
 
 
-def outcomes(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, bool]]:
-    """config → case → passed."""
-    table: dict[str, dict[str, bool]] = {}
+def outcomes(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[tuple[str, int], bool]]:
+    """config → (case, repeat) → passed."""
+    table: dict[str, dict[tuple[str, int], bool]] = {}
     for r in records:
-        table.setdefault(r["config"], {})[r["case"]] = bool(r.get("passed"))
+        table.setdefault(r["config"], {})[(str(r["case"]), record_repeat(r))] = bool(r.get("passed"))
     return table
 
 
 def paired(records: Iterable[Mapping[str, Any]], a: str, b: str) -> Paired:
-    """The 2×2 table of configs a and b over their common cases, with the exact McNemar p."""
+    """The 2×2 table of configs a and b over their common (case, repeat) pairs, with the exact McNemar p.
+
+    With repeats, the pairs of one case are not independent, so p is optimistic; it is exact with one repeat.
+    """
     table = outcomes(records)
     ra, rb = table.get(a, {}), table.get(b, {})
     common = [c for c in ra if c in rb]
@@ -185,14 +262,16 @@ def _cost_key(record: Mapping[str, Any], usd_key: str) -> tuple[float, float, st
 
 
 def oracle(records: Sequence[Mapping[str, Any]], usd_key: str = "usd") -> dict[str, Any]:
-    """Per case, the cheapest config that solved it (cost ties → less compute).
+    """Per case (per (case, repeat) with repeats: `case#rK`), the cheapest config that solved it
+    (cost ties → less compute).
 
     A case no config solved is charged the cheapest config's attempt: a router
     must pick something, and picking the cheapest is the best it can do.
     """
     by_case: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
-        by_case.setdefault(r["case"], []).append(r)
+        k = record_repeat(r)
+        by_case.setdefault(str(r["case"]) + (f"#r{k}" if k else ""), []).append(r)
     chosen: dict[str, str | None] = {}
     costs: list[Decimal | None] = []
     compute: list[float] = []

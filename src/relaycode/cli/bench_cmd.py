@@ -28,9 +28,15 @@ def bench(
     ] = "local",
     limit: Annotated[int | None, typer.Option("--limit", help="Run only the first N cases.")] = None,
     cases: Annotated[str | None, typer.Option("--cases", help="Comma-separated case ids to run.")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cases run in parallel (worker processes).")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Pairs run in parallel (local worker processes; "
+                                      "with --executor ray and no --address, the local Ray instance's CPUs).")] = 1,
+    repeat: Annotated[int, typer.Option("--repeat", help="Runs of each (case, config), each seeded on its own.")] = 1,
+    executor: Annotated[str, typer.Option("--executor", help="Where pairs run: local or ray.")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="With --executor ray: a running cluster's "
+                                                "address (default: start a local Ray instance for the run).")]
+    = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("bench-out"),
-    resume: Annotated[bool, typer.Option("--resume", help="Skip (case, config) pairs already in results.jsonl.")]
+    resume: Annotated[bool, typer.Option("--resume", help="Skip (case, config, repeat) pairs already in results.jsonl.")]
     = False,
     force: Annotated[bool, typer.Option("--force", help="Replace the bench files of a non-empty --out.")] = False,
     no_sandbox: Annotated[
@@ -39,15 +45,17 @@ def bench(
     history: Annotated[bool, typer.Option("--history", help="Record each case's run in the history DB.")] = False,
 ) -> None:
     """Run every case of SUITE with each config; write results.jsonl, summary.json, report.md, pareto.png/html."""
+    from relaycode.bench.executor import ExecutorSpec, executor_kind
     from relaycode.bench.report import write_reports
     from relaycode.bench.runner import BenchOptions, resolve_configs, run_bench
     from relaycode.bench.suite import load_suite, select_cases
     from relaycode.errors import RelayError
 
     try:
+        spec = ExecutorSpec(kind=executor_kind(executor), jobs=jobs, address=address)
         chosen = select_cases(load_suite(suite), _split(cases), limit)
         options = BenchOptions(cases=chosen, configs=resolve_configs(_split(configs) or []), out=out, jobs=jobs,
-                               resume=resume, force=force, no_sandbox=no_sandbox, history=history,
+                               repeat=repeat, executor=spec, resume=resume, force=force, no_sandbox=no_sandbox, history=history,
                                progress=sys.stderr, suite=str(suite))
         if no_sandbox:
             typer.echo("relay: warning: --no-sandbox: model-written code and hidden tests run unsandboxed", err=True)

@@ -253,11 +253,17 @@ def review_eval(
     resume: bool = typer.Option(False, "--resume", help="Continue the evaluation saved in --out (same suite, "
                                 "reviewers and --min-agree): cases it holds are not reviewed again."),
     force: bool = typer.Option(False, "--force", help="Replace an evaluation saved in --out."),
+    executor: str = typer.Option("local", "--executor", help="Where cases are reviewed: local (in turn, in this "
+                                 "process) or ray (a task per case; see docs/benchmarks.md)."),
+    address: str | None = typer.Option(None, "--address", help="With --executor ray: a running cluster's address "
+                                       "(default: start a local Ray instance for the run)."),
 ) -> None:
     """Measure reviewers' recall, precision, false alarms, cost and time on labelled bug-fix cases."""
     import asyncio
+    import os
     import time
 
+    from relaycode.bench.executor import ExecutorSpec, executor_kind
     from relaycode.bench.runner import relay_commit
     from relaycode.errors import RelayError
     from relaycode.review.evaluate import EvalRun, evaluate, load_suite, markdown_table, save
@@ -275,6 +281,8 @@ def review_eval(
     cfg = load_config_or_exit(config, preset, repo)
     specs = resolve_reviewers(cfg, reviewers)
     try:
+        # Ray without an address: a local instance with this machine's CPUs, one case per CPU.
+        spec = ExecutorSpec(kind=executor_kind(executor), jobs=os.cpu_count() or 1, address=address)
         cases = load_suite(suite, limit)
         if not cases:
             raise _usage(f"{suite}: no bug-fix cases with bug_lines")
@@ -293,12 +301,18 @@ def review_eval(
                     f"{', '.join(specs)}, min_agree {min_agree}, relay commit {commits or commit or 'unknown'}, "
                     f"{time.perf_counter() - t0:.0f}s in this invocation")
 
-        run = asyncio.run(evaluate(
-            lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, min_agree=min_agree,
-            progress=lambda m: typer.echo(m, err=True),
-            checkpoint=lambda partial: save(partial, out, header=header(partial)),
-            resume=start,
-        ))
+        if spec.kind == "ray":
+            from relaycode.review.eval_ray import evaluate_on_ray
+
+            run = evaluate_on_ray(spec, cfg, cases, start=start, progress=lambda m: typer.echo(m, err=True),
+                                  checkpoint=lambda partial: save(partial, out, header=header(partial)))
+        else:
+            run = asyncio.run(evaluate(
+                lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, min_agree=min_agree,
+                progress=lambda m: typer.echo(m, err=True),
+                checkpoint=lambda partial: save(partial, out, header=header(partial)),
+                resume=start,
+            ))
     except RelayError as exc:
         raise die(exc) from None
     json_path, md_path = save(run, out, header=header(run))

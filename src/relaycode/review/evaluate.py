@@ -161,6 +161,11 @@ class EvalRun:
                 tally.clean_findings += found
                 tally.clean_flagged += int(found > 0)
 
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Rows made by another process (`eval_ray`), folded in as if reviewed here."""
+        for row in rows:
+            self._add(row)
+
     def done_cases(self) -> set[str]:
         return {row["case"] for row in self.reviews}
 
