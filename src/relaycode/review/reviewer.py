@@ -49,6 +49,22 @@ Answer only with JSON of this shape:
 {"findings": [{"line": 12, "severity": "major", "category": "bug", "message": "...", "suggestion": "..."}]}
 Answer {"findings": []} when there is no problem."""
 
+EVIDENCE_INSTRUCTIONS = """
+
+Back each wrong-result or crash finding with evidence that relay runs against the code: a call of
+a function of this file with literal arguments, and the value a CORRECT version returns for it.
+If the problem is real, the call on this code returns something else (or crashes). Example:
+{"findings": [{"line": 12, "severity": "major", "category": "bug", "message": "...", "suggestion": "...",
+  "evidence": {"call": "bitcount(127)", "expected": "7"}}]}
+Instead of call and expected you may give "test": Python statements with assert that fail if the
+problem is real. A finding whose evidence passes is dropped, so work the expected value out from
+what the code is meant to do. Leave out evidence when you cannot give a concrete call."""
+
+
+def instructions(evidence: bool) -> str:
+    """The reviewer's instructions; with `evidence`, also how to attach a check relay can run."""
+    return INSTRUCTIONS + (EVIDENCE_INSTRUCTIONS if evidence else "")
+
 
 def _fence(text: str, kind: str) -> tuple[str, str]:
     nonce = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
@@ -68,11 +84,11 @@ def build_prompt(chunk: Chunk, plan: str | None = None) -> str:
     return "\n".join(parts)
 
 
-def budget_chars(spec: str, config: Config, plan: str | None = None) -> int:
+def budget_chars(spec: str, config: Config, plan: str | None = None, *, evidence: bool = False) -> int:
     """Characters of code that fit one request of `spec`, after instructions, plan and room for the answer."""
     context = profile_for(spec, config).context_tokens
     reserve_output = min(config.settings_for(spec).max_tokens, max(512, context // 4))
-    overhead = estimate_tokens(INSTRUCTIONS) + estimate_tokens((plan or "")[:MAX_PLAN_CHARS]) + 150
+    overhead = estimate_tokens(instructions(evidence)) + estimate_tokens((plan or "")[:MAX_PLAN_CHARS]) + 150
     return max(0, int((context - reserve_output - overhead) * CHARS_PER_TOKEN))
 
 
@@ -109,6 +125,7 @@ def _finding(raw: ModelFinding, path: str, start: int, end: int, spec: str, weig
         path=path, start_line=start, end_line=end, severity=raw.severity, category=raw.category,
         message=raw.message.strip() or "(no explanation given)", suggestion=raw.suggestion.strip(),
         models=[spec], confidence=weight,
+        evidence=raw.evidence if raw.evidence is not None and raw.evidence.checkable else None,
     )
 
 
@@ -139,6 +156,7 @@ async def run_reviewer(
     plan: str | None,
     attempt: int,
     weight: float,
+    evidence: bool = False,
 ) -> ReviewerOutcome:
     """Review `chunks` one after another with `spec`. Never raises for a model failure: it is recorded."""
     outcome = ReviewerOutcome(spec)
@@ -147,7 +165,7 @@ async def run_reviewer(
         try:
             answer = await session.ask(
                 "review", spec, build_prompt(chunk, plan),
-                instructions=INSTRUCTIONS, output_type=ModelReview, attempt=attempt,
+                instructions=instructions(evidence), output_type=ModelReview, attempt=attempt,
             )
         except Exception as exc:  # one reviewer's failure must not sink the review
             outcome.errors.append(f"{chunk.label}: {exc}")
