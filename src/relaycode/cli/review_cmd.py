@@ -23,6 +23,15 @@ ReviewersOpt = typer.Option(
 )
 
 
+MinScoreOpt = typer.Option(
+    None, "--min-score", min=0.0, max=1.0,
+    help="Drop merged findings whose score (reviewers' measured weights and evidence) is below this (default 0.25).",
+)
+WeightsOpt = typer.Option(
+    None, "--weights", help="JSON file of reviewer weights by model and evidence status, over relay's built-in ones.",
+)
+
+
 def _usage(message: str) -> typer.Exit:
     from relaycode.errors import UsageError
 
@@ -227,6 +236,10 @@ def review_eval(
     resume: bool = typer.Option(False, "--resume", help="Continue the evaluation saved in --out (same suite, "
                                 "reviewers and --min-agree): cases it holds are not reviewed again."),
     force: bool = typer.Option(False, "--force", help="Replace an evaluation saved in --out."),
+    evidence: bool = typer.Option(False, "--evidence", help="Ask reviewers for evidence, run it in the sandbox, "
+                                  "and score findings by it (views all / kept / confirmed, strict score)."),
+    min_score: float | None = MinScoreOpt,
+    weights: Path | None = WeightsOpt,
 ) -> None:
     """Measure reviewers' recall, precision, false alarms, cost and time on labelled bug-fix cases."""
     import asyncio
@@ -234,7 +247,16 @@ def review_eval(
 
     from relaycode.bench.runner import relay_commit
     from relaycode.errors import RelayError
-    from relaycode.review.evaluate import EvalRun, evaluate, load_suite, markdown_table, save
+    from relaycode.review.evaluate import (
+        EvalRun,
+        EvalSettings,
+        evaluate,
+        evidence_table,
+        load_suite,
+        markdown_table,
+        save,
+    )
+    from relaycode.review.weights import DEFAULT_MIN_SCORE, load_weights
     from relaycode.session import ModelSession
 
     if limit is not None and limit < 1:
@@ -248,16 +270,22 @@ def review_eval(
         raise _usage(f"--out {out}: holds an earlier evaluation; pass --resume to continue it or --force to replace it")
     cfg = load_config_or_exit(config, preset, repo)
     specs = resolve_reviewers(cfg, reviewers)
+    weighted = evidence or min_score is not None or weights is not None
     try:
+        settings = EvalSettings(
+            cfg, min_agree=min_agree, evidence=evidence, weights=load_weights(weights) if weighted else None,
+            min_score=(DEFAULT_MIN_SCORE if min_score is None else min_score) if weighted else 0.0,
+        )
         cases = load_suite(suite, limit)
         if not cases:
             raise _usage(f"{suite}: no bug-fix cases with bug_lines")
         commit = relay_commit()
         if resume and saved.exists():
-            start = EvalRun.resume(saved, suite=suite.name, reviewers=specs, min_agree=min_agree, commit=commit)
+            start = EvalRun.resume(saved, suite=suite.name, reviewers=specs, min_agree=min_agree, commit=commit,
+                                   settings=settings.identity() if weighted else None)
             typer.echo(f"resume: {start.cases_done} cases already reviewed in {saved}", err=True)
         else:
-            start = EvalRun(list(specs), min_agree, suite.name, commit)
+            start = EvalRun(list(specs), min_agree, suite.name, commit, settings.identity() if weighted else {})
         typer.echo(f"review-eval: {len(cases)} cases from {suite}, reviewers {', '.join(specs)}", err=True)
         t0 = time.perf_counter()
 
@@ -268,7 +296,7 @@ def review_eval(
                     f"{time.perf_counter() - t0:.0f}s in this invocation")
 
         run = asyncio.run(evaluate(
-            lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, min_agree=min_agree,
+            lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, settings=settings,
             progress=lambda m: typer.echo(m, err=True),
             checkpoint=lambda partial: save(partial, out, header=header(partial)),
             resume=start,
@@ -278,4 +306,6 @@ def review_eval(
     json_path, md_path = save(run, out, header=header(run))
     typer.echo(header(run))
     typer.echo(markdown_table(run.summary()))
+    if evidence:
+        typer.echo(evidence_table(run.summary()))
     typer.echo(f"saved {json_path} and {md_path}", err=True)
