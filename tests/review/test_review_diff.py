@@ -188,3 +188,87 @@ def test_empty_diff_reviews_nothing() -> None:
     session = ModelSession(config(), model_overrides={Q05: reviewer(flag_added())})
     result = run(session, "", reviewers=[Q05])
     assert result.findings == [] and session.ledger.entries == [] and result.errors == {}
+
+
+def with_evidence(call: str, expected: str, *, line_of: str = "first added") -> object:
+    """A reviewer that flags the first added line and attaches `call` / `expected` as evidence."""
+    from .helpers import added_lines
+
+    def script(prompt: str, _info: AgentInfo) -> Answer:
+        lines = added_lines(prompt)
+        if not lines:
+            return {"findings": []}
+        return {"findings": [{"line": lines[0], "severity": "major", "category": "bug", "message": f"{line_of} wrong",
+                              "suggestion": "use &=", "evidence": {"call": call, "expected": expected}}]}
+
+    return script
+
+
+def test_evidence_is_asked_for_only_when_it_will_be_checked() -> None:
+    from relaycode.review.reviewer import EVIDENCE_INSTRUCTIONS
+
+    seen: list[str] = []
+
+    def spy(prompt: str, info: AgentInfo) -> Answer:
+        seen.append(info.instructions or "")
+        return {"findings": []}
+
+    run(ModelSession(config(), model_overrides={Q05: reviewer(spy)}), reviewers=[Q05])
+    assert EVIDENCE_INSTRUCTIONS.strip() not in seen[0]
+
+
+@pytest.mark.sandbox
+@pytest.mark.skipif(__import__("shutil").which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_review_with_evidence_confirms_refutes_and_weighs() -> None:
+    """Two reviewers flag the same line; one's evidence reproduces (the loop hangs on the change and
+    returns on the base), the other's passes on the change. The merged finding is confirmed; with only
+    the refuted reviewer it is dropped below the score threshold, or kept and marked at 0."""
+    from relaycode.review.evidence import EvidenceChecker, FilesTree
+    from relaycode.review.reviewer import EVIDENCE_INSTRUCTIONS
+    from relaycode.review.weights import builtin_weights
+    from relaycode.sandbox import Limits, SandboxPolicy
+    from relaycode.stages.verify import tool_env
+
+    env, policy = tool_env(None, SandboxPolicy())
+
+    def checker() -> EvidenceChecker:
+        return EvidenceChecker(FilesTree({"bitcount.py": NEW}), FilesTree({"bitcount.py": OLD}), None, policy,
+                               Limits(wall_s=3, memory_mb=1024), env)
+
+    seen: list[str] = []
+    good = with_evidence("bitcount(127)", "7")
+
+    def spying(prompt: str, info: AgentInfo) -> Answer:
+        seen.append(info.instructions or "")
+        return good(prompt, info)  # type: ignore[operator]
+
+    models = {Q15: reviewer(spying), Q05: reviewer(with_evidence("bitcount(0)", "0"))}  # type: ignore[arg-type]
+    box = checker()
+    result = run(ModelSession(config(), model_overrides=models), reviewers=[Q05, Q15], checker=box,
+                 weights=builtin_weights(), min_score=0.25)
+    box.close()
+    assert EVIDENCE_INSTRUCTIONS.strip() in seen[0]
+    assert [f.status for f in result.per_reviewer[Q15]] == ["confirmed"]
+    assert [f.status for f in result.per_reviewer[Q05]] == ["refuted"]
+    [merged] = result.findings
+    assert merged.status == "confirmed" and merged.evidence is not None and merged.evidence.call == "bitcount(127)"
+    assert merged.score is not None and merged.score >= 0.9 and result.evidence_checked
+    assert result.usage[Q15]["evidence_seconds"] > 0
+    assert result.status_counts() == {"confirmed": 1, "refuted": 0, "unchecked": 0}
+
+    alone = {Q05: reviewer(with_evidence("bitcount(0)", "0"))}  # type: ignore[arg-type]
+    box = checker()
+    dropped = run(ModelSession(config(), model_overrides=alone), reviewers=[Q05], checker=box,
+                  weights=builtin_weights(), min_score=0.25)
+    kept = run(ModelSession(config(), model_overrides=alone), reviewers=[Q05], checker=box,
+               weights=builtin_weights(), min_score=0.0)
+    box.close()
+    assert dropped.findings == [] and [f.status for f in kept.findings] == ["refuted"]
+
+
+def test_min_score_out_of_range_is_a_usage_error() -> None:
+    from relaycode.review.weights import builtin_weights
+
+    with pytest.raises(UsageError, match="min_score"):
+        run(ModelSession(config(), model_overrides={Q05: reviewer(flag_added())}), reviewers=[Q05],
+            weights=builtin_weights(), min_score=1.5)

@@ -51,43 +51,40 @@ RUNNER_DIR = ".relay_evidence"
 RUNNER = r'''
 import importlib, json, sys
 
-def main():
-    claim = json.load(open(sys.argv[1], encoding="utf-8"))
-    tag = "RELAY-EVIDENCE-" + claim["nonce"]
 
-    def report(outcome, detail=""):
-        sys.stdout.flush()
-        print("\n" + tag + " " + outcome + " " + json.dumps(str(detail)[:300]), flush=True)
-        sys.exit(0)
-
+def outcome(claim):
     try:
         call = compile(claim["call"], "<evidence call>", "eval") if claim["call"] else None
         expected = compile(claim["expected"], "<evidence expected>", "eval") if claim["expected"] else None
         test = compile(claim["test"], "<evidence test>", "exec") if claim["test"] else None
     except SyntaxError as exc:
-        report("invalid", "SyntaxError: " + str(exc))
+        return "invalid", "SyntaxError: " + str(exc)
     for entry in reversed(claim["sys_path"]):
         sys.path.insert(0, entry)
     try:
         module = importlib.import_module(claim["module"])
     except BaseException as exc:
-        report("error", "import " + claim["module"] + ": " + type(exc).__name__ + ": " + str(exc))
+        return "error", "import " + claim["module"] + ": " + type(exc).__name__ + ": " + str(exc)
     namespace = dict(vars(module))
     try:
         if test is not None:
             exec(test, namespace)
-        else:
-            want = eval(expected, namespace)
-            got = eval(call, namespace)
-            if not got == want:
-                report("fail", claim["call"] + " returned " + repr(got)[:120] + ", expected " + repr(want)[:120])
+            return "pass", ""
+        want = eval(expected, namespace)
+        got = eval(call, namespace)
+        if got == want:
+            return "pass", ""
+        return "fail", claim["call"] + " returned " + repr(got)[:120] + ", expected " + repr(want)[:120]
     except AssertionError as exc:
-        report("fail", "AssertionError: " + str(exc))
+        return "fail", "AssertionError: " + str(exc)
     except BaseException as exc:
-        report("error", type(exc).__name__ + ": " + str(exc))
-    report("pass")
+        return "error", type(exc).__name__ + ": " + str(exc)
 
-main()
+
+claim = json.load(open(sys.argv[1], encoding="utf-8"))
+result, detail = outcome(claim)
+sys.stdout.flush()
+print("\n" + "RELAY-EVIDENCE-" + claim["nonce"] + " " + result + " " + json.dumps(str(detail)[:300]), flush=True)
 '''
 
 
