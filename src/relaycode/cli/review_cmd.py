@@ -15,6 +15,7 @@ from relaycode.cli._common import ConfigOpt, PresetOpt, RepoOpt, die, load_confi
 if TYPE_CHECKING:
     from relaycode.config import Config
     from relaycode.review.core import ReviewResult
+    from relaycode.review.evidence import EvidenceChecker
     from relaycode.workspace import Repo
 
 ReviewersOpt = typer.Option(
@@ -157,6 +158,12 @@ def review(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout."),
     min_agree: int | None = typer.Option(None, "--min-agree", help="Keep findings raised by at least K reviewers (default: stages.review.min_agree)."),
     fail_on: str | None = typer.Option(None, "--fail-on", help="Exit 1 if a finding is at or above SEVERITY (blocker, major, minor, nit)."),
+    evidence: bool = typer.Option(False, "--evidence", help="Ask reviewers for evidence and run it in the sandbox on "
+                                  "scratch copies of the changed and base trees: findings become confirmed, refuted or unchecked."),
+    min_score: float | None = MinScoreOpt,
+    weights: Path | None = WeightsOpt,
+    fail_confirmed_only: bool = typer.Option(False, "--fail-on-confirmed-only", help="With --fail-on: count only "
+                                             "confirmed findings (needs --evidence)."),
 ) -> None:
     """Review a change with several models; default: the working tree (untracked files included) vs HEAD.
 
@@ -169,6 +176,7 @@ def review(
     from relaycode.errors import RelayError
     from relaycode.review.core import review_diff
     from relaycode.review.formats import FORMATS, render
+    from relaycode.review.weights import DEFAULT_MIN_SCORE, load_weights
     from relaycode.session import ModelSession
 
     sources = [diff_file is not None, pr is not None, staged, base is not None]
@@ -182,6 +190,8 @@ def review(
         raise _usage(f"--fail-on {fail_on!r}: choose one of {', '.join(SEVERITIES)}")
     if min_agree is not None and min_agree < 1:
         raise _usage("--min-agree must be at least 1")
+    if fail_confirmed_only and not evidence:
+        raise _usage("--fail-on-confirmed-only needs --evidence (without it no finding is confirmed)")
     cfg = load_config_or_exit(config, preset, repo)
     specs = resolve_reviewers(cfg, reviewers)
     agree = min_agree if min_agree is not None else cfg.stages.review.min_agree
@@ -200,7 +210,21 @@ def review(
         else:
             typer.echo(f"relay: reviewing {what} with {', '.join(specs)}", err=True)
         session = ModelSession(cfg, run_id="review")
-        result = asyncio.run(review_diff(session, text, reviewers=specs, min_agree=agree, read_source=reader))
+        checker = _evidence_checker(cfg, repo, staged=staged, base=base, head=head) if evidence and (
+            pr is None and diff_file is None) else None
+        if evidence and checker is None:
+            typer.echo("relay: warning: --evidence needs a git tree (not --diff or --pr): findings stay unchecked",
+                       err=True)
+        weighting = evidence or min_score is not None or weights is not None
+        try:
+            result = asyncio.run(review_diff(
+                session, text, reviewers=specs, min_agree=agree, read_source=reader, checker=checker,
+                weights=load_weights(weights) if weighting else None,
+                min_score=(DEFAULT_MIN_SCORE if min_score is None else min_score) if weighting else 0.0,
+            ))
+        finally:
+            if checker is not None:
+                checker.close()
         _write(render(result, fmt, color=output is None and sys.stdout.isatty()), output)
         if pr is not None and post:
             with GitHubClient() as client:
@@ -208,18 +232,34 @@ def review(
             typer.echo(f"relay: posted review {answer.get('html_url') or answer.get('id', '')}", err=True)
     except RelayError as exc:
         raise die(exc) from None
-    _exit_for(result, fail_on)
+    _exit_for(result, fail_on, confirmed_only=fail_confirmed_only)
 
 
-def _exit_for(result: ReviewResult, fail_on: str | None) -> None:
-    from relaycode.review.findings import at_or_above
+def _evidence_checker(cfg: Config, repo: Path, *, staged: bool, base: str | None,
+                      head: str | None) -> EvidenceChecker | None:
+    """The sandboxed evidence runner for a git source of the change; None (and a warning) without bwrap."""
+    from relaycode.review.evidence import EVIDENCE_WALL_S, EvidenceChecker, repo_trees, sandbox_for
+    from relaycode.sandbox import bwrap_available
+    from relaycode.workspace import open_repo
+
+    if not bwrap_available():
+        typer.echo("relay: warning: --evidence needs bubblewrap (bwrap): findings stay unchecked", err=True)
+        return None
+    root = open_repo(repo).root
+    changed, base_tree, base_paths = repo_trees(root, staged=staged, base=base, head=head)
+    policy, limits, env = sandbox_for(cfg.sandbox, min(EVIDENCE_WALL_S, cfg.stages.verify.timeout_s))
+    return EvidenceChecker(changed, base_tree, base_paths, policy, limits, env)
+
+
+def _exit_for(result: ReviewResult, fail_on: str | None, *, confirmed_only: bool = False) -> None:
+    from relaycode.review.findings import gate_findings
 
     for spec, error in result.errors.items():
         typer.echo(f"relay: warning: reviewer {spec} failed: {error}", err=True)
     if result.failed:
         typer.echo("relay: error: every reviewer failed; the change was not reviewed", err=True)
         raise typer.Exit(code=1)
-    if fail_on is not None and any(at_or_above(f.severity, fail_on) for f in result.findings):
+    if fail_on is not None and gate_findings(result.findings, fail_on, confirmed_only=confirmed_only):
         raise typer.Exit(code=1)
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from relaycode.config import Config
 from relaycode.errors import UsageError
 from relaycode.review.core import ReviewResult, review_diff
-from relaycode.review.evidence import EVIDENCE_WALL_S, EvidenceChecker, FilesTree
+from relaycode.review.evidence import EVIDENCE_WALL_S, EvidenceChecker, FilesTree, sandbox_for
 from relaycode.review.findings import STATUSES, Finding, Status, merge_findings
 from relaycode.review.weights import ReviewerWeight, Weights, scorer
 from relaycode.sandbox import Limits, SandboxPolicy
@@ -236,23 +236,16 @@ class EvalSettings:
     weights: Weights | None = None
     """Score merged findings with these (None: the ensemble is the plain union, as before evidence)."""
     min_score: float = 0.0
-    no_sandbox: bool = False
-    """The user's --no-sandbox: run evidence and fixes unsandboxed (never by default)."""
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the saved one for its tallies to mean the same."""
         return {"evidence": self.evidence, "weighted": self.weights is not None, "min_score": self.min_score}
 
     def sandbox(self, wall_s: float) -> tuple[SandboxPolicy, Limits, dict[str, str]]:
-        """The verify stage's policy and limits, with relay's interpreter as `python` (as the bench's hidden tests)."""
+        """Evidence and hidden tests run as `evidence.sandbox_for` says (always sandboxed)."""
         from relaycode.config import SandboxSettings
-        from relaycode.stages.verify import tool_env
 
-        box = self.config.sandbox if self.config is not None else SandboxSettings()
-        policy = SandboxPolicy(enabled=box.enabled and not self.no_sandbox, env_allow=tuple(box.env_allow))
-        limits = Limits(wall_s=wall_s, memory_mb=box.memory_mb, max_procs=box.max_procs)
-        env, policy = tool_env(None, policy)
-        return policy, limits, env
+        return sandbox_for(self.config.sandbox if self.config is not None else SandboxSettings(), wall_s)
 
 
 def make_row(case_id: str, path: str, kind: str, bug_lines: list[int], result: ReviewResult,

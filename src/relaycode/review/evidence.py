@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
+from relaycode.config import SandboxSettings
+from relaycode.errors import UsageError
 from relaycode.review.findings import Evidence, Finding, Status
 from relaycode.sandbox import Limits, SandboxPolicy
 from relaycode.sandbox import run as sandbox_run
@@ -142,6 +144,38 @@ class WorkingTree:
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
+
+
+def sandbox_for(box: SandboxSettings, wall_s: float) -> tuple[SandboxPolicy, Limits, dict[str, str]]:
+    """The verify stage's policy and limits for evidence and hidden-test runs, with relay's interpreter as
+    `python`. Always sandboxed: evidence is model-written code, and no setting runs it outside."""
+    from relaycode.stages.verify import tool_env
+
+    policy = SandboxPolicy(enabled=True, env_allow=tuple(box.env_allow))
+    limits = Limits(wall_s=wall_s, memory_mb=box.memory_mb, max_procs=box.max_procs)
+    env, policy = tool_env(None, policy)
+    return policy, limits, env
+
+
+def repo_trees(repo_root: Path, *, staged: bool, base: str | None, head: str | None) -> tuple[Tree, Tree, frozenset[str]]:
+    """(changed tree, base tree, paths in the base) for `relay review`'s sources of a change:
+    the working tree against HEAD, the index against HEAD, or `head` against its merge base with `base`."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(repo_root), *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise UsageError(f"--evidence: git {args[0]} failed in {repo_root}: {done.stderr.strip()[:200]}")
+        return done.stdout.strip()
+
+    if base is not None:
+        head_sha = git("rev-parse", "--verify", f"{head or 'HEAD'}^{{commit}}")
+        base_sha = git("merge-base", git("rev-parse", "--verify", f"{base}^{{commit}}"), head_sha)
+        changed: Tree = GitTree(repo_root, head_sha)
+    else:
+        base_sha = git("rev-parse", "--verify", "HEAD^{commit}")
+        changed = GitTree(repo_root, None) if staged else WorkingTree(repo_root)
+    paths = frozenset(p for p in git("ls-tree", "-r", "--name-only", "-z", base_sha).split("\0") if p)
+    return changed, GitTree(repo_root, base_sha), paths
 
 
 def module_of(path: str) -> tuple[str, list[str]] | None:

@@ -65,6 +65,13 @@ def at_or_above(severity: str, threshold: str) -> bool:
     return severity_rank(severity) <= severity_rank(threshold)
 
 
+def gate_findings(findings: Sequence[Finding], threshold: str, *, confirmed_only: bool = False) -> list[Finding]:
+    """The findings a `--fail-on threshold` gate fails on: at or above it, and confirmed if `confirmed_only`
+    (so a CI gate fails on checked problems, not on opinions)."""
+    return [f for f in findings
+            if at_or_above(f.severity, threshold) and (not confirmed_only or f.status == "confirmed")]
+
+
 def _normalise(value: Any, known: Sequence[str], synonyms: dict[str, str], default: str) -> Any:
     if not isinstance(value, str):
         return value
