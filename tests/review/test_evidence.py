@@ -223,3 +223,42 @@ def test_files_tree_ignores_paths_leaving_it(tmp_path: Path) -> None:
     dest.mkdir()
     FilesTree({"a/b.py": "x", "../outside.py": "y"}).write_to(dest)
     assert (dest / "a" / "b.py").read_text() == "x" and not (tmp_path / "outside.py").exists()
+
+
+def test_repo_trees_follow_the_source_of_the_change(tmp_path: Path) -> None:
+    from relaycode.errors import UsageError
+    from relaycode.review.evidence import repo_trees
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    with pytest.raises(UsageError, match="--evidence: git rev-parse failed"):
+        repo_trees(repo, staged=False, base=None, head=None)  # not a repository
+    git("init", "-q", "-b", "main")
+    (repo / "m.py").write_text("base\n")
+    git("add", "m.py")
+    git("commit", "-qm", "base")
+    git("checkout", "-qb", "feature")
+    (repo / "m.py").write_text("feature\n")
+    (repo / "new.py").write_text("new\n")
+    git("add", ".")
+    git("commit", "-qm", "feature")
+    git("checkout", "-q", "main")
+    (repo / "m.py").write_text("main moved on\n")
+    git("commit", "-qam", "main")
+
+    def read(tree: object, name: str) -> str:
+        dest = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        dest.mkdir()
+        tree.write_to(dest)  # type: ignore[attr-defined]
+        return (dest / name).read_text()
+
+    changed, base, paths = repo_trees(repo, staged=False, base="main", head="feature")
+    assert read(changed, "m.py") == "feature\n" and read(base, "m.py") == "base\n"  # the merge base, not main
+    assert paths == {"m.py"}  # new.py is new: its evidence has no base run
+    changed, base, paths = repo_trees(repo, staged=False, base=None, head=None)
+    assert read(changed, "m.py") == "main moved on\n" and read(base, "m.py") == "main moved on\n"
