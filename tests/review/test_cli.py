@@ -329,6 +329,9 @@ def test_confirmed_only_gate_needs_evidence(tmp_path: Path, server: FakeOpenAI) 
     result = invoke("review", "--diff", str(diff), "--config", str(write_config(tmp_path, server)),
                     "--fail-on", "major", "--fail-on-confirmed-only")
     assert result.exit_code == 2 and "--fail-on-confirmed-only needs --evidence" in result.output
+    result = invoke("review", "--diff", str(diff), "--config", str(write_config(tmp_path, server)),
+                    "--evidence-followup")
+    assert result.exit_code == 2 and "--evidence-followup needs --evidence" in result.output
 
 
 def test_min_score_drops_low_scoring_findings(tmp_path: Path, server: FakeOpenAI) -> None:

@@ -272,3 +272,59 @@ def test_min_score_out_of_range_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="min_score"):
         run(ModelSession(config(), model_overrides={Q05: reviewer(flag_added())}), reviewers=[Q05],
             weights=builtin_weights(), min_score=1.5)
+
+
+def test_followup_asks_the_same_reviewer_for_evidence_per_finding_it_left_without() -> None:
+    """The review answer has no evidence; the follow-up request (its own finding and the code, nothing
+    from other reviewers) returns a call and expected value, which the finding then carries."""
+    from relaycode.review.reviewer import FOLLOWUP_INSTRUCTIONS, MAX_FOLLOWUPS
+
+    asked: list[str] = []
+
+    def script(prompt: str, info: AgentInfo) -> Answer:
+        if info.instructions == FOLLOWUP_INSTRUCTIONS:
+            asked.append(prompt)
+            return {"call": "bitcount(3)", "expected": "2"}
+        lines = [int(n) for n in __import__("re").findall(r"^\s*(\d+) \+ ", prompt, flags=__import__("re").M)]
+        style = {"line": lines[0], "category": "style", "message": "naming"}
+        return {"findings": [{"line": lines[0], "category": "bug", "message": f"bug {n}"} for n in range(5)] + [style]}
+
+    from relaycode.review.evidence import EvidenceChecker
+
+    class Recorder:
+        """A checker double: records what would run, confirms everything that has evidence."""
+
+        def check(self, finding):  # type: ignore[no-untyped-def]
+            status = "confirmed" if finding.evidence is not None else "unchecked"
+            return finding.model_copy(update={"status": status, "check": "recorded"})
+
+    result = run(ModelSession(config(), model_overrides={Q05: reviewer(script)}), reviewers=[Q05],
+                 checker=Recorder(), followup=True)  # type: ignore[arg-type]
+    assert len(asked) == MAX_FOLLOWUPS  # at most 3 follow-ups per chunk; the style remark gets none
+    assert "Your finding on line 4: bug 0" in asked[0] and "CODE-" in asked[0]
+    with_evidence = [f for f in result.per_reviewer[Q05] if f.evidence is not None]
+    assert [f.message for f in with_evidence] == ["bug 0", "bug 1", "bug 2"]
+    assert with_evidence[0].evidence is not None and with_evidence[0].evidence.call == "bitcount(3)"
+    assert EvidenceChecker  # the real checker is exercised in test_review_with_evidence_confirms_refutes_and_weighs
+    asked.clear()
+    run(ModelSession(config(), model_overrides={Q05: reviewer(script)}), reviewers=[Q05], followup=True)
+    assert asked == []  # no checker: nothing would run the evidence, so none is asked for
+
+
+def test_a_failed_followup_keeps_the_finding() -> None:
+    from relaycode.review.reviewer import FOLLOWUP_INSTRUCTIONS
+
+    def script(prompt: str, info: AgentInfo) -> Answer:
+        if info.instructions == FOLLOWUP_INSTRUCTIONS:
+            return "I cannot do that"  # not the schema: output validation fails after retries
+        return flag_added()(prompt, info)
+
+    class Recorder:
+        def check(self, finding):  # type: ignore[no-untyped-def]
+            return finding
+
+    result = run(ModelSession(config(), model_overrides={Q05: reviewer(script)}), reviewers=[Q05],
+                 checker=Recorder(), followup=True)  # type: ignore[arg-type]
+    [finding] = result.findings
+    assert finding.evidence is None and any("no follow-up evidence" in n for n in result.notes)
+    assert Q05 not in result.errors

@@ -32,6 +32,11 @@ WeightsOpt = typer.Option(
     None, "--weights", help="JSON file of reviewer weights by model and evidence status, over relay's built-in ones.",
 )
 
+FollowupOpt = typer.Option(
+    False, "--evidence-followup", help="With --evidence: ask each reviewer once more per finding it left without "
+    "evidence, for a call and its expected value (one more request per finding, at most 3 per file).",
+)
+
 
 def _usage(message: str) -> typer.Exit:
     from relaycode.errors import UsageError
@@ -162,6 +167,7 @@ def review(
                                   "scratch copies of the changed and base trees: findings become confirmed, refuted or unchecked."),
     min_score: float | None = MinScoreOpt,
     weights: Path | None = WeightsOpt,
+    followup: bool = FollowupOpt,
     fail_confirmed_only: bool = typer.Option(False, "--fail-on-confirmed-only", help="With --fail-on: count only "
                                              "confirmed findings (needs --evidence)."),
 ) -> None:
@@ -192,6 +198,8 @@ def review(
         raise _usage("--min-agree must be at least 1")
     if fail_confirmed_only and not evidence:
         raise _usage("--fail-on-confirmed-only needs --evidence (without it no finding is confirmed)")
+    if followup and not evidence:
+        raise _usage("--evidence-followup needs --evidence")
     cfg = load_config_or_exit(config, preset, repo)
     specs = resolve_reviewers(cfg, reviewers)
     agree = min_agree if min_agree is not None else cfg.stages.review.min_agree
@@ -221,6 +229,7 @@ def review(
                 session, text, reviewers=specs, min_agree=agree, read_source=reader, checker=checker,
                 weights=load_weights(weights) if weighting else None,
                 min_score=(DEFAULT_MIN_SCORE if min_score is None else min_score) if weighting else 0.0,
+                followup=followup,
             ))
         finally:
             if checker is not None:
@@ -280,6 +289,7 @@ def review_eval(
                                   "and score findings by it (views all / kept / confirmed, strict score)."),
     min_score: float | None = MinScoreOpt,
     weights: Path | None = WeightsOpt,
+    followup: bool = FollowupOpt,
 ) -> None:
     """Measure reviewers' recall, precision, false alarms, cost and time on labelled bug-fix cases."""
     import asyncio
@@ -305,6 +315,8 @@ def review_eval(
         raise _usage("--min-agree must be at least 1")
     if resume and force:
         raise _usage("--resume and --force exclude each other")
+    if followup and not evidence:
+        raise _usage("--evidence-followup needs --evidence")
     saved = out / "review_eval.json"
     if saved.exists() and not (resume or force):
         raise _usage(f"--out {out}: holds an earlier evaluation; pass --resume to continue it or --force to replace it")
@@ -315,6 +327,7 @@ def review_eval(
         settings = EvalSettings(
             cfg, min_agree=min_agree, evidence=evidence, weights=load_weights(weights) if weighted else None,
             min_score=(DEFAULT_MIN_SCORE if min_score is None else min_score) if weighted else 0.0,
+            followup=followup,
         )
         cases = load_suite(suite, limit)
         if not cases:

@@ -97,6 +97,7 @@ async def review_diff(
     checker: EvidenceChecker | None = None,
     weights: Weights | None = None,
     min_score: float = 0.0,
+    followup: bool = False,
 ) -> ReviewResult:
     """Review `diff` with every model in `reviewers` concurrently and merge their findings.
 
@@ -105,7 +106,9 @@ async def review_diff(
     A reviewer that fails is listed in `errors`; the others' findings still count.
 
     With a `checker`, reviewers are asked for evidence and each reviewer's findings are checked
-    in the sandbox as soon as that reviewer is done (while slower reviewers still review). With
+    in the sandbox as soon as that reviewer is done (while slower reviewers still review);
+    `followup` also asks each reviewer, per finding it left without evidence, for a call and its
+    expected value (one more request each, see `reviewer.run_reviewer`). With
     `weights`, merged findings get a `score` and those below `min_score` are dropped.
     Raises `UsageError` for an empty reviewer list or a malformed diff.
     """
@@ -142,7 +145,7 @@ async def review_diff(
 
     async def review_then_check(spec: str) -> ReviewerOutcome:
         outcome = await run_reviewer(session, spec, plans[spec], plan=plan, attempt=attempt, weight=weight,
-                                     evidence=asks_evidence)
+                                     evidence=asks_evidence, followup=followup and asks_evidence)
         if checker is not None:
             t0 = time.perf_counter()
             outcome.findings = await asyncio.to_thread(check_all, checker, outcome.findings)

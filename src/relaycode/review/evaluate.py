@@ -236,10 +236,16 @@ class EvalSettings:
     weights: Weights | None = None
     """Score merged findings with these (None: the ensemble is the plain union, as before evidence)."""
     min_score: float = 0.0
+    followup: bool = False
+    """With `evidence`: ask each reviewer for evidence per finding it left without (`review_diff(followup=)`)."""
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the saved one for its tallies to mean the same."""
-        return {"evidence": self.evidence, "weighted": self.weights is not None, "min_score": self.min_score}
+        identity: dict[str, Any] = {"evidence": self.evidence, "weighted": self.weights is not None,
+                                    "min_score": self.min_score}
+        if self.followup:
+            identity["followup"] = True
+        return identity
 
     def sandbox(self, wall_s: float) -> tuple[SandboxPolicy, Limits, dict[str, str]]:
         """Evidence and hidden tests run as `evidence.sandbox_for` says (always sandboxed)."""
@@ -531,6 +537,7 @@ async def review_case(
                 result = await review_diff(
                     session, unified_diff(path, old, new), reviewers=reviewers, min_agree=settings.min_agree,
                     read_source=_constant(new), checker=checker, weights=settings.weights, min_score=settings.min_score,
+                    followup=settings.followup,
                 )
             finally:
                 if checker is not None:
