@@ -240,3 +240,13 @@ def test_review_case_runs_alone_with_evidence_and_hidden_tests(allow_model_reque
     assert "f(1) returned 0, expected 2" in b["check"]
     [c] = clean_row["systems"][q05]["findings"]
     assert c["status"] == "refuted" and clean_row["systems"][ENSEMBLE]["findings"] == []  # dropped at 0.25
+
+
+def test_remerge_keeps_a_members_passing_fix_for_the_strict_score() -> None:
+    from relaycode.review.evaluate import ENSEMBLE, remerge
+
+    r = row("buggy", [{**fd(10, fix=True), "models": ["m1"]}])
+    r["systems"]["m2"] = {**r["systems"]["m1"], "findings": [{**fd(11), "models": ["m2"], "message": "other words"}]}
+    r["systems"][ENSEMBLE] = {**r["systems"]["m1"], "findings": []}
+    s = remerge([r], ["m1", "m2"]).summary()[ENSEMBLE]["views"]["all"]
+    assert (s["findings_on_buggy"], s["strict_found"]) == (1, 1)

@@ -361,9 +361,12 @@ def remerge(rows: Iterable[Mapping[str, Any]], reviewers: list[str], *, min_agre
         merged = merge_findings(every, reviewers=len(reviewers), min_agree=min_agree,
                                 scorer=None if weights is None else scorer(weights), min_score=min_score)
         old = row["systems"][ENSEMBLE]
-        fixes = {(f["start_line"], f["message"]): f.get("fix_passes") for spec in reviewers
-                 for f in row["systems"][spec]["findings"]}
-        findings = [{**f.model_dump(mode="json"), "fix_passes": fixes.get((f.start_line, f.message))} for f in merged]
+        members = [f for spec in reviewers for f in row["systems"][spec]["findings"]]
+        # A merged finding's suggested fix passed when one of its members' did (members lie within its range).
+        findings = [{**m.model_dump(mode="json"),
+                     "fix_passes": any(f.get("fix_passes") for f in members if f["path"] == m.path
+                                       and m.start_line <= f["start_line"] and f["end_line"] <= m.end_line)}
+                    for m in merged]
         run.add_row({**row, "systems": {**row["systems"], ENSEMBLE: {**old, "findings": findings}}})
     return run
 
