@@ -14,7 +14,7 @@ from relaycode.review import review_diff
 from relaycode.review.evaluate import unified_diff
 from relaycode.session import ModelSession
 
-from .helpers import Answer, config, flag_added, reviewer
+from .helpers import Answer, ConfirmingChecker, config, flag_added, reviewer
 
 Q05, Q15, GPT = "local:qwen2.5-coder-0.5b", "local:qwen2.5-coder-1.5b", "openai:gpt-5-mini"
 OLD = "def bitcount(n):\n    count = 0\n    while n:\n        n &= n - 1\n        count += 1\n    return count\n"
@@ -289,23 +289,16 @@ def test_followup_asks_the_same_reviewer_for_evidence_per_finding_it_left_withou
         style = {"line": lines[0], "category": "style", "message": "naming"}
         return {"findings": [{"line": lines[0], "category": "bug", "message": f"bug {n}"} for n in range(5)] + [style]}
 
-    from relaycode.review.evidence import EvidenceChecker
-
-    class Recorder:
-        """A checker double: records what would run, confirms everything that has evidence."""
-
-        def check(self, finding):  # type: ignore[no-untyped-def]
-            status = "confirmed" if finding.evidence is not None else "unchecked"
-            return finding.model_copy(update={"status": status, "check": "recorded"})
-
+    checker = ConfirmingChecker()
     result = run(ModelSession(config(), model_overrides={Q05: reviewer(script)}), reviewers=[Q05],
-                 checker=Recorder(), followup=True)  # type: ignore[arg-type]
+                 checker=checker, followup=True)
     assert len(asked) == MAX_FOLLOWUPS  # at most 3 follow-ups per chunk; the style remark gets none
     assert "Your finding on line 4: bug 0" in asked[0] and "CODE-" in asked[0]
     with_evidence = [f for f in result.per_reviewer[Q05] if f.evidence is not None]
     assert [f.message for f in with_evidence] == ["bug 0", "bug 1", "bug 2"]
     assert with_evidence[0].evidence is not None and with_evidence[0].evidence.call == "bitcount(3)"
-    assert EvidenceChecker  # the real checker is exercised in test_review_with_evidence_confirms_refutes_and_weighs
+    assert len(checker.seen) == 6 and [f.status for f in result.per_reviewer[Q05]][:4] == ["confirmed"] * 3 + [
+        "unchecked"]
     asked.clear()
     run(ModelSession(config(), model_overrides={Q05: reviewer(script)}), reviewers=[Q05], followup=True)
     assert asked == []  # no checker: nothing would run the evidence, so none is asked for
@@ -319,12 +312,18 @@ def test_a_failed_followup_keeps_the_finding() -> None:
             return "I cannot do that"  # not the schema: output validation fails after retries
         return flag_added()(prompt, info)
 
-    class Recorder:
-        def check(self, finding):  # type: ignore[no-untyped-def]
-            return finding
-
     result = run(ModelSession(config(), model_overrides={Q05: reviewer(script)}), reviewers=[Q05],
-                 checker=Recorder(), followup=True)  # type: ignore[arg-type]
+                 checker=ConfirmingChecker(), followup=True)
     [finding] = result.findings
     assert finding.evidence is None and any("no follow-up evidence" in n for n in result.notes)
     assert Q05 not in result.errors
+
+
+def test_a_check_that_cannot_run_leaves_findings_unchecked() -> None:
+    import subprocess
+
+    broken = ConfirmingChecker(error=subprocess.CalledProcessError(128, ["git", "archive"]))
+    result = run(ModelSession(config(), model_overrides={Q05: reviewer(flag_added())}), reviewers=[Q05],
+                 checker=broken)
+    [finding] = result.findings
+    assert finding.status == "unchecked" and finding.check.startswith("evidence not run:")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -18,8 +19,11 @@ from relaycode.review.reviewer import ReviewerOutcome, budget_chars, run_reviewe
 from relaycode.review.weights import Weights, scorer
 from relaycode.session import ModelSession
 
-if TYPE_CHECKING:
-    from relaycode.review.evidence import EvidenceChecker
+
+class FindingChecker(Protocol):
+    """Sets a finding's evidence status (`evidence.EvidenceChecker` runs it in the sandbox)."""
+
+    def check(self, finding: Finding) -> Finding: ...
 
 
 class ReviewResult(BaseModel):
@@ -94,7 +98,7 @@ async def review_diff(
     attempt: int = 0,
     min_agree: int = 1,
     read_source: SourceReader | None = None,
-    checker: EvidenceChecker | None = None,
+    checker: FindingChecker | None = None,
     weights: Weights | None = None,
     min_score: float = 0.0,
     followup: bool = False,
@@ -175,12 +179,12 @@ async def review_diff(
     return result
 
 
-def check_all(checker: EvidenceChecker, findings: list[Finding]) -> list[Finding]:
+def check_all(checker: FindingChecker, findings: list[Finding]) -> list[Finding]:
     """Each finding with its evidence checked; a check that cannot run leaves its finding unchecked."""
     out = []
     for finding in findings:
         try:
             out.append(checker.check(finding))
-        except (RelayError, OSError) as exc:
+        except (RelayError, OSError, subprocess.SubprocessError) as exc:  # e.g. no bwrap, git export failed
             out.append(finding.model_copy(update={"status": "unchecked", "check": f"evidence not run: {exc}"}))
     return out
