@@ -144,3 +144,9 @@ def test_markdown_marks_the_status_of_each_finding() -> None:
     assert "Evidence: 1 confirmed, 1 refuted, 1 unchecked (evidence run in the sandbox" in md
     unchecked_review = render(sample(), "md")
     assert "| **unchecked** |" in unchecked_review and "evidence not checked" in unchecked_review
+
+
+def test_text_lists_evidence_per_finding_only_when_it_was_checked() -> None:
+    plain = render(sample(), "text", width=200)
+    assert "evidence: unchecked" not in plain and "evidence not checked" in plain
+    assert render(checked(), "text", width=200).count("        evidence: ") == 3  # plus the summary line

@@ -112,8 +112,9 @@ def to_text(result: ReviewResult, *, color: bool = False, width: int = 100) -> s
         console.print(f"        {escape(f.message)}")
         if f.suggestion:
             console.print(f"        [dim]suggestion:[/dim] {escape(f.suggestion)}")
-        mark = {"confirmed": "green", "refuted": "red", "unchecked": "dim"}[f.status]
-        console.print(f"        [{mark}]evidence:[/{mark}] {escape(evidence_text(f))}")
+        if result.evidence_checked or f.status != "unchecked":
+            mark = {"confirmed": "green", "refuted": "red", "unchecked": "dim"}[f.status]
+            console.print(f"        [{mark}]evidence:[/{mark}] {escape(evidence_text(f))}")
     if result.findings:
         console.print(f"evidence: {escape(status_summary(result))}")
     for item in result.not_reviewed:
