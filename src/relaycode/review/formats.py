@@ -102,7 +102,9 @@ def to_text(result: ReviewResult, *, color: bool = False, width: int = 100) -> s
     from rich.table import Table
 
     buf = io.StringIO()
-    console = Console(file=buf, force_terminal=color, no_color=not color, width=width, highlight=False)
+    # An explicit colour system: with TERM=dumb "auto" would drop the colours a terminal asked for.
+    console = Console(file=buf, force_terminal=color, no_color=not color, width=width, highlight=False,
+                      color_system="standard" if color else None)
     if not result.findings:
         console.print("[green]No findings.[/green]")
     for f in result.findings:
