@@ -20,6 +20,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
 from relaycode.config import Config, config_from_dict
+from relaycode.review.findings import Finding
 
 Answer = dict[str, Any] | str
 Script = Callable[[str, AgentInfo], Answer]
@@ -86,3 +87,19 @@ def config(**extra: Any) -> Config:
     }
     base.update(extra)
     return config_from_dict(base)
+
+
+class ConfirmingChecker:
+    """A `FindingChecker` double: confirms every finding that carries evidence, records what it saw,
+    and raises `error` instead when one is given (as a missing bwrap or a failed git export would)."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.seen: list[Finding] = []
+        self.error = error
+
+    def check(self, finding: Finding) -> Finding:
+        self.seen.append(finding)
+        if self.error is not None:
+            raise self.error
+        status = "confirmed" if finding.evidence is not None else "unchecked"
+        return finding.model_copy(update={"status": status, "check": "recorded"})

@@ -346,3 +346,70 @@ def test_a_local_reviewer_that_is_not_installed_is_named_before_any_work(tmp_pat
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == ("relay: error: the local runtime (llama-server) and local model smollm2-135m "
                                      "are not installed: run `relay local setup --models smollm2-135m`")
+ADD_OLD = "def add(a, b):\n    return a + b\n"
+ADD_NEW = "def add(a, b):\n    return a - b\n"
+
+
+def flag_with_evidence(request: dict[str, Any]) -> Reply:
+    """r1's evidence reproduces the bug (add(2, 2) should be 4); r2's holds on the change (add(2, 0) is 2)."""
+    text = "\n".join(str(m.get("content") or "") for m in request["messages"])
+    added = re.findall(r"^\s*(\d+) \+ ", text, flags=re.M)
+    call, expected = ("add(2, 2)", "4") if request["model"] == "r1" else ("add(2, 0)", "2")
+    return Reply.json_output({"findings": [{"line": int(added[0]), "severity": "major", "category": "bug",
+                                            "message": "subtracts", "suggestion": "a + b",
+                                            "evidence": {"call": call, "expected": expected}}]})
+
+
+@pytest.mark.sandbox
+@pytest.mark.skipif(__import__("shutil").which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_evidence_confirms_in_the_sandbox_and_gates_on_confirmed_only(tmp_path: Path) -> None:
+    root = tmp_path / "calc"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    (root / "calc.py").write_text(ADD_OLD)
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "base")
+    (root / "calc.py").write_text(ADD_NEW)
+    with FakeOpenAI(default=flag_with_evidence) as fake:
+        cfg = write_config(tmp_path, fake)
+        args = ["review", "--repo", str(root), "--config", str(cfg), "--evidence"]
+        result = invoke(*args, "--format", "json", "--fail-on", "major", "--fail-on-confirmed-only")
+        assert result.exit_code == 1, result.output  # a confirmed major finding fails the gate
+        data = json.loads(result.stdout)
+        [merged] = data["findings"]
+        assert merged["status"] == "confirmed" and merged["evidence"]["call"] == "add(2, 2)"
+        assert "add(2, 2) returned 0, expected 4" in merged["check"] and "passes on the base" in merged["check"]
+        statuses = {spec: [f["status"] for f in fs] for spec, fs in data["per_reviewer"].items()}
+        assert statuses == {"fake:r1": ["confirmed"], "fake:r2": ["refuted"]}
+        assert merged["score"] == pytest.approx(1 - (1 - 0.9) * (1 - 0.05))
+        assert (root / "calc.py").read_text() == ADD_NEW and git(root, "status", "--porcelain") == " M calc.py\n"
+        text = invoke(*args, "--format", "text").stdout
+        assert "evidence: confirmed: `add(2, 2) should be 4`" in text
+        # With r1 alone refuted nothing is confirmed; the confirmed-only gate passes on r2's refuted opinion.
+        result = invoke(*args, "--reviewers", "fake:r2", "--format", "json", "--min-score", "0",
+                        "--fail-on", "major", "--fail-on-confirmed-only")
+        assert result.exit_code == 0, result.output
+        assert [f["status"] for f in json.loads(result.stdout)["findings"]] == ["refuted"]
+
+
+def test_confirmed_only_gate_needs_evidence(tmp_path: Path, server: FakeOpenAI) -> None:
+    diff = tmp_path / "change.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    result = invoke("review", "--diff", str(diff), "--config", str(write_config(tmp_path, server)),
+                    "--fail-on", "major", "--fail-on-confirmed-only")
+    assert result.exit_code == 2 and "--fail-on-confirmed-only needs --evidence" in result.output
+    result = invoke("review", "--diff", str(diff), "--config", str(write_config(tmp_path, server)),
+                    "--evidence-followup")
+    assert result.exit_code == 2 and "--evidence-followup needs --evidence" in result.output
+
+
+def test_min_score_drops_low_scoring_findings(tmp_path: Path, server: FakeOpenAI) -> None:
+    diff = tmp_path / "change.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    cfg = write_config(tmp_path, server)
+    base = ["review", "--diff", str(diff), "--config", str(cfg), "--format", "json"]
+    # Two unmeasured reviewers at the default weight 0.4 each: 1 - 0.6 * 0.6 = 0.64.
+    [kept] = json.loads(invoke(*base, "--min-score", "0.6").stdout)["findings"]
+    assert kept["score"] == pytest.approx(0.64) and kept["status"] == "unchecked"
+    assert json.loads(invoke(*base, "--min-score", "0.7").stdout)["findings"] == []
+    assert invoke(*base, "--min-score", "1.5").exit_code == 2

@@ -131,3 +131,122 @@ def test_a_saved_run_resumes_to_the_same_tallies(tmp_path: Path, allow_model_req
         EvalRun.resume(tmp_path / "review_eval.json", suite="s.jsonl", reviewers=[gpt], min_agree=1)
     with pytest.raises(UsageError, match="another evaluation"):
         EvalRun.resume(tmp_path / "review_eval.json", suite="other.jsonl", reviewers=[q05, gpt], min_agree=1)
+
+
+def row(kind: str, findings: list[dict[str, object]], name: str = "m1") -> dict[str, object]:
+    system = {"findings": findings, "true": 0, "input_tokens": 10, "output_tokens": 5, "usd": "0", "seconds": 1.0,
+              "failed": False, "evidence_seconds": 0.5}
+    return {"case": "c", "path": "f.py", "kind": kind, "bug_lines": [10], "systems": {name: system}}
+
+
+def fd(line: int, status: str = "unchecked", fix: bool | None = None) -> dict[str, object]:
+    return {**finding(line).model_dump(mode="json"), "status": status, "fix_passes": fix}
+
+
+def test_evidence_tallies_views_and_the_strict_score() -> None:
+    from relaycode.review.evaluate import EvalRun
+
+    run = EvalRun(["m1"], 1)
+    # Buggy change 1: right line, confirmed (strictly true); wrong line, refuted.
+    run.add_row(row("buggy", [fd(10, "confirmed"), fd(30, "refuted")]))
+    # Buggy change 2: right line, unchecked, but its suggested fix passes the hidden tests (strictly true).
+    run.add_row(row("buggy", [fd(11, "unchecked", fix=True)]))
+    # Buggy change 3: right line, unchecked, no working fix: true on the line, not strictly.
+    run.add_row(row("buggy", [fd(9, "unchecked", fix=False)]))
+    # Clean changes: one refuted false alarm, one unchecked, one confirmed (a confirmed false alarm).
+    run.add_row(row("clean", [fd(10, "refuted"), fd(20)]))
+    run.add_row(row("clean", [fd(10, "confirmed")]))
+    s = run.summary()["m1"]
+    assert s["statuses_on_buggy"] == {"confirmed": 1, "refuted": 1, "unchecked": 2}
+    assert s["statuses_on_clean"] == {"confirmed": 1, "refuted": 1, "unchecked": 1}
+    every, kept, confirmed = (s["views"][v] for v in ("all", "kept", "confirmed"))
+    assert (every["found"], every["true_findings"], every["findings_on_buggy"]) == (3, 3, 4)
+    assert (every["strict_found"], every["strict_true"]) == (2, 2)
+    assert every["strict_precision"] == 0.5 and every["false_alarms_per_clean"] == 1.5
+    assert (kept["found"], kept["findings_on_buggy"], kept["false_alarms_per_clean"]) == (3, 3, 1.0)
+    assert (confirmed["found"], confirmed["findings_on_buggy"], confirmed["strict_true"]) == (1, 1, 1)
+    assert confirmed["false_alarms_per_clean"] == 0.5 and confirmed["strict_precision_all_changes"] == 0.5
+    assert s["evidence_seconds_per_review"] == 0.5
+    assert "| `m1` | confirmed | 1/3 |" in __import__("relaycode.review.evaluate", fromlist=["x"]).evidence_table(
+        run.summary())
+
+
+def test_fix_candidates_apply_suggestions_mechanically() -> None:
+    from relaycode.review.evaluate import fix_candidates
+
+    lines = ["def f(lo, hi):\n", "    while lo < hi:\n", "        lo += 1\n", "    return lo\n"]
+    [changed] = fix_candidates("Change `lo < hi` to `lo <= hi`.", lines, 2, 2)[:1]
+    assert changed[1] == "    while lo <= hi:\n" and changed[0] == lines[0] and len(changed) == 4
+    [block] = fix_candidates("Use:\n```python\nwhile lo <= hi:\n    lo += 2\n```", lines, 2, 3)
+    assert block[1:3] == ["    while lo <= hi:\n", "        lo += 2\n"]
+    assert fix_candidates("Consider using dynamic programming instead.", lines, 2, 3) == []
+    assert fix_candidates("`x`", lines, 9, 9) == []  # a line outside the file
+    assert len(fix_candidates("`a` `b` `c` `d` `e`", lines, 2, 2, limit=3)) == 3
+
+
+def test_remerge_and_weights_from_saved_rows() -> None:
+    from relaycode.review.evaluate import ENSEMBLE, remerge, weights_from_eval
+    from relaycode.review.weights import Weights
+
+    prior = builtin_weights().default
+    rows = []
+    for n in range(6):
+        r = row("buggy", [{**fd(10, "confirmed"), "models": ["m1"]}, {**fd(40), "models": ["m1"]}])
+        r["systems"]["m2"] = {**r["systems"]["m1"], "findings": [{**fd(40), "models": ["m2"]}]}
+        r["systems"][ENSEMBLE] = {**r["systems"]["m1"], "findings": []}
+        r["case"] = f"c{n}"
+        rows.append(r)
+    w = weights_from_eval(rows, ["m1", "m2"], source="test", prior=prior)
+    assert (w["m1"].confirmed, w["m1"].unchecked, w["m1"].refuted) == (1.0, 0.0, prior.refuted)  # refuted: too few
+    assert w["m2"].unchecked == 0.0 and "unchecked 0/6" in w["m2"].source
+    union = remerge(rows, ["m1", "m2"]).summary()[ENSEMBLE]
+    assert union["findings_on_buggy"] == 12 and union["found"] == 6  # line 40 merged across m1 and m2
+    weighted = remerge(rows, ["m1", "m2"], weights=Weights(default=prior, models=w), min_score=0.5).summary()
+    assert weighted[ENSEMBLE]["findings_on_buggy"] == 6 and weighted[ENSEMBLE]["views"]["confirmed"]["found"] == 6
+
+
+def builtin_weights():  # type: ignore[no-untyped-def]
+    from relaycode.review.weights import builtin_weights as load
+
+    return load()
+
+
+@pytest.mark.sandbox
+@pytest.mark.skipif(__import__("shutil").which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_review_case_runs_alone_with_evidence_and_hidden_tests(allow_model_requests: None) -> None:
+    """review_case is a function of (case, reviewers, settings): evidence is checked against the case's
+    base and changed file, and a suggested fix is tried against its hidden tests, all in the sandbox."""
+    from relaycode.review.evaluate import ENSEMBLE, EvalSettings, review_case
+
+    buggy = "def f(x):\n    return x - 1\n"
+    fixed = "def f(x):\n    return x + 1\n"
+    case = {"id": "t/f", "files": {"f.py": buggy}, "reference": {"f.py": fixed}, "bug_lines": {"f.py": [2]},
+            "hidden_files": {"test_f.py": "from f import f\n\ndef test_f():\n    assert f(1) == 2\n"},
+            "test_command": "python -m pytest -q -p no:cacheprovider test_f.py", "timeout_s": 60}
+
+    def script(prompt: str, _info: object) -> dict[str, list[object]]:
+        if "x - 1" not in prompt.split("CODE")[1]:
+            return {"findings": [{"line": 2, "message": "fine?", "evidence": {"call": "f(1)", "expected": "2"}}]}
+        return {"findings": [{"line": 2, "message": "should add", "suggestion": "Change `x - 1` to `x + 1`",
+                              "evidence": {"call": "f(1)", "expected": "2"}}]}
+
+    q05 = "local:qwen2.5-coder-0.5b"
+    settings = EvalSettings(config(), evidence=True, weights=builtin_weights(), min_score=0.25)
+    rows = asyncio.run(review_case(case, [q05], settings, new_session=lambda: ModelSession(
+        config(), model_overrides={q05: reviewer(script)})))  # type: ignore[arg-type]
+    buggy_row, clean_row = rows
+    [b] = buggy_row["systems"][q05]["findings"]
+    assert (b["status"], b["fix_passes"]) == ("confirmed", True)
+    assert "f(1) returned 0, expected 2" in b["check"]
+    [c] = clean_row["systems"][q05]["findings"]
+    assert c["status"] == "refuted" and clean_row["systems"][ENSEMBLE]["findings"] == []  # dropped at 0.25
+
+
+def test_remerge_keeps_a_members_passing_fix_for_the_strict_score() -> None:
+    from relaycode.review.evaluate import ENSEMBLE, remerge
+
+    r = row("buggy", [{**fd(10, fix=True), "models": ["m1"]}])
+    r["systems"]["m2"] = {**r["systems"]["m1"], "findings": [{**fd(11), "models": ["m2"], "message": "other words"}]}
+    r["systems"][ENSEMBLE] = {**r["systems"]["m1"], "findings": []}
+    s = remerge([r], ["m1", "m2"]).summary()[ENSEMBLE]["views"]["all"]
+    assert (s["findings_on_buggy"], s["strict_found"]) == (1, 1)

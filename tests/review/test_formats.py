@@ -59,7 +59,8 @@ def test_sarif_content() -> None:
     location = first["locations"][0]["physicalLocation"]
     assert location["artifactLocation"]["uri"] == "src/a.py"
     assert location["region"] == {"startLine": 3, "endLine": 5}
-    assert first["properties"] == {"models": ["m1", "m2"], "severity": "blocker", "confidence": 1.0}
+    assert first["properties"] == {"models": ["m1", "m2"], "severity": "blocker", "confidence": 1.0, "score": None,
+                                   "evidenceStatus": "unchecked", "evidenceCheck": "", "evidence": None}
     assert run["properties"]["reviewers"][0]["usd"] == 0.0123
     assert run["invocations"][0]["executionSuccessful"] is True
     notes = [n["message"]["text"] for n in run["invocations"][0]["toolExecutionNotifications"]]
@@ -100,3 +101,56 @@ def test_unknown_cost_is_never_zero() -> None:
 def test_unknown_format() -> None:
     with pytest.raises(ValueError, match="unknown format"):
         render(sample(), "xml")
+
+
+def checked() -> ReviewResult:
+    """A review whose findings were checked: one confirmed, one refuted (kept at min_score 0), one unchecked."""
+    from relaycode.review.findings import Evidence
+
+    result = sample()
+    confirmed, refuted, unchecked = result.findings
+    result.findings = [
+        confirmed.model_copy(update={"status": "confirmed", "score": 0.95,
+                                     "evidence": Evidence(call="quote(\"a'b\")", expected="\"'a''b'\""),
+                                     "check": "fail on the change (returned 'a'b'), passes on the base"}),
+        refuted.model_copy(update={"status": "refuted", "score": 0.05, "evidence": Evidence(test="assert f(1) == 2"),
+                                   "check": "evidence passes on the change"}),
+        unchecked.model_copy(update={"score": 0.4, "check": "no evidence given"}),
+    ]
+    result.evidence_checked, result.min_score = True, 0.0
+    return result
+
+
+@pytest.mark.parametrize("fmt", ["text", "md", "json", "sarif"])
+def test_every_format_says_which_findings_were_confirmed_and_how(fmt: str) -> None:
+    out = render(checked(), fmt, width=200)
+    for words in ("confirmed", "refuted", "unchecked", "passes on the base", "evidence passes on the change",
+                  "no evidence given"):
+        assert words in out, (fmt, words)
+    assert "quote(" in out
+
+
+def test_evidence_properties_in_sarif_and_json() -> None:
+    run = to_sarif(checked())["runs"][0]
+    statuses = [r["properties"]["evidenceStatus"] for r in run["results"]]
+    assert statuses == ["confirmed", "refuted", "unchecked"]
+    assert run["results"][1]["properties"]["evidence"] == {"call": "", "expected": "", "test": "assert f(1) == 2"}
+    assert run["results"][0]["properties"]["score"] == 0.95
+    assert run["properties"]["evidenceCounts"] == {"confirmed": 1, "refuted": 1, "unchecked": 1}
+    data = json.loads(render(checked(), "json"))
+    assert [f["status"] for f in data["findings"]] == ["confirmed", "refuted", "unchecked"]
+    assert data["evidence_checked"] is True
+
+
+def test_markdown_marks_the_status_of_each_finding() -> None:
+    md = render(checked(), "md")
+    assert "| **confirmed**: `quote(\"a'b\") should be \"'a''b'\"`; fail on the change" in md
+    assert "Evidence: 1 confirmed, 1 refuted, 1 unchecked (evidence run in the sandbox" in md
+    unchecked_review = render(sample(), "md")
+    assert "| **unchecked** |" in unchecked_review and "evidence not checked" in unchecked_review
+
+
+def test_text_lists_evidence_per_finding_only_when_it_was_checked() -> None:
+    plain = render(sample(), "text", width=200)
+    assert "evidence: unchecked" not in plain and "evidence not checked" in plain
+    assert render(checked(), "text", width=200).count("        evidence: ") == 3  # plus the summary line

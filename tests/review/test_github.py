@@ -90,3 +90,17 @@ def test_api_errors_are_typed_and_name_the_request(monkeypatch: pytest.MonkeyPat
             client.post_review(parse_pr_ref("octo/widgets#7"), {"event": "COMMENT", "body": "x"})
         with pytest.raises(GitHubError, match="HTTP 404"):
             client.fetch_pr(parse_pr_ref("octo/widgets#8"))
+
+
+def test_pr_comments_say_whether_a_finding_was_confirmed_and_how() -> None:
+    from relaycode.review.findings import Evidence
+
+    confirmed = finding(5).model_copy(update={"status": "confirmed", "evidence": Evidence(call="f(5)", expected="5"),
+                                              "check": "fail on the change (f(5) returned 4), passes on the base"})
+    checked = result(confirmed, finding(30)).model_copy(update={"evidence_checked": True})
+    payload = review_payload(checked, DIFF)
+    bodies = [c["body"] for c in payload["comments"]]
+    assert "**Evidence:** confirmed: `f(5) should be 5`; fail on the change (f(5) returned 4), passes on the base" \
+        in bodies[0]
+    assert "**Evidence:** unchecked" in bodies[1]
+    assert "1 confirmed, 0 refuted, 1 unchecked (evidence run in the sandbox)" in payload["body"]

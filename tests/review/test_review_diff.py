@@ -14,7 +14,7 @@ from relaycode.review import review_diff
 from relaycode.review.evaluate import unified_diff
 from relaycode.session import ModelSession
 
-from .helpers import Answer, config, flag_added, reviewer
+from .helpers import Answer, ConfirmingChecker, config, flag_added, reviewer
 
 Q05, Q15, GPT = "local:qwen2.5-coder-0.5b", "local:qwen2.5-coder-1.5b", "openai:gpt-5-mini"
 OLD = "def bitcount(n):\n    count = 0\n    while n:\n        n &= n - 1\n        count += 1\n    return count\n"
@@ -188,3 +188,142 @@ def test_empty_diff_reviews_nothing() -> None:
     session = ModelSession(config(), model_overrides={Q05: reviewer(flag_added())})
     result = run(session, "", reviewers=[Q05])
     assert result.findings == [] and session.ledger.entries == [] and result.errors == {}
+
+
+def with_evidence(call: str, expected: str, *, line_of: str = "first added") -> object:
+    """A reviewer that flags the first added line and attaches `call` / `expected` as evidence."""
+    from .helpers import added_lines
+
+    def script(prompt: str, _info: AgentInfo) -> Answer:
+        lines = added_lines(prompt)
+        if not lines:
+            return {"findings": []}
+        return {"findings": [{"line": lines[0], "severity": "major", "category": "bug", "message": f"{line_of} wrong",
+                              "suggestion": "use &=", "evidence": {"call": call, "expected": expected}}]}
+
+    return script
+
+
+def test_evidence_is_asked_for_only_when_it_will_be_checked() -> None:
+    from relaycode.review.reviewer import EVIDENCE_INSTRUCTIONS
+
+    seen: list[str] = []
+
+    def spy(prompt: str, info: AgentInfo) -> Answer:
+        seen.append(info.instructions or "")
+        return {"findings": []}
+
+    run(ModelSession(config(), model_overrides={Q05: reviewer(spy)}), reviewers=[Q05])
+    assert EVIDENCE_INSTRUCTIONS.strip() not in seen[0]
+
+
+@pytest.mark.sandbox
+@pytest.mark.skipif(__import__("shutil").which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+def test_review_with_evidence_confirms_refutes_and_weighs() -> None:
+    """Two reviewers flag the same line; one's evidence reproduces (the loop hangs on the change and
+    returns on the base), the other's passes on the change. The merged finding is confirmed; with only
+    the refuted reviewer it is dropped below the score threshold, or kept and marked at 0."""
+    from relaycode.review.evidence import EvidenceChecker, FilesTree
+    from relaycode.review.reviewer import EVIDENCE_INSTRUCTIONS
+    from relaycode.review.weights import builtin_weights
+    from relaycode.sandbox import Limits, SandboxPolicy
+    from relaycode.stages.verify import tool_env
+
+    env, policy = tool_env(None, SandboxPolicy())
+
+    def checker() -> EvidenceChecker:
+        return EvidenceChecker(FilesTree({"bitcount.py": NEW}), FilesTree({"bitcount.py": OLD}), None, policy,
+                               Limits(wall_s=3, memory_mb=1024), env)
+
+    seen: list[str] = []
+    good = with_evidence("bitcount(127)", "7")
+
+    def spying(prompt: str, info: AgentInfo) -> Answer:
+        seen.append(info.instructions or "")
+        return good(prompt, info)  # type: ignore[operator]
+
+    models = {Q15: reviewer(spying), Q05: reviewer(with_evidence("bitcount(0)", "0"))}  # type: ignore[arg-type]
+    box = checker()
+    result = run(ModelSession(config(), model_overrides=models), reviewers=[Q05, Q15], checker=box,
+                 weights=builtin_weights(), min_score=0.25)
+    box.close()
+    assert EVIDENCE_INSTRUCTIONS.strip() in seen[0]
+    assert [f.status for f in result.per_reviewer[Q15]] == ["confirmed"]
+    assert [f.status for f in result.per_reviewer[Q05]] == ["refuted"]
+    [merged] = result.findings
+    assert merged.status == "confirmed" and merged.evidence is not None and merged.evidence.call == "bitcount(127)"
+    assert merged.score is not None and merged.score >= 0.9 and result.evidence_checked
+    assert result.usage[Q15]["evidence_seconds"] > 0
+    assert result.status_counts() == {"confirmed": 1, "refuted": 0, "unchecked": 0}
+
+    alone = {Q05: reviewer(with_evidence("bitcount(0)", "0"))}  # type: ignore[arg-type]
+    box = checker()
+    dropped = run(ModelSession(config(), model_overrides=alone), reviewers=[Q05], checker=box,
+                  weights=builtin_weights(), min_score=0.25)
+    kept = run(ModelSession(config(), model_overrides=alone), reviewers=[Q05], checker=box,
+               weights=builtin_weights(), min_score=0.0)
+    box.close()
+    assert dropped.findings == [] and [f.status for f in kept.findings] == ["refuted"]
+
+
+def test_min_score_out_of_range_is_a_usage_error() -> None:
+    from relaycode.review.weights import builtin_weights
+
+    with pytest.raises(UsageError, match="min_score"):
+        run(ModelSession(config(), model_overrides={Q05: reviewer(flag_added())}), reviewers=[Q05],
+            weights=builtin_weights(), min_score=1.5)
+
+
+def test_followup_asks_the_same_reviewer_for_evidence_per_finding_it_left_without() -> None:
+    """The review answer has no evidence; the follow-up request (its own finding and the code, nothing
+    from other reviewers) returns a call and expected value, which the finding then carries."""
+    from relaycode.review.reviewer import FOLLOWUP_INSTRUCTIONS, MAX_FOLLOWUPS
+
+    asked: list[str] = []
+
+    def script(prompt: str, info: AgentInfo) -> Answer:
+        if info.instructions == FOLLOWUP_INSTRUCTIONS:
+            asked.append(prompt)
+            return {"call": "bitcount(3)", "expected": "2"}
+        lines = [int(n) for n in __import__("re").findall(r"^\s*(\d+) \+ ", prompt, flags=__import__("re").M)]
+        style = {"line": lines[0], "category": "style", "message": "naming"}
+        return {"findings": [{"line": lines[0], "category": "bug", "message": f"bug {n}"} for n in range(5)] + [style]}
+
+    checker = ConfirmingChecker()
+    result = run(ModelSession(config(), model_overrides={Q05: reviewer(script)}), reviewers=[Q05],
+                 checker=checker, followup=True)
+    assert len(asked) == MAX_FOLLOWUPS  # at most 3 follow-ups per chunk; the style remark gets none
+    assert "Your finding on line 4: bug 0" in asked[0] and "CODE-" in asked[0]
+    with_evidence = [f for f in result.per_reviewer[Q05] if f.evidence is not None]
+    assert [f.message for f in with_evidence] == ["bug 0", "bug 1", "bug 2"]
+    assert with_evidence[0].evidence is not None and with_evidence[0].evidence.call == "bitcount(3)"
+    assert len(checker.seen) == 6 and [f.status for f in result.per_reviewer[Q05]][:4] == ["confirmed"] * 3 + [
+        "unchecked"]
+    asked.clear()
+    run(ModelSession(config(), model_overrides={Q05: reviewer(script)}), reviewers=[Q05], followup=True)
+    assert asked == []  # no checker: nothing would run the evidence, so none is asked for
+
+
+def test_a_failed_followup_keeps_the_finding() -> None:
+    from relaycode.review.reviewer import FOLLOWUP_INSTRUCTIONS
+
+    def script(prompt: str, info: AgentInfo) -> Answer:
+        if info.instructions == FOLLOWUP_INSTRUCTIONS:
+            return "I cannot do that"  # not the schema: output validation fails after retries
+        return flag_added()(prompt, info)
+
+    result = run(ModelSession(config(), model_overrides={Q05: reviewer(script)}), reviewers=[Q05],
+                 checker=ConfirmingChecker(), followup=True)
+    [finding] = result.findings
+    assert finding.evidence is None and any("no follow-up evidence" in n for n in result.notes)
+    assert Q05 not in result.errors
+
+
+def test_a_check_that_cannot_run_leaves_findings_unchecked() -> None:
+    import subprocess
+
+    broken = ConfirmingChecker(error=subprocess.CalledProcessError(128, ["git", "archive"]))
+    result = run(ModelSession(config(), model_overrides={Q05: reviewer(flag_added())}), reviewers=[Q05],
+                 checker=broken)
+    [finding] = result.findings
+    assert finding.status == "unchecked" and finding.check.startswith("evidence not run:")

@@ -84,7 +84,10 @@ def test_the_workflow_steps_run_end_to_end_against_fake_apis(tmp_path: Path) -> 
         repo.mkdir()
         git(repo, "init", "-q", "-b", "main")
         (repo / "bitcount.py").write_text(OLD)
-        (repo / "relay.toml").write_text(write_config(tmp_path, server).read_text())
+        # The fake API is the runner's own config (a pull request's relay.toml may not define endpoints).
+        user_config = tmp_path / "xdg" / "relay" / "config.toml"
+        user_config.parent.mkdir(parents=True)
+        user_config.write_text(write_config(tmp_path, server).read_text())
         git(repo, "add", ".")
         git(repo, "commit", "-qm", "base")
         base = git(repo, "rev-parse", "HEAD").strip()
@@ -95,7 +98,7 @@ def test_the_workflow_steps_run_end_to_end_against_fake_apis(tmp_path: Path) -> 
         runner_temp = tmp_path / "runner-temp"
         runner_temp.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "OPENAI_"))}
-        env.update(RUNNER_TEMP=str(runner_temp), TERM="dumb")
+        env.update(RUNNER_TEMP=str(runner_temp), TERM="dumb", XDG_CONFIG_HOME=str(tmp_path / "xdg"))
 
         # Install: a stand-in `python` records the pip call; the source must be the base commit's tree.
         calls = tmp_path / "pip-calls"

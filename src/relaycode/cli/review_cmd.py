@@ -15,11 +15,26 @@ from relaycode.cli._common import ConfigOpt, PresetOpt, RepoOpt, die, load_confi
 if TYPE_CHECKING:
     from relaycode.config import Config
     from relaycode.review.core import ReviewResult
+    from relaycode.review.evidence import EvidenceChecker
     from relaycode.workspace import Repo
 
 ReviewersOpt = typer.Option(
     None, "--reviewers", help="Comma-separated reviewer models, e.g. local:qwen2.5-coder-0.5b,openai:gpt-5-mini. "
     "Default: stages.review.models of the config."
+)
+
+
+MinScoreOpt = typer.Option(
+    None, "--min-score", min=0.0, max=1.0,
+    help="Drop merged findings whose score (reviewers' measured weights and evidence) is below this (default 0.25).",
+)
+WeightsOpt = typer.Option(
+    None, "--weights", help="JSON file of reviewer weights by model and evidence status, over relay's built-in ones.",
+)
+
+FollowupOpt = typer.Option(
+    False, "--evidence-followup", help="With --evidence: ask each reviewer once more per finding it left without "
+    "evidence, for a call and its expected value (one more request per finding, at most 3 per file).",
 )
 
 
@@ -156,6 +171,13 @@ def review(
     fail_on: str | None = typer.Option(None, "--fail-on", help="Exit 1 if a finding is at or above SEVERITY (blocker, major, minor, nit)."),
     allow_unreviewed: bool = typer.Option(False, "--allow-unreviewed", help="Exit 0 (with a warning) when every "
                                           "reviewer failed or no part of the change could be reviewed."),
+    evidence: bool = typer.Option(False, "--evidence", help="Ask reviewers for evidence and run it in the sandbox on "
+                                  "scratch copies of the changed and base trees: findings become confirmed, refuted or unchecked."),
+    min_score: float | None = MinScoreOpt,
+    weights: Path | None = WeightsOpt,
+    followup: bool = FollowupOpt,
+    fail_confirmed_only: bool = typer.Option(False, "--fail-on-confirmed-only", help="With --fail-on: count only "
+                                             "confirmed findings (needs --evidence)."),
 ) -> None:
     """Review a change with several models; default: the working tree (untracked files included) vs HEAD.
 
@@ -173,6 +195,7 @@ def review(
     from relaycode.review.core import review_diff
     from relaycode.review.diff import parse_diff
     from relaycode.review.formats import FORMATS, render
+    from relaycode.review.weights import DEFAULT_MIN_SCORE, load_weights
     from relaycode.session import ModelSession
 
     sources = [diff_file is not None, pr is not None, staged, base is not None]
@@ -186,6 +209,10 @@ def review(
         raise _usage(f"--fail-on {fail_on!r}: choose one of {', '.join(SEVERITIES)}")
     if min_agree is not None and min_agree < 1:
         raise _usage("--min-agree must be at least 1")
+    if fail_confirmed_only and not evidence:
+        raise _usage("--fail-on-confirmed-only needs --evidence (without it no finding is confirmed)")
+    if followup and not evidence:
+        raise _usage("--evidence-followup needs --evidence")
     cfg = load_config_or_exit(config, preset, repo)
     specs = resolve_reviewers(cfg, reviewers)
     agree = min_agree if min_agree is not None else cfg.stages.review.min_agree
@@ -207,8 +234,23 @@ def review(
         else:
             typer.echo(f"relay: reviewing {what} with {', '.join(specs)}", err=True)
         session = ModelSession(cfg, run_id="review")
-        with waiting(Console(stderr=True), f"reviewing with {', '.join(specs)}"):
-            result = asyncio.run(review_diff(session, text, reviewers=specs, min_agree=agree, read_source=reader))
+        checker = _evidence_checker(cfg, repo, staged=staged, base=base, head=head) if evidence and (
+            pr is None and diff_file is None) else None
+        if evidence and checker is None:
+            typer.echo("relay: warning: --evidence needs a git tree (not --diff or --pr): findings stay unchecked",
+                       err=True)
+        weighting = evidence or min_score is not None or weights is not None
+        try:
+            with waiting(Console(stderr=True), f"reviewing with {', '.join(specs)}"):
+                result = asyncio.run(review_diff(
+                    session, text, reviewers=specs, min_agree=agree, read_source=reader, checker=checker,
+                    weights=load_weights(weights) if weighting else None,
+                    min_score=(DEFAULT_MIN_SCORE if min_score is None else min_score) if weighting else 0.0,
+                    followup=followup,
+                ))
+        finally:
+            if checker is not None:
+                checker.close()
         _write(render(result, fmt, color=output is None and sys.stdout.isatty()), output)
         if pr is not None and post:
             with GitHubClient() as client:
@@ -216,12 +258,30 @@ def review(
             typer.echo(f"relay: posted review {answer.get('html_url') or answer.get('id', '')}", err=True)
     except RelayError as exc:
         raise die(exc) from None
-    _exit_for(result, fail_on, changed=bool(text.strip()), allow_unreviewed=allow_unreviewed)
+    _exit_for(result, fail_on, changed=bool(text.strip()), allow_unreviewed=allow_unreviewed,
+              confirmed_only=fail_confirmed_only)
 
 
-def _exit_for(result: ReviewResult, fail_on: str | None, *, changed: bool, allow_unreviewed: bool) -> None:
+def _evidence_checker(cfg: Config, repo: Path, *, staged: bool, base: str | None,
+                      head: str | None) -> EvidenceChecker | None:
+    """The sandboxed evidence runner for a git source of the change; None (and a warning) without bwrap."""
+    from relaycode.review.evidence import EVIDENCE_WALL_S, EvidenceChecker, repo_trees, sandbox_for
+    from relaycode.sandbox import bwrap_available
+    from relaycode.workspace import open_repo
+
+    if not bwrap_available():
+        typer.echo("relay: warning: --evidence needs bubblewrap (bwrap): findings stay unchecked", err=True)
+        return None
+    root = open_repo(repo).root
+    changed, base_tree, base_paths = repo_trees(root, staged=staged, base=base, head=head)
+    policy, limits, env = sandbox_for(cfg.sandbox, min(EVIDENCE_WALL_S, cfg.stages.verify.timeout_s))
+    return EvidenceChecker(changed, base_tree, base_paths, policy, limits, env)
+
+
+def _exit_for(result: ReviewResult, fail_on: str | None, *, changed: bool, allow_unreviewed: bool,
+              confirmed_only: bool = False) -> None:
     """The review's exit: a gate never passes on a change nobody reviewed, unless the user says it may."""
-    from relaycode.review.findings import at_or_above
+    from relaycode.review.findings import gate_findings
 
     for spec, error in result.errors.items():
         typer.echo(f"relay: warning: reviewer {spec} failed: {error}", err=True)
@@ -236,7 +296,7 @@ def _exit_for(result: ReviewResult, fail_on: str | None, *, changed: bool, allow
     elif unreviewed:
         typer.echo(f"relay: error: {unreviewed}; pass --allow-unreviewed to accept that", err=True)
         raise typer.Exit(code=1)
-    if fail_on is not None and any(at_or_above(f.severity, fail_on) for f in result.findings):
+    if fail_on is not None and gate_findings(result.findings, fail_on, confirmed_only=confirmed_only):
         raise typer.Exit(code=1)
 
 
@@ -257,6 +317,11 @@ def review_eval(
                                  "process) or ray (a task per case; see docs/benchmarks.md)."),
     address: str | None = typer.Option(None, "--address", help="With --executor ray: a running cluster's address "
                                        "(default: start a local Ray instance for the run)."),
+    evidence: bool = typer.Option(False, "--evidence", help="Ask reviewers for evidence, run it in the sandbox, "
+                                  "and score findings by it (views all / kept / confirmed, strict score)."),
+    min_score: float | None = MinScoreOpt,
+    weights: Path | None = WeightsOpt,
+    followup: bool = FollowupOpt,
 ) -> None:
     """Measure reviewers' recall, precision, false alarms, cost and time on labelled bug-fix cases."""
     import asyncio
@@ -266,7 +331,16 @@ def review_eval(
     from relaycode.bench.executor import ExecutorSpec, executor_kind
     from relaycode.bench.runner import relay_commit
     from relaycode.errors import RelayError
-    from relaycode.review.evaluate import EvalRun, evaluate, load_suite, markdown_table, save
+    from relaycode.review.evaluate import (
+        EvalRun,
+        EvalSettings,
+        evaluate,
+        evidence_table,
+        load_suite,
+        markdown_table,
+        save,
+    )
+    from relaycode.review.weights import DEFAULT_MIN_SCORE, load_weights
     from relaycode.session import ModelSession
 
     if limit is not None and limit < 1:
@@ -275,23 +349,34 @@ def review_eval(
         raise _usage("--min-agree must be at least 1")
     if resume and force:
         raise _usage("--resume and --force exclude each other")
+    if followup and not evidence:
+        raise _usage("--evidence-followup needs --evidence")
     saved = out / "review_eval.json"
     if saved.exists() and not (resume or force):
         raise _usage(f"--out {out}: holds an earlier evaluation; pass --resume to continue it or --force to replace it")
     cfg = load_config_or_exit(config, preset, repo)
     specs = resolve_reviewers(cfg, reviewers)
+    weighted = evidence or min_score is not None or weights is not None
     try:
         # Ray without an address: a local instance with this machine's CPUs, one case per CPU.
         spec = ExecutorSpec(kind=executor_kind(executor), jobs=os.cpu_count() or 1, address=address)
+        settings = EvalSettings(
+            cfg, min_agree=min_agree, evidence=evidence, weights=load_weights(weights) if weighted else None,
+            min_score=(DEFAULT_MIN_SCORE if min_score is None else min_score) if weighted else 0.0,
+            followup=followup,
+        )
+        if spec.kind == "ray" and weighted:
+            raise _usage("--evidence, --min-score and --weights run with --executor local only (for now)")
         cases = load_suite(suite, limit)
         if not cases:
             raise _usage(f"{suite}: no bug-fix cases with bug_lines")
         commit = relay_commit()
         if resume and saved.exists():
-            start = EvalRun.resume(saved, suite=suite.name, reviewers=specs, min_agree=min_agree, commit=commit)
+            start = EvalRun.resume(saved, suite=suite.name, reviewers=specs, min_agree=min_agree, commit=commit,
+                                   settings=settings.identity() if weighted else None)
             typer.echo(f"resume: {start.cases_done} cases already reviewed in {saved}", err=True)
         else:
-            start = EvalRun(list(specs), min_agree, suite.name, commit)
+            start = EvalRun(list(specs), min_agree, suite.name, commit, settings.identity() if weighted else {})
         typer.echo(f"review-eval: {len(cases)} cases from {suite}, reviewers {', '.join(specs)}", err=True)
         t0 = time.perf_counter()
 
@@ -308,7 +393,7 @@ def review_eval(
                                   checkpoint=lambda partial: save(partial, out, header=header(partial)))
         else:
             run = asyncio.run(evaluate(
-                lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, min_agree=min_agree,
+                lambda: ModelSession(cfg, run_id="review-eval"), cases, reviewers=specs, settings=settings,
                 progress=lambda m: typer.echo(m, err=True),
                 checkpoint=lambda partial: save(partial, out, header=header(partial)),
                 resume=start,
@@ -318,4 +403,6 @@ def review_eval(
     json_path, md_path = save(run, out, header=header(run))
     typer.echo(header(run))
     typer.echo(markdown_table(run.summary()))
+    if evidence:
+        typer.echo(evidence_table(run.summary()))
     typer.echo(f"saved {json_path} and {md_path}", err=True)

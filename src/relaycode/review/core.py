@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -13,9 +14,16 @@ from relaycode.errors import RelayError, UsageError
 from relaycode.ledger import Totals
 from relaycode.review.context import SourceReader, plan_chunks
 from relaycode.review.diff import DiffParseError, parse_diff
-from relaycode.review.findings import Finding, merge_findings
-from relaycode.review.reviewer import budget_chars, run_reviewer
+from relaycode.review.findings import STATUSES, Finding, merge_findings
+from relaycode.review.reviewer import ReviewerOutcome, budget_chars, run_reviewer
+from relaycode.review.weights import Weights, scorer
 from relaycode.session import ModelSession
+
+
+class FindingChecker(Protocol):
+    """Sets a finding's evidence status (`evidence.EvidenceChecker` runs it in the sandbox)."""
+
+    def check(self, finding: Finding) -> Finding: ...
 
 
 class ReviewResult(BaseModel):
@@ -35,13 +43,22 @@ class ReviewResult(BaseModel):
     files: list[str] = Field(default_factory=list)
     """Paths in the diff."""
     usage: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """Reviewer → ledger totals of this review (requests, tokens, usd) plus `wall_seconds`."""
+    """Reviewer → ledger totals of this review (requests, tokens, usd) plus `wall_seconds` and
+    `evidence_seconds` (time spent running its findings' evidence in the sandbox)."""
     min_agree: int = 1
+    evidence_checked: bool = False
+    """Whether findings' evidence was run (False: every finding is unchecked)."""
+    min_score: float | None = None
+    """Merged findings scoring below this were dropped; None when findings were not weighted."""
     seconds: float = 0.0
     """Wall time of the whole review."""
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def status_counts(self) -> dict[str, int]:
+        """Merged findings per evidence status (confirmed, refuted, unchecked)."""
+        return {s: sum(1 for f in self.findings if f.status == s) for s in STATUSES}
 
     @property
     def failed(self) -> bool:
@@ -81,40 +98,65 @@ async def review_diff(
     attempt: int = 0,
     min_agree: int = 1,
     read_source: SourceReader | None = None,
+    checker: FindingChecker | None = None,
+    weights: Weights | None = None,
+    min_score: float = 0.0,
+    followup: bool = False,
 ) -> ReviewResult:
     """Review `diff` with every model in `reviewers` concurrently and merge their findings.
 
     `repo_root` (or `read_source`, which wins) supplies the new side of each file
     for enclosing-function context. Model calls use stage "review" and `attempt`.
     A reviewer that fails is listed in `errors`; the others' findings still count.
+
+    With a `checker`, reviewers are asked for evidence and each reviewer's findings are checked
+    in the sandbox as soon as that reviewer is done (while slower reviewers still review);
+    `followup` also asks each reviewer, per finding it left without evidence, for a call and its
+    expected value (one more request each, see `reviewer.run_reviewer`). With
+    `weights`, merged findings get a `score` and those below `min_score` are dropped.
     Raises `UsageError` for an empty reviewer list or a malformed diff.
     """
     if not reviewers:
         raise UsageError("no reviewers: pass --reviewers or set stages.review.models in the config")
     if min_agree < 1:
         raise UsageError("min_agree must be at least 1")
+    if not 0.0 <= min_score <= 1.0:
+        raise UsageError(f"min_score must be between 0 and 1, not {min_score}")
     try:
         files = parse_diff(diff)
     except DiffParseError as exc:
         raise UsageError(f"cannot parse the diff: {exc}") from None
     reader = read_source or (disk_reader(repo_root) if repo_root is not None else None)
-    result = ReviewResult(reviewers=list(reviewers), files=[f.path for f in files], min_agree=min_agree)
+    result = ReviewResult(reviewers=list(reviewers), files=[f.path for f in files], min_agree=min_agree,
+                          evidence_checked=checker is not None,
+                          min_score=min_score if weights is not None else None)
+    asks_evidence = checker is not None
     first_entry = len(session.ledger.entries)
     started = time.perf_counter()
 
     plans = {}
     skipped: dict[str, list[str]] = {}
     for spec in reviewers:
-        plans[spec], skipped[spec] = plan_chunks(files, budget_chars(spec, session.config, plan), reader)
+        budget = budget_chars(spec, session.config, plan, evidence=asks_evidence)
+        plans[spec], skipped[spec] = plan_chunks(files, budget, reader)
     for spec in reviewers:
         for reason in skipped[spec]:
             # Binary or deleted files are skipped for everyone; a hunk too large only for some reviewers.
             everyone = all(reason in skipped[other] for other in reviewers)
             result.not_reviewed.append(reason if everyone else f"{reason} (for {spec})")
     weight = round(1 / len(reviewers), 4)
-    outcomes = await asyncio.gather(*(
-        run_reviewer(session, spec, plans[spec], plan=plan, attempt=attempt, weight=weight) for spec in reviewers
-    ))
+    checking: dict[str, float] = {}
+
+    async def review_then_check(spec: str) -> ReviewerOutcome:
+        outcome = await run_reviewer(session, spec, plans[spec], plan=plan, attempt=attempt, weight=weight,
+                                     evidence=asks_evidence, followup=followup and asks_evidence)
+        if checker is not None:
+            t0 = time.perf_counter()
+            outcome.findings = await asyncio.to_thread(check_all, checker, outcome.findings)
+            checking[spec] = time.perf_counter() - t0
+        return outcome
+
+    outcomes = await asyncio.gather(*(review_then_check(spec) for spec in reviewers))
     result.seconds = round(time.perf_counter() - started, 3)
 
     every: list[Finding] = []
@@ -129,7 +171,20 @@ async def review_diff(
         for entry in session.ledger.entries[first_entry:]:
             if entry.model == outcome.spec and entry.stage == "review":
                 totals.add(entry)
-        result.usage[outcome.spec] = {**totals.to_dict(), "wall_seconds": round(outcome.seconds, 3)}
+        result.usage[outcome.spec] = {**totals.to_dict(), "wall_seconds": round(outcome.seconds, 3),
+                                      "evidence_seconds": round(checking.get(outcome.spec, 0.0), 3)}
     result.not_reviewed = list(dict.fromkeys(result.not_reviewed))
-    result.findings = merge_findings(every, reviewers=len(reviewers), min_agree=min_agree)
+    result.findings = merge_findings(every, reviewers=len(reviewers), min_agree=min_agree,
+                                     scorer=None if weights is None else scorer(weights), min_score=min_score)
     return result
+
+
+def check_all(checker: FindingChecker, findings: list[Finding]) -> list[Finding]:
+    """Each finding with its evidence checked; a check that cannot run leaves its finding unchecked."""
+    out = []
+    for finding in findings:
+        try:
+            out.append(checker.check(finding))
+        except (RelayError, OSError, subprocess.SubprocessError) as exc:  # e.g. no bwrap, git export failed
+            out.append(finding.model_copy(update={"status": "unchecked", "check": f"evidence not run: {exc}"}))
+    return out

@@ -18,12 +18,16 @@ Merge rule (documented in docs/review.md):
   reviewers gave (with min_agree=1: the highest); category, message and
   suggestion come from the group's most severe member (earliest on ties).
 - Groups raised by fewer than `min_agree` distinct reviewers are dropped.
+- Evidence: a group is confirmed when any member's evidence reproduced, refuted
+  when every member's was refuted, unchecked otherwise. With a scorer
+  (`weights.score`), each group gets a `score` from its reviewers' measured
+  weights and strongest statuses, and groups below `min_score` are dropped.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -61,6 +65,13 @@ def at_or_above(severity: str, threshold: str) -> bool:
     return severity_rank(severity) <= severity_rank(threshold)
 
 
+def gate_findings(findings: Sequence[Finding], threshold: str, *, confirmed_only: bool = False) -> list[Finding]:
+    """The findings a `--fail-on threshold` gate fails on: at or above it, and confirmed if `confirmed_only`
+    (so a CI gate fails on checked problems, not on opinions)."""
+    return [f for f in findings
+            if at_or_above(f.severity, threshold) and (not confirmed_only or f.status == "confirmed")]
+
+
 def _normalise(value: Any, known: Sequence[str], synonyms: dict[str, str], default: str) -> Any:
     if not isinstance(value, str):
         return value
@@ -68,6 +79,40 @@ def _normalise(value: Any, known: Sequence[str], synonyms: dict[str, str], defau
     if word in known:
         return word
     return synonyms.get(word, default)
+
+
+class Evidence(BaseModel):
+    """A check a machine can run that should FAIL on the changed code if the finding is right.
+
+    Either a concrete `call` of the changed code with the value a correct version returns
+    (`expected`), or a small Python `test` (statements with `assert`). Model-written: it runs only
+    in the sandbox (see `evidence.py`), never outside it.
+    """
+
+    call: str = Field(default="", description="A Python call of the changed code with literal arguments, e.g. f(3, [1, 2])")
+    expected: str = Field(default="", description="What a correct version returns for that call, as a Python literal")
+    test: str = Field(default="", description="Or: Python statements with assert that fail if the problem is real")
+
+    @field_validator("call", "expected", "test", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        # Small models write numbers and lists where a literal's text is meant.
+        return value if isinstance(value, str) or value is None else repr(value)
+
+    @property
+    def checkable(self) -> bool:
+        return bool(self.test.strip()) or bool(self.call.strip() and self.expected.strip())
+
+    def describe(self) -> str:
+        """One line for reports: the call and its expected value, or the test's first line."""
+        if self.call.strip() and self.expected.strip():
+            return f"{self.call.strip()} should be {self.expected.strip()}"
+        lines = [ln for ln in self.test.strip().splitlines() if ln.strip()]
+        return lines[0] + (" ..." if len(lines) > 1 else "") if lines else ""
+
+
+Status = Literal["confirmed", "refuted", "unchecked"]
+STATUSES: tuple[Status, ...] = ("confirmed", "refuted", "unchecked")
 
 
 class ModelFinding(BaseModel):
@@ -79,6 +124,13 @@ class ModelFinding(BaseModel):
     category: Category = "bug"
     message: str = Field(default="", description="What is wrong and why")
     suggestion: str = Field(default="", description="How to fix it")
+    evidence: Evidence | None = Field(default=None, description="A check that fails if the problem is real")
+
+    @field_validator("evidence", mode="before")
+    @classmethod
+    def _evidence(cls, value: Any) -> Any:
+        # A model that cannot fill the object writes a string or null: no evidence, not a failed answer.
+        return value if isinstance(value, dict) else None
 
     @field_validator("line", "end_line", mode="before")
     @classmethod
@@ -120,6 +172,15 @@ class Finding(BaseModel):
     """Reviewers that raised it."""
     confidence: float = Field(default=1.0, ge=0, le=1)
     """Share of the reviewers that ran which raised it."""
+    evidence: Evidence | None = None
+    """The reviewer's checkable claim, if it gave one (for a merged finding: the one that decided `status`)."""
+    status: Status = "unchecked"
+    """confirmed: the evidence fails on the change (and passes on the base, where there is one);
+    refuted: it passes on the change; unchecked: no evidence, or it could not decide."""
+    check: str = ""
+    """How `status` was reached, in words (what ran where and what happened)."""
+    score: float | None = Field(default=None, ge=0, le=1)
+    """Estimated probability that the finding is real (see `weights.py`); None when not weighted."""
 
     def touches(self, line: int, slack: int = 0) -> bool:
         return self.start_line - slack <= line <= self.end_line + slack
@@ -145,8 +206,21 @@ def same_issue(a: Finding, b: Finding) -> bool:
     return a.category == b.category or similar(a.message, b.message) >= SIMILAR
 
 
-def merge_findings(findings: Sequence[Finding], *, reviewers: int, min_agree: int = 1) -> list[Finding]:
-    """Merge duplicates (see module docstring); keep groups raised by at least `min_agree` reviewers."""
+#: Scores a merged group from each distinct reviewer's strongest evidence status (see `weights.score`).
+Scorer = Callable[[Mapping[str, Status]], float]
+
+_STRENGTH: dict[Status, int] = {"confirmed": 0, "unchecked": 1, "refuted": 2}
+
+
+def strongest(statuses: Iterable[Status]) -> Status:
+    """confirmed > unchecked > refuted: a reviewer's best claim in a group is what it stands by."""
+    return min(statuses, key=lambda s: _STRENGTH[s])
+
+
+def merge_findings(findings: Sequence[Finding], *, reviewers: int, min_agree: int = 1,
+                   scorer: Scorer | None = None, min_score: float = 0.0) -> list[Finding]:
+    """Merge duplicates (see module docstring); keep groups raised by at least `min_agree` reviewers
+    and, with a `scorer`, scoring at least `min_score`."""
     parent = list(range(len(findings)))
 
     def root(i: int) -> int:
@@ -162,12 +236,30 @@ def merge_findings(findings: Sequence[Finding], *, reviewers: int, min_agree: in
     groups: dict[int, list[Finding]] = {}
     for i, finding in enumerate(findings):
         groups.setdefault(root(i), []).append(finding)
-    merged = [_merge_group(g, reviewers=reviewers, min_agree=min_agree) for g in groups.values()]
-    kept = [m for m in merged if m is not None]
+    merged = [_merge_group(g, reviewers=reviewers, min_agree=min_agree, scorer=scorer) for g in groups.values()]
+    kept = [m for m in merged if m is not None and (m.score is None or m.score >= min_score)]
     return sorted(kept, key=lambda f: (f.path, f.start_line, severity_rank(f.severity)))
 
 
-def _merge_group(group: list[Finding], *, reviewers: int, min_agree: int) -> Finding | None:
+def group_status(group: Sequence[Finding]) -> tuple[Status, Finding | None, str]:
+    """A group's status, the member whose evidence decided it, and how.
+
+    Confirmed when any member's evidence reproduced; refuted only when every member's evidence was
+    refuted; otherwise unchecked (a refuted claim does not cancel another reviewer's unchecked one).
+    """
+    confirmed = [f for f in group if f.status == "confirmed"]
+    if confirmed:
+        return "confirmed", confirmed[0], confirmed[0].check
+    refuted = [f for f in group if f.status == "refuted"]
+    if len(refuted) == len(group):
+        return "refuted", refuted[0], refuted[0].check
+    if refuted:
+        return "unchecked", None, f"{len(refuted)} of {len(group)} claims refuted: {refuted[0].check}"
+    checked = [f for f in group if f.check]
+    return "unchecked", None, checked[0].check if checked else ""
+
+
+def _merge_group(group: list[Finding], *, reviewers: int, min_agree: int, scorer: Scorer | None) -> Finding | None:
     models = sorted({m for f in group for m in f.models})
     if len(models) < min_agree:
         return None
@@ -175,6 +267,8 @@ def _merge_group(group: list[Finding], *, reviewers: int, min_agree: int) -> Fin
     per_model = sorted(min(severity_rank(f.severity) for f in group if m in f.models) for m in models)
     agreed = SEVERITIES[per_model[min(max(min_agree, 1), len(per_model)) - 1]]
     lead = min(group, key=lambda f: severity_rank(f.severity))  # min() keeps the earliest on ties
+    status, decider, how = group_status(group)
+    claims = {m: strongest(f.status for f in group if m in f.models) for m in models}
     return Finding(
         path=lead.path,
         start_line=min(f.start_line for f in group),
@@ -185,4 +279,8 @@ def _merge_group(group: list[Finding], *, reviewers: int, min_agree: int) -> Fin
         suggestion=lead.suggestion,
         models=models,
         confidence=round(min(1.0, len(models) / max(reviewers, 1)), 4),
+        evidence=(decider or lead).evidence,
+        status=status,
+        check=how,
+        score=None if scorer is None else scorer(claims),
     )

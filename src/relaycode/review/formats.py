@@ -47,6 +47,7 @@ def cost_rows(result: ReviewResult) -> list[dict[str, Any]]:
             "output_tokens": u.get("output_tokens", 0),
             "usd": u.get("usd"),
             "seconds": u.get("wall_seconds", 0.0),
+            "evidence_seconds": u.get("evidence_seconds", 0.0),
             "status": "error" if spec in result.errors else "ok",
         })
     return rows
@@ -64,6 +65,32 @@ def render(result: ReviewResult, fmt: str, *, color: bool = False, width: int = 
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+def evidence_detail(f: Finding) -> str:
+    """The claim and what happened when it ran, e.g. "`f(3) should be 4`; fail on the change, ..."."""
+    parts = ([f"`{f.evidence.describe()}`"] if f.evidence is not None else []) + ([f.check] if f.check else [])
+    return "; ".join(parts)
+
+
+def evidence_text(f: Finding) -> str:
+    """Whether the finding was confirmed and how, in one line."""
+    detail = evidence_detail(f)
+    return f"{f.status}: {detail}" if detail else f.status
+
+
+def status_summary(result: ReviewResult) -> str:
+    """e.g. "2 confirmed, 0 refuted, 1 unchecked (evidence run in the sandbox)"."""
+    counts = result.status_counts()
+    text = ", ".join(f"{n} {s}" for s, n in counts.items())
+    how = "evidence run in the sandbox" if result.evidence_checked else "evidence not checked"
+    if result.min_score is not None:
+        how += f"; findings scoring below {result.min_score:.2f} dropped"
+    return f"{text} ({how})"
+
+
+def _score(f: Finding) -> str:
+    return f"confidence {f.confidence:.2f}" + (f", score {f.score:.2f}" if f.score is not None else "")
+
+
 def _where(f: Finding) -> str:
     return f"{f.path}:{f.start_line}" + (f"-{f.end_line}" if f.end_line != f.start_line else "")
 
@@ -75,17 +102,24 @@ def to_text(result: ReviewResult, *, color: bool = False, width: int = 100) -> s
     from rich.table import Table
 
     buf = io.StringIO()
-    console = Console(file=buf, force_terminal=color, no_color=not color, width=width, highlight=False)
+    # An explicit colour system: with TERM=dumb "auto" would drop the colours a terminal asked for.
+    console = Console(file=buf, force_terminal=color, no_color=not color, width=width, highlight=False,
+                      color_system="standard" if color else None)
     if not result.findings:
         empty = empty_headline(result)
         console.print(f"[green]{empty}[/green]" if empty == NO_FINDINGS else f"[red]{escape(empty)}[/red]")
     for f in result.findings:
         style = _STYLE[f.severity]
         console.print(f"[{style}]{f.severity.upper():7}[/{style}] [bold]{escape(_where(f))}[/bold] "
-                      f"[cyan]{f.category}[/cyan]  ({', '.join(f.models)}; confidence {f.confidence:.2f})")
+                      f"[cyan]{f.category}[/cyan]  ({', '.join(f.models)}; {_score(f)})")
         console.print(f"        {escape(f.message)}")
         if f.suggestion:
             console.print(f"        [dim]suggestion:[/dim] {escape(f.suggestion)}")
+        if result.evidence_checked or f.status != "unchecked":
+            mark = {"confirmed": "green", "refuted": "red", "unchecked": "dim"}[f.status]
+            console.print(f"        [{mark}]evidence:[/{mark}] {escape(evidence_text(f))}")
+    if result.findings:
+        console.print(f"evidence: {escape(status_summary(result))}")
     for item in result.not_reviewed:
         console.print(f"[yellow]not reviewed:[/yellow] {escape(item)}")
     for spec, error in result.errors.items():
@@ -126,11 +160,13 @@ def empty_headline(result: ReviewResult) -> str:
 def to_markdown(result: ReviewResult, *, title: str = "relay review", empty: str = NO_FINDINGS) -> str:
     out = [f"## {title}", ""]
     if result.findings:
-        out += ["| severity | where | category | finding | reviewers |", "|---|---|---|---|---|"]
+        out += ["| severity | where | category | finding | evidence | reviewers |", "|---|---|---|---|---|---|"]
         for f in result.findings:
             text = _md_cell(f.message) + (f"<br>**suggestion:** {_md_cell(f.suggestion)}" if f.suggestion else "")
             out.append(f"| {f.severity} | `{_where(f)}` | {f.category} | {text} | "
-                       f"{', '.join(f.models)} ({f.confidence:.2f}) |")
+                       f"**{f.status}**" + (f": {_md_cell(evidence_detail(f))}" if evidence_detail(f) else "") + " | "
+                       f"{', '.join(f.models)} ({_score(f)}) |")
+        out += ["", f"Evidence: {status_summary(result)}."]
     else:
         out.append(empty if empty_headline(result) == NO_FINDINGS else empty_headline(result))
     out.append("")
@@ -177,7 +213,11 @@ def to_sarif(result: ReviewResult) -> dict[str, Any]:
                     "region": {"startLine": f.start_line, "endLine": f.end_line},
                 }
             }],
-            "properties": {"models": f.models, "severity": f.severity, "confidence": f.confidence},
+            "properties": {
+                "models": f.models, "severity": f.severity, "confidence": f.confidence, "score": f.score,
+                "evidenceStatus": f.status, "evidenceCheck": f.check,
+                "evidence": None if f.evidence is None else f.evidence.model_dump(),
+            },
         })
     notifications = [{"level": "warning", "message": {"text": f"not reviewed: {x}"}} for x in result.not_reviewed]
     notifications += [{"level": "error", "message": {"text": f"reviewer {k} failed: {v}"}}
@@ -196,6 +236,8 @@ def to_sarif(result: ReviewResult) -> dict[str, Any]:
                 "toolExecutionNotifications": notifications,
             }],
             "results": results,
-            "properties": {"reviewers": cost_rows(result), "total": result.total_usage()},
+            "properties": {"reviewers": cost_rows(result), "total": result.total_usage(),
+                           "evidenceChecked": result.evidence_checked, "evidenceCounts": result.status_counts(),
+                           "minScore": result.min_score},
         }],
     }

@@ -22,7 +22,7 @@ from relaycode.errors import RelayError, UsageError
 from relaycode.review.core import ReviewResult
 from relaycode.review.diff import FileDiff, parse_diff
 from relaycode.review.findings import Finding
-from relaycode.review.formats import to_markdown
+from relaycode.review.formats import evidence_text, status_summary, to_markdown
 
 DEFAULT_API_URL = "https://api.github.com"
 _PR_RE = re.compile(r"^(?P<owner>[\w.-]+)/(?P<repo>[\w.-]+)#(?P<number>\d+)$")
@@ -143,6 +143,7 @@ def inline_comment(finding: Finding, files: dict[str, FileDiff]) -> dict[str, An
     start_hunk = _hunk_of(fd, finding.start_line)
     body = f"**{_SEVERITY_BADGE[finding.severity]}** · {finding.category} · {', '.join(finding.models)}\n\n"
     body += finding.message + (f"\n\n**Suggestion:** {finding.suggestion}" if finding.suggestion else "")
+    body += f"\n\n**Evidence:** {evidence_text(finding)}"
     comment: dict[str, Any] = {"path": finding.path, "side": "RIGHT", "body": body}
     if end_hunk is not None and end_hunk == start_hunk and finding.end_line > finding.start_line:
         comment.update(start_line=finding.start_line, start_side="RIGHT", line=finding.end_line)
@@ -168,7 +169,7 @@ def review_payload(result: ReviewResult, diff: str, *, head_sha: str | None = No
             comments.append(comment)
     summary = result.model_copy(update={"findings": elsewhere})
     lines = [f"relay reviewed this change with {', '.join(f'`{r}`' for r in result.reviewers)}: "
-             f"{len(result.findings)} finding(s), {len(comments)} inline."]
+             f"{len(result.findings)} finding(s), {len(comments)} inline; {status_summary(result)}."]
     if elsewhere:
         lines.append("Findings on lines outside the diff are listed below.")
     body = "\n".join(lines) + "\n\n" + to_markdown(

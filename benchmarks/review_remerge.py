@@ -1,0 +1,55 @@
+"""Re-merge a saved review-eval run under other merge settings (no model runs) and print the tables.
+
+Every review-eval row keeps each reviewer's own findings (with their evidence status), so how the
+merged review would have scored with another rule is a pure computation:
+
+    python benchmarks/review_remerge.py RUN/review_eval.json [--cases N] [--weights FILE]
+        [--min-agree K ...] [--min-score S ...]
+
+prints, for the union (`--min-agree 1`), each `--min-agree` and each `--min-score` (weighted by
+relay's reviewer weights, or FILE over them), the ensemble's line-overlap and strict scores. With
+`--cases N` only the first N cases of the run count (to compare runs on the same slice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from relaycode.review.evaluate import ENSEMBLE, evidence_table, markdown_table, remerge
+from relaycode.review.weights import load_weights
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--cases", type=int, default=None)
+    parser.add_argument("--weights", type=Path, default=None)
+    parser.add_argument("--min-agree", type=int, nargs="*", default=[2])
+    parser.add_argument("--min-score", type=float, nargs="*", default=[0.25, 0.5])
+    args = parser.parse_args()
+    data: dict[str, Any] = json.loads(args.run.read_text(encoding="utf-8"))
+    reviewers: list[str] = data["reviewers"]
+    rows = data["reviews"]
+    if args.cases is not None:
+        keep = list(dict.fromkeys(r["case"] for r in rows))[: args.cases]
+        rows = [r for r in rows if r["case"] in keep]
+    weights = load_weights(args.weights)
+    runs = {"union (min_agree 1)": remerge(rows, reviewers)}
+    for k in args.min_agree:
+        runs[f"min_agree {k}"] = remerge(rows, reviewers, min_agree=k)
+    for s in args.min_score:
+        runs[f"weighted, min_score {s}"] = remerge(rows, reviewers, weights=weights, min_score=s)
+    cases = len({r["case"] for r in rows})
+    print(f"{args.run}: {cases} cases, reviewers {', '.join(reviewers)}\n")
+    first = next(iter(runs.values())).summary()
+    summary = {name: first[name] for name in reviewers}
+    summary.update({f"ensemble, {label}": run.summary()[ENSEMBLE] for label, run in runs.items()})
+    print(markdown_table(summary))
+    print(evidence_table(summary))
+
+
+if __name__ == "__main__":
+    main()
