@@ -67,3 +67,26 @@ def test_waiting_block_is_live_only_on_a_terminal(monkeypatch: pytest.MonkeyPatc
         pass
     assert ("\x1b[?25l" in out.getvalue()) is live
     assert ("reviewing with m1" in out.getvalue()) is live
+
+
+def test_cost_table_at_80_columns_keeps_the_model_and_every_dollar() -> None:
+    from decimal import Decimal
+
+    from relaycode.cli._render import cost_table
+    from relaycode.ledger import Ledger, LedgerEntry
+    from relaycode.pricing import Tokens
+
+    ledger = Ledger([LedgerEntry(run_id="r", stage="implement", attempt=1, model="local:qwen2.5-coder-1.5b",
+                                 provider="local", tokens=Tokens(758, 217), usd=Decimal(0), seconds=488.0),
+                     LedgerEntry(run_id="r", stage="review", attempt=1, model="openrouter:z-ai/glm-4.6",
+                                 provider="openrouter", tokens=Tokens(12_000, 900), usd=Decimal("0.0123"),
+                                 seconds=31.0)])
+    out = io.StringIO()
+    cost_table(ledger, Console(file=out, width=80))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines), out.getvalue()
+    table = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert all(line.rstrip()[-1] in "┓┃┩│┘" for line in table), out.getvalue()  # not cropped at the right
+    assert any("local:qwen2.5-coder-1.5b" in line and "488.0" in line for line in lines), out.getvalue()
+    assert any("openrouter:z-ai/glm-4.6" in line and "$0.0123" in line for line in lines), out.getvalue()
+    assert any(line.startswith("│ total") and "$0.0123" in line for line in lines), out.getvalue()

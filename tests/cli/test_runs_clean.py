@@ -14,7 +14,7 @@ from relaycode.testing.sample_repos import PAGINATION_WRONG_FIX as WRONG_FIX
 from relaycode.testing.sample_repos import snapshot_checkout
 from relaycode.testing.scripted import scripted_text
 
-from .helpers import CHEAP, Relay, demo_repo, interrupting_model
+from .helpers import CHEAP, RELAY_TOML, Relay, demo_repo, interrupting_model
 
 
 def git(repo: Path, *args: str) -> str:
@@ -36,7 +36,7 @@ def start(relay: Relay, repo: Path, model: object) -> str:
 @pytest.fixture
 def runs(tmp_path: Path, relay: Relay) -> tuple[Path, dict[str, str]]:
     """A repository with a succeeded, a failed and an interrupted run, and the user's own relay/mine branch."""
-    repo = demo_repo(tmp_path / "shop")
+    repo = demo_repo(tmp_path / "shop", "max_iterations = 1\n" + RELAY_TOML)
     ids = {"succeeded": start(relay, repo, scripted_text([GOOD_FIX])),
            "failed": start(relay, repo, scripted_text([WRONG_FIX])),
            "interrupted": start(relay, repo, interrupting_model())}

@@ -131,7 +131,7 @@ def cost_table(ledger: Ledger, console: Console, *, title: str = "cost by stage 
                  fmt_usd(total.usd_known), f"{total.seconds:.1f}"])
     # The model names the row, so it comes first and is never cut.
     console.print(fitted_table(["model", "stage", "requests", "tokens in", "tokens out", "dollars", "model s"],
-                               rows, title=title, right=range(2, 7), width=console.width))
+                               rows, title=title, right=range(2, 7), width=console.width, optional=(2, 6)))
 
 
 def fitted_table(headers: list[str], rows: list[list[str]], *, width: int, title: str | None = None,
@@ -164,6 +164,7 @@ def fitted_table(headers: list[str], rows: list[list[str]], *, width: int, title
 
     # Free text gets what the other columns leave at their natural width (but at least its minimum).
     spare = width - 1 - sum(natural(k) + 3 for k in keep if k not in shorten) - 3 * len(set(shorten) & set(keep))
+    natural_fits = sum(natural(k) + 3 for k in keep) + 1 <= width
     table = Table(title=title, title_justify="left")
     for i in keep:
         justify: Literal["left", "right"] = "right" if i in right else "left"
@@ -172,7 +173,10 @@ def fitted_table(headers: list[str], rows: list[list[str]], *, width: int, title
             table.add_column(headers[i], justify=justify, no_wrap=True, overflow="ellipsis", min_width=least(i),
                              max_width=share)
         else:
-            table.add_column(headers[i], justify=justify, no_wrap=i == 0, min_width=least(i))
+            # When the natural widths do not fit, the headers wrap at their words (rich alone may leave
+            # the table a column too wide and cut its right border).
+            table.add_column(headers[i], justify=justify, no_wrap=i == 0, min_width=least(i),
+                             max_width=None if i == 0 or natural_fits else least(i))
     for row in rows:
         style = "bold" if row and row[0] == "total" else ""
         table.add_row(*(Text(row[i], style=style) for i in keep))

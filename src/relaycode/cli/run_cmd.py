@@ -115,7 +115,7 @@ def execute(
             _print_outcome(result, console, plan_only=stop_after_plan)
     if result.status == "interrupted":
         # The exact command, so a person who pressed Ctrl-C can copy it (stderr: --json keeps stdout clean).
-        command = f"relay run --resume {result.run_id} --repo {shlex.quote(str(repo))}"
+        command = f"relay run --resume {result.run_id} --repo {shlex.quote(str(repo.resolve()))}"
         if no_sandbox:  # a resumed run is sandboxed unless this is said again
             command += " --no-sandbox"
         typer.echo(f"relay: interrupted; run {result.run_id} is saved, continue it with: {command}", err=True)
