@@ -429,7 +429,6 @@ def test_a_planted_pointer_in_an_unlistable_directory_is_not_quarantined(tmp_pat
 # --------------------------------------------------------------------------- the review path
 
 
-@pytest.mark.xfail(strict=True, reason="closed when the implement and review reworks land")
 def test_a_review_diff_cannot_pull_an_ignored_secret_file_into_the_prompt(tmp_path: Path) -> None:
     # `relay review --diff pr.diff` (a stranger's patch) in a checkout that holds an untracked, ignored
     # `.env`: the patch "adds" one blank line to .env where the file has one, so source_matches() accepts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -105,10 +106,12 @@ def collect_diff(
         if repo_root.is_dir():
             from relaycode.review.core import disk_reader
 
-            reader = disk_reader(repo_root)  # used only where the file matches the diff's new side
+            # Used only where the file matches the diff's new side, and only for files git tracks or
+            # would add: a stranger's patch naming an ignored file must not pull it into the prompt.
+            reader = disk_reader(repo_root, visible=_not_ignored(repo_root))
         return text, reader, "stdin" if diff_file == "-" else diff_file
     repo = open_repo(repo_root)
-    flags = ("--no-color", "--no-ext-diff", "-M")
+    flags = ("--no-color", "--no-ext-diff", "--no-textconv", "-M")
     if staged:
         return repo.git("diff", "--cached", *flags, "HEAD").stdout, _git_show(repo.root, ""), "staged changes"
     if base is not None:
@@ -121,17 +124,31 @@ def collect_diff(
     return working_tree_diff(repo), disk_reader(repo.root), "working tree vs HEAD"
 
 
+def _not_ignored(root: Path) -> frozenset[str]:
+    """Files git tracks or would add in `root` (empty outside a git checkout: nothing is read)."""
+    from relaycode.errors import RelayError
+    from relaycode.workspace import open_repo
+
+    try:
+        repo = open_repo(root)
+    except RelayError:
+        return frozenset()
+    listed = repo.git("ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout.split("\0")
+    prefix = os.path.relpath(root.resolve(), repo.root)
+    return frozenset(p if prefix == "." else os.path.relpath(p, prefix) for p in listed if p)
+
+
 def working_tree_diff(repo: Repo) -> str:
     """Everything not committed yet: tracked changes (staged or not) and untracked, not ignored, files.
 
     Uses the real index read-only: git's racy-entry check needs the index's own mtime, which a
     copied index would lose (a same-size edit in the same second as the commit would then be missed).
     """
-    parts = [repo.git("diff", "--no-color", "--no-ext-diff", "-M", "HEAD").stdout]
+    parts = [repo.git("diff", "--no-color", "--no-ext-diff", "--no-textconv", "-M", "HEAD").stdout]
     untracked = repo.git("ls-files", "--others", "--exclude-standard", "-z").stdout.split("\0")
     for path in sorted(p for p in untracked if p):
         # --no-index exits 1 when the files differ, which they always do here.
-        parts.append(repo.git("diff", "--no-color", "--no-ext-diff", "--no-index", "--", "/dev/null", path,
+        parts.append(repo.git("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-index", "--", "/dev/null", path,
                               check=False).stdout)
     return "".join(parts)
 

@@ -74,10 +74,14 @@ class ReviewResult(BaseModel):
         return total
 
 
-def disk_reader(root: Path) -> SourceReader:
+def disk_reader(root: Path, *, visible: frozenset[str] | None = None) -> SourceReader:
+    """Read new-side files from the working tree. `visible`: the only paths that may be read (what git
+    tracks or would add); an ignored file (a `.env`) must not reach a prompt because a patch names it."""
     from relaycode.workspace import open_in_root
 
     def read(path: str) -> str | None:
+        if visible is not None and path not in visible:
+            return None
         try:
             with open_in_root(root, path, "r") as fh:
                 text: str = fh.read()
