@@ -334,3 +334,27 @@ def test_memory_is_capped_for_the_whole_command_tree(tmp_path: Path) -> None:
     assert "children [0, 0, 0, 0]" in unprotected.output_tail
     result = sandbox.run(hog, wt, policy=ON, limits=Limits(wall_s=30, memory_mb=256))
     assert "children [0, 0, 0, 0]" not in result.output_tail
+
+
+def test_a_deep_directory_chain_does_not_crash_relay_outside_the_sandbox(tmp_path: Path) -> None:
+    """A command leaves a directory chain 1,500 deep: relay's walks (the .git check, hard links, doc
+    examples) are iterative, so the next command and verify's detection still work."""
+    repo = make_repo(tmp_path / "repo", {"a.py": '"""\n>>> 1\n1\n"""\n'})
+    make_chain = "d=deep; i=0; while [ $i -lt 1500 ]; do d=$d/x; i=$((i+1)); done; mkdir -p $d; touch $d/z.py"
+    run_verify(repo, [make_chain], policy=OFF, limits=LIMITS)
+    # pytest's own clean-up of old temp dirs is a recursive rmtree too: remove the chain afterwards.
+    request_cleanup = [lambda: subprocess.run(["rm", "-rf", "--", str(repo / "deep")], check=False)]
+    try:
+        _check_deep_chain(repo)
+    finally:
+        for clean in request_cleanup:
+            clean()
+
+
+def _check_deep_chain(repo: Path) -> None:
+    with pytest.raises(RecursionError):
+        list(os.walk(repo))  # unprotected: Python 3.11's recursive walk
+        list((repo).rglob("*.py"))
+    result = run_verify(repo, ["true"], policy=ON, limits=LIMITS)
+    assert result.passed
+    assert doc_examples.collect(repo) == {"a.py": ["\n>>> 1\n1\n"]}

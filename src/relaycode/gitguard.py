@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relaycode.errors import SandboxViolation
+from relaycode.pathsafety import walk
 
 #: Parts of a git directory a sandboxed command may read: enough for `git status`, `git log`,
 #: `git diff` and version tools such as setuptools-scm. Everything else (config with remotes and
@@ -151,7 +152,7 @@ def git_entries(root: Path) -> Iterator[str]:
     entry `<dir>/.git?unlistable`, so a change there never goes unseen.
     """
     unlistable: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: unlistable.append(str(e.filename))):
+    for dirpath, dirnames, filenames in walk(root, onerror=lambda e: unlistable.append(str(e.filename))):
         rel = os.path.relpath(dirpath, root)
         for name in (*dirnames, *filenames):
             if name == ".git":
@@ -223,7 +224,10 @@ def _quarantine(root: Path, rel: str) -> str:
         pass
     try:
         if source.is_dir() and not source.is_symlink():
-            shutil.rmtree(source)
+            try:
+                shutil.rmtree(source)
+            except RecursionError:  # a chain too deep for Python 3.11's recursive rmtree
+                subprocess.run(["rm", "-rf", "--", str(source)], check=True, stdin=subprocess.DEVNULL)
         else:
             source.unlink()
         return f"{rel} (deleted: it could not be moved)"

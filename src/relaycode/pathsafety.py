@@ -15,13 +15,41 @@ import errno
 import os
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from relaycode.errors import PathEscape
 
-__all__ = ["open_in_root", "read_text_in_root", "safe_path", "write_in_root"]
+__all__ = ["open_in_root", "read_text_in_root", "safe_path", "walk", "write_in_root"]
+
+
+def walk(
+    root: Path, onerror: Callable[[OSError], None] | None = None
+) -> Iterator[tuple[str, list[str], list[str]]]:
+    """`os.walk` without recursion and without following links (Python 3.11's recursive walk dies on
+    a directory chain 1,000 deep, which any command in the tree can create). The caller may prune
+    `dirnames` in place, as with `os.walk`."""
+    stack = [str(root)]
+    while stack:
+        top = stack.pop()
+        try:
+            with os.scandir(top) as entries:
+                listed = list(entries)
+        except OSError as exc:
+            if onerror is not None:
+                onerror(exc)
+            continue
+        dirnames: list[str] = []
+        filenames: list[str] = []
+        for entry in listed:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            (dirnames if is_dir else filenames).append(entry.name)
+        yield top, dirnames, filenames
+        stack.extend(os.path.join(top, d) for d in reversed(dirnames))
 
 
 def _lexical_parts(rel: str) -> list[str]:

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from relaycode import cgroup, gitguard
 from relaycode.errors import SandboxRefused, SandboxUnavailable
+from relaycode.pathsafety import walk
 
 if TYPE_CHECKING:
     from relaycode.config import Config
@@ -268,7 +269,7 @@ def hardlink_mounts(worktree: Path) -> list[_Mount]:
     (a whole `node_modules`) are covered by binding their top-level directory instead.
     """
     linked: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(worktree):
+    for dirpath, dirnames, filenames in walk(worktree):
         dirnames[:] = [d for d in dirnames if d != ".git"]
         for name in filenames:
             path = Path(dirpath) / name
@@ -392,7 +393,7 @@ def _walk_worktree(root: Path) -> Iterator[str]:
     the sandbox planted would make git trust it.
     """
     yield str(root)
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in walk(root):
         dirnames[:] = [d for d in dirnames if d != ".git"]
         for name in (*dirnames, *filenames):
             if name != ".git":

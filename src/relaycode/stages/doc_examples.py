@@ -75,12 +75,34 @@ def _timeout(signum: int, frame: object) -> None:
     raise ExampleTimeout(f"example took longer than {PER_EXAMPLE_TIMEOUT_S} s")
 
 
+def python_files(root: Path) -> list[Path]:
+    """Python files under `root` (relative paths, sorted), `.git` excluded; links are not followed.
+
+    Iterative: `Path.rglob` recurses per directory level in Python 3.11, and a test can leave a
+    directory chain deep enough to end relay with a RecursionError outside the sandbox.
+    """
+    found: list[Path] = []
+    stack = [root]
+    while stack:
+        top = stack.pop()
+        try:
+            with os.scandir(top) as entries:
+                listed = list(entries)
+        except OSError:
+            continue
+        for entry in listed:
+            if entry.name == ".git":
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.name.endswith(".py"):
+                found.append(Path(entry.path).relative_to(root))
+    return sorted(found)
+
+
 def candidate_files(root: Path) -> list[Path]:
     """Python files under `root` (relative paths) that hold examples; test files and .git excluded."""
-    return sorted(
-        p.relative_to(root) for p in root.rglob("*.py")
-        if ".git" not in p.relative_to(root).parts and not p.name.startswith("test_") and has_examples(p, root)
-    )
+    return [p for p in python_files(root) if not p.name.startswith("test_") and has_examples(root / p, root)]
 
 
 def collect(root: Path) -> dict[str, list[str]]:

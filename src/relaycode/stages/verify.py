@@ -30,6 +30,7 @@ from typing import Any
 
 from relaycode import sandbox
 from relaycode.errors import ConfigError
+from relaycode.pathsafety import walk
 from relaycode.sandbox import Limits, SandboxPolicy
 from relaycode.stages import doc_examples
 from relaycode.testfiles import is_python_test_file
@@ -103,7 +104,7 @@ class VerifyResult:
 
 
 def _has_test_files(root: Path) -> bool:
-    for _dirpath, dirnames, filenames in os.walk(root):
+    for _dirpath, dirnames, filenames in walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS]
         if any(is_python_test_file(f) for f in filenames):
             return True
@@ -164,10 +165,10 @@ def detect_commands(root: Path) -> list[str]:
 
 
 def _has_doc_examples(root: Path) -> bool:
-    for path in sorted(root.rglob("*.py"))[:500]:
-        if ".git" in path.relative_to(root).parts or path.name.startswith("test_"):
+    for rel in doc_examples.python_files(root)[:500]:
+        if rel.name.startswith("test_"):
             continue
-        if doc_examples.has_examples(path):
+        if doc_examples.has_examples(root / rel, root):
             return True
     return False
 
