@@ -22,7 +22,8 @@ import pytest
 
 from relaycode.bench.executor import ExecutorSpec
 from relaycode.bench.ray_executor import model_resource
-from relaycode.bench.runner import BenchOptions, read_records, resolve_configs, run_bench
+from relaycode.bench.results import read_records
+from relaycode.bench.runner import BenchOptions, resolve_configs, run_bench
 from relaycode.bench.suite import load_suite
 from relaycode.errors import UsageError
 
@@ -187,7 +188,7 @@ def test_without_an_address_a_local_instance_is_started_for_the_run_and_stopped(
     opts = options(tmp_path, configs, executor=ExecutorSpec(kind="ray", jobs=2))
     opts.cases = opts.cases[:1]
     records = run_bench(opts)
-    assert [(r["config"], r["passed"]) for r in records] == [("good", True), ("good-local", True)]
+    assert sorted((r["config"], r["passed"]) for r in records) == [("good", True), ("good-local", True)]
     # Its own instance (advertising the configs' local models), not the cluster that runs on this machine.
     assert not {r["executor"]["node"] for r in records} & {n["NodeID"] for n in ray_nodes(cluster)}
     assert not ray.is_initialized()
