@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from relaycode.bench.runner import append_record
+from relaycode.bench.results import append_record
 from relaycode.cli import _register, app
 
 from . import fakes

@@ -22,7 +22,8 @@ import pytest
 
 from relaycode.bench.executor import ExecutorSpec
 from relaycode.bench.ray_executor import model_resource
-from relaycode.bench.runner import BenchOptions, read_records, resolve_configs, run_bench
+from relaycode.bench.results import read_records
+from relaycode.bench.runner import BenchOptions, resolve_configs, run_bench
 from relaycode.bench.suite import load_suite
 from relaycode.errors import UsageError
 

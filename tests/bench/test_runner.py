@@ -16,14 +16,8 @@ from typing import Any
 
 import pytest
 
-from relaycode.bench.runner import (
-    BenchOptions,
-    append_record,
-    prepare_out_dir,
-    read_records,
-    resolve_configs,
-    run_bench,
-)
+from relaycode.bench.results import append_record, prepare_out_dir, read_records
+from relaycode.bench.runner import BenchOptions, resolve_configs, run_bench
 from relaycode.bench.suite import load_suite
 from relaycode.errors import UsageError
 from relaycode.pricing import Tokens, price_request
@@ -235,26 +229,6 @@ def test_shipped_agent_config_differs_from_local_noplan_only_in_the_implement_pr
     spec = agent.config.stages.implement.model
     assert uses_agent(spec, agent.config) and not uses_agent(spec, noplan.config)
     assert agent.config.stages == noplan.config.stages
-
-
-def test_server_cpu_counts_only_the_configs_own_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
-
-    from relaycode.bench import runner
-    from relaycode.local import server
-
-    handles = [SimpleNamespace(model="mine", pid=os.getpid()), SimpleNamespace(model="other", pid=os.getpid() + 10**6)]
-    monkeypatch.setattr(server, "running_servers", lambda: handles)
-    meter = runner.CpuMeter(frozenset({"mine"}))
-    assert list(meter.servers0) == [os.getpid()]  # the other model's server is not read at all
-    t0 = time.process_time()
-    while time.process_time() - t0 < 0.3:
-        pass  # burn CPU "in the server" (this process stands in for it)
-    cpu = meter.stop(shared_servers=False)
-    assert cpu["servers"] >= 0.2 and cpu["total"] >= cpu["servers"] + cpu["relay"] - 0.01
-    assert runner.CpuMeter().stop(shared_servers=True)["servers"] == 0.0  # no local models, no server CPU
-    assert runner.local_model_names(resolve_configs(["local-cascade"])[0].config) == {
-        "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
 
 
 def test_ctrl_c_stops_the_bench_without_recording_the_interrupted_pair(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def bench_report(
 ) -> None:
     """Re-render the reports of a bench from its results.jsonl (optionally re-priced as other models)."""
     from relaycode.bench.report import write_reports
-    from relaycode.bench.runner import read_records
+    from relaycode.bench.results import read_records
     from relaycode.bench.stats import parse_price_as
     from relaycode.errors import RelayError, UsageError
 
