@@ -161,12 +161,20 @@ def git_entries(root: Path) -> Iterator[str]:
     for directory in unlistable:
         rel = os.path.relpath(directory, root)
         try:
-            os.chmod(directory, stat.S_IMODE(os.lstat(directory).st_mode) | 0o700, follow_symlinks=False)
-        except (OSError, NotImplementedError):
+            _make_usable(directory)
+        except OSError:
             yield os.path.normpath(os.path.join(rel, ".git?unlistable"))
             continue
         for sub in git_entries(Path(directory)):
             yield os.path.normpath(os.path.join(rel, sub))
+
+
+def _make_usable(directory: str) -> None:
+    """Give the owner back list, write and search permission on a directory (never through a link)."""
+    st = os.lstat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(directory)
+    os.chmod(directory, stat.S_IMODE(st.st_mode) | 0o700)
 
 
 def _fingerprint(path: Path) -> str:
@@ -174,6 +182,8 @@ def _fingerprint(path: Path) -> str:
         st = os.lstat(path)
     except FileNotFoundError:
         return "missing"
+    except OSError as exc:  # out of reach (a name past PATH_MAX): counted as a change, never skipped
+        return f"unreachable:{exc.errno}"
     kind = stat.S_IFMT(st.st_mode)
     if stat.S_ISREG(kind):
         try:
@@ -201,12 +211,17 @@ def check_unchanged(root: Path, before: dict[str, str], command: str) -> None:
     changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
     if not changed:
         return
-    moved = [_quarantine(root, rel) for rel in changed if rel in after and not rel.endswith("?unlistable")]
+    moved = [_short(_quarantine(root, rel)) for rel in changed if rel in after and not rel.endswith("?unlistable")]
     raise SandboxViolation(
-        f"a sandboxed command ({command[:80]}) changed git metadata in the tree: {', '.join(changed[:5])}"
+        f"a sandboxed command ({command[:80]}) changed git metadata in the tree: "
+        f"{', '.join(_short(p) for p in changed[:5])}"
         f"{' …' if len(changed) > 5 else ''}; stopped. Such a change makes a later git call run the "
         f"repository's commands; relay moved it out of git's way ({'; '.join(moved[:5]) or 'nothing to move'})"
     )
+
+
+def _short(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else f"{text[:60]}…{text[-90:]}"
 
 
 def _quarantine(root: Path, rel: str) -> str:
@@ -215,7 +230,7 @@ def _quarantine(root: Path, rel: str) -> str:
     source = root / rel
     parent = source.parent
     with contextlib.suppress(OSError):  # a command may have made the directory read-only
-        os.chmod(parent, stat.S_IMODE(os.lstat(parent).st_mode) | 0o700, follow_symlinks=False)
+        _make_usable(str(parent))
     target = parent / f".git{QUARANTINE_SUFFIX}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(6)}"
     try:
         os.rename(source, target)

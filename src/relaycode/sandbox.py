@@ -262,15 +262,22 @@ _MAX_HARDLINK_BINDS = 2000
 
 
 def hardlink_mounts(worktree: Path) -> list[_Mount]:
-    """Files in the tree with more than one link, read-only.
+    """Files in the tree with more than one link, and Python environments in it, read-only.
 
     Package managers (pnpm, uv's default link mode) hard-link installed files from a store shared by
     every project: writing such a file in the tree writes the store, outside the tree. Many of them
-    (a whole `node_modules`) are covered by binding their top-level directory instead.
+    (a whole `node_modules`) are covered by binding their top-level directory instead. A virtualenv
+    or tox env in the tree (a directory holding `pyvenv.cfg`) is the user's: a `.pth` file a test
+    drops into it would run in the user's next `python`, outside the sandbox.
     """
     linked: list[Path] = []
+    envs: list[_Mount] = []
     for dirpath, dirnames, filenames in walk(worktree):
         dirnames[:] = [d for d in dirnames if d != ".git"]
+        if "pyvenv.cfg" in filenames and Path(dirpath) != worktree:
+            envs.append(_Mount(Path(dirpath), "ro-bind"))
+            dirnames[:] = []
+            continue
         for name in filenames:
             path = Path(dirpath) / name
             with contextlib.suppress(OSError):
@@ -279,9 +286,32 @@ def hardlink_mounts(worktree: Path) -> list[_Mount]:
                     linked.append(path)
     if len(linked) > _MAX_HARDLINK_BINDS:
         tops = sorted({worktree / p.relative_to(worktree).parts[0] for p in linked})
-        return [_Mount(top, "ro-bind") for top in tops if top.is_dir() and not top.is_symlink()] + \
+        return envs + [_Mount(top, "ro-bind") for top in tops if top.is_dir() and not top.is_symlink()] + \
                [_Mount(p, "ro-bind") for p in linked if p.parent == worktree]
-    return [_Mount(p, "ro-bind") for p in linked]
+    return envs + [_Mount(p, "ro-bind") for p in linked]
+
+
+def _bytecode(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every `.pyc` in the tree: (inode, mtime, size)."""
+    found: dict[str, tuple[int, int, int]] = {}
+    for dirpath, dirnames, filenames in walk(root):
+        dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in filenames:
+            if name.endswith(".pyc"):
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(OSError):
+                    st = os.lstat(path)
+                    found[path] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return found
+
+
+def _drop_new_bytecode(root: Path, before: Mapping[str, tuple[int, int, int]]) -> None:
+    """Delete bytecode a command wrote: Python trusts a `.pyc` whose recorded size and mtime match the
+    source, so one compiled from other code would run in the user's next import, outside the sandbox."""
+    for path, seen in _bytecode(root).items():
+        if before.get(path) != seen:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _bwrap_args(
@@ -423,7 +453,7 @@ def _reclaim_worktree(root: Path, owners: Mapping[str, tuple[int, int]]) -> None
             # A file the sandbox made set-uid must not become a set-uid-root file.
             if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
                 os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
-        except FileNotFoundError:
+        except OSError:  # gone, or out of reach (a name longer than PATH_MAX): the rest is still given back
             continue
 
 
@@ -536,6 +566,7 @@ def run(
     owners: dict[str, tuple[int, int]] = {}
     lend = False
     before: dict[str, str] | None = None
+    bytecode_before: dict[str, tuple[int, int, int]] = {}
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="relay-sandbox-") as scratch, \
             cgroup.memory_cap(limits.memory_mb * 1024 * 1024) as cgroup_procs:
@@ -558,6 +589,7 @@ def run(
             env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*")
             lend = as_root
             before = gitguard.snapshot(worktree)
+            bytecode_before = _bytecode(worktree)
         else:
             argv = prefix + argv
         try:
@@ -565,10 +597,15 @@ def run(
                 _lend_worktree(worktree, owners)
             code, tail, timed_out = _execute(argv, worktree, env, limits.wall_s, preexec)
         finally:
-            if lend:
-                _reclaim_worktree(worktree, owners)
-            if before is not None:
-                gitguard.check_unchanged(worktree, before, text)
+            try:
+                if lend:
+                    _reclaim_worktree(worktree, owners)
+            finally:
+                # Whatever happened above, the checks run: a give-back that fails on a tree the command
+                # made hostile (a chain deeper than PATH_MAX) must not switch them off.
+                if before is not None:
+                    _drop_new_bytecode(worktree, bytecode_before)
+                    gitguard.check_unchanged(worktree, before, text)
     return CompletedCommand(
         command=text,
         exit_code=code,

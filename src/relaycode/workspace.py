@@ -53,6 +53,7 @@ _GIT_CONFIG = (
     "-c", "diff.external=",
     "-c", "credential.helper=",
     "-c", "protocol.ext.allow=never",
+    "-c", "submodule.recurse=false",  # the user's `true` would make relay's reset and checkout touch submodules
     "-c", "commit.gpgSign=false",
     "-c", "tag.gpgSign=false",
     "-c", "gc.auto=0",  # no background gc in the user's repo on our account

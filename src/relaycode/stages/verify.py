@@ -226,8 +226,11 @@ def project_env(checkout: Path, setting: str | None) -> Path | None:
             raise ConfigError(f"stages.verify.python: {setting} is not a virtualenv (no {venv / 'bin' / 'python'})")
         return venv
     for name in VENV_NAMES:
-        if (checkout / name / "bin" / "python").exists() and not _tracked(checkout, name):
-            return checkout / name
+        candidate = checkout / name
+        # A real directory only: a link (`.venv -> ~/.local`, planted by a test) would choose the mount.
+        if candidate.is_dir() and not candidate.is_symlink() and (candidate / "bin" / "python").exists() \
+                and not _tracked(checkout, name):
+            return candidate
     return None
 
 
