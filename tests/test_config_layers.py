@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -104,15 +105,21 @@ def test_the_same_settings_from_the_user_apply(tmp_path: Path) -> None:
 
 def test_trust_applies_a_repository_config_until_it_is_edited(tmp_path: Path) -> None:
     repo = repo_with(tmp_path, "[sandbox]\nenabled = false\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "relay.toml"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "config"], cwd=repo, check=True)
     assert load_config(repo=repo).sandbox.enabled
     result = runner.invoke(app, ["trust", "--repo", str(repo)])
     assert result.exit_code == 0, result.output
-    assert "sandbox" in result.stdout
+    assert "sandbox.enabled = False" in result.stdout  # the values the user is trusting, not just key names
     assert not load_config(repo=repo).sandbox.enabled
     (repo / "relay.toml").write_text("[sandbox]\nenabled = false\nenv_allow = ['X']\n")
     cfg = load_config(repo=repo)  # edited: untrusted again
     assert cfg.sandbox.enabled and cfg.notices
-    assert runner.invoke(app, ["trust", "--repo", str(repo)]).exit_code == 0
+    refused = runner.invoke(app, ["trust", "--repo", str(repo)])  # differs from the commit: read it first
+    assert refused.exit_code == 2 and "git diff relay.toml" in refused.stderr
+    assert runner.invoke(app, ["trust", "--repo", str(repo), "--modified"]).exit_code == 0
     assert not load_config(repo=repo).sandbox.enabled
     assert runner.invoke(app, ["trust", "--repo", str(repo), "--revoke"]).exit_code == 0
     assert load_config(repo=repo).sandbox.enabled

@@ -137,7 +137,8 @@ class VerifyStage(_Strict):
     commands: list[str] | None = None
     """Shell commands that must exit 0. Unset: auto-detected (pytest, ruff, npm test)."""
     timeout_s: float = Field(default=300.0, gt=0, allow_inf_nan=False)
-    """Timeout per command; its process group is killed when exceeded."""
+    """Time limit of one verification, all its commands together; a command still running when it is
+    used up has its process group killed, the ones after it are not run."""
     python: str | None = None
     """The project's virtualenv (a directory or its `bin/python`, relative to the repository or
     absolute) whose tools come first on PATH for verify commands. Unset: the repository's `.venv` or

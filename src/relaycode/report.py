@@ -243,17 +243,42 @@ def run_details(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+def _header_path(rest: str) -> str:
+    """The path of `diff --git a/P b/P` (same path on both sides, as relay's diffs use no renames)."""
+    if len(rest) % 2 == 1 and rest.startswith("a/"):
+        half = (len(rest) - 5) // 2
+        left, right = rest[2:2 + half], rest[2 + half:]
+        if right == f" b/{left}":
+            return left
+    return rest.rsplit(" b/", 1)[-1]  # unusual header: the +++/--- lines below correct it
+
+
+def _side_path(line: str) -> str | None:
+    """`+++ b/P` / `--- a/P` → P (git quotes unusual names: "b/P"); None for /dev/null."""
+    name = line[4:].rstrip("\t")
+    if name.startswith('"') and name.endswith('"'):
+        name = name[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1").decode(
+            "utf-8", "replace")
+    if name == "/dev/null":
+        return None
+    return name[2:] if name[:2] in ("a/", "b/") else name
+
+
 def diffstat(patch: str) -> list[tuple[str, int, int]]:
-    """(path, lines added, lines removed) per file of a unified git diff."""
+    """(path, lines added, lines removed) per file of a unified git diff. The path comes from the
+    `---`/`+++` lines when present: splitting `diff --git a/X b/Y` at " b/" is ambiguous (a file
+    named `ci b/README.md` would read as README.md)."""
     files: list[tuple[str, int, int]] = []
     path, added, removed = None, 0, 0
     for line in patch.splitlines():
         if line.startswith("diff --git "):
             if path is not None:
                 files.append((path, added, removed))
-            path, added, removed = line.rsplit(" b/", 1)[-1], 0, 0
-        elif line.startswith(("+++", "---")):
-            continue
+            path, added, removed = _header_path(line[len("diff --git "):]), 0, 0
+        elif line.startswith("+++ ") or line.startswith("--- "):
+            side = _side_path(line)
+            if side is not None and (line.startswith("+++ ") or path is None or added == removed == 0):
+                path = side
         elif line.startswith("+"):
             added += 1
         elif line.startswith("-"):

@@ -14,6 +14,8 @@ from relaycode.cli._common import RepoOpt, die
 def trust_cmd(
     repo: Path = RepoOpt,
     revoke: bool = typer.Option(False, "--revoke", help="Forget this repository's relay.toml."),
+    modified: bool = typer.Option(False, "--modified", help="Trust the file although it differs from the "
+                                  "committed one (read `git diff relay.toml` first)."),
 ) -> None:
     """Trust the repository's relay.toml as it is now (sandbox, endpoints, environment, budgets, prices).
 
@@ -23,8 +25,9 @@ def trust_cmd(
     untrusted again until you run this once more. Read the file first.
     """
     from relaycode import trust
-    from relaycode.config import RESTRICTED, read_toml, repo_config_path
+    from relaycode.config import read_toml, repo_config_path
     from relaycode.errors import RelayError, UsageError
+    from relaycode.termsafe import clean
 
     path = repo_config_path(repo.resolve())
     try:
@@ -35,10 +38,35 @@ def trust_cmd(
             typer.echo(f"{'no longer trusted' if found else 'was not trusted'}: {path}")
             return
         data = read_toml(path, repository=True)  # refuse links and malformed files before trusting
+        if not modified and _differs_from_commit(path):
+            # Commands run in this checkout (`relay verify` runs the repository's tests here) can rewrite
+            # the file between the user reading it and trusting it.
+            raise UsageError(f"{path} differs from the committed version (changed by you or by a command run "
+                             "in this checkout): read `git diff relay.toml`, then `relay trust --modified`")
         digest = trust.trust(path)
     except RelayError as exc:
         raise die(exc) from None
-    restricted = sorted({".".join(r) for r in RESTRICTED if r[0] in data})
     typer.echo(f"trusted: {path} (sha256 {digest[:12]}…)")
-    if restricted:
-        typer.echo(f"its restricted settings now apply: {', '.join(restricted)}")
+    applied = [f"{key} = {value!r}" for key, value in _restricted_values(data)]
+    if applied:
+        typer.echo("its restricted settings now apply:\n  " + "\n  ".join(clean(a) for a in applied))
+
+
+def _restricted_values(data: dict[str, object]) -> list[tuple[str, object]]:
+    from relaycode.config import RESTRICTED, _flatten, _matches
+
+    return [(".".join(path), value) for path, value in _flatten(data).items()
+            if any(_matches(path, r) for r in RESTRICTED)]
+
+
+def _differs_from_commit(path: Path) -> bool:
+    """True when relay.toml is untracked or differs from HEAD (or git cannot tell)."""
+    from relaycode.errors import RelayError
+    from relaycode.workspace import open_repo
+
+    try:
+        repo = open_repo(path.parent)
+    except RelayError:
+        return True
+    status = repo.git("status", "--porcelain", "--untracked-files=all", "--", str(path), check=False)
+    return status.returncode != 0 or bool(status.stdout.strip())

@@ -24,6 +24,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,8 +289,18 @@ def run_verify(
         commands = detect_commands(root)
     extra_env, policy = tool_env(venv, policy)
     results: list[CommandResult] = []
+    # `limits.wall_s` bounds the whole verification, not each command: a repository listing a slow
+    # command N times must not multiply the time the user allowed.
+    deadline = time.monotonic() + limits.wall_s
     for command in commands:
-        done = sandbox.run(_expand(command, examples), root, policy=policy, limits=limits, extra_env=extra_env)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            results.append(CommandResult(command=command, exit_code=124, seconds=0.0, timed_out=True,
+                                         output_tail="not run: the verification's time limit was used up",
+                                         failing_tests=[]))
+            continue
+        done = sandbox.run(_expand(command, examples), root, policy=policy,
+                           limits=dataclasses.replace(limits, wall_s=remaining), extra_env=extra_env)
         failing = parse_pytest_failures(done.output_tail) if "pytest" in command else []
         results.append(
             CommandResult(
