@@ -435,7 +435,9 @@ def render_markdown(run: Mapping[str, Any]) -> str:
         )
     else:
         parts.append("Unknown (wall or model time missing).")
-    return "\n".join(parts) + "\n"
+    from relaycode.termsafe import clean
+
+    return clean("\n".join(parts) + "\n")  # failing test names and findings come from the sandbox and models
 
 
 # --------------------------------------------------------------------------- HTML

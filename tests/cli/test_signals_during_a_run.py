@@ -31,7 +31,8 @@ def relay_toml(server: FakeOpenAI) -> str:
 
 
 def relay(repo: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "TERM": "dumb"}
+    # The fake API is the user's own config (a repository's relay.toml may not define endpoints).
+    env = {**os.environ, "PYTHONPATH": str(SRC), "TERM": "dumb", "XDG_CONFIG_HOME": str(repo.parent / "xdg")}
     return subprocess.Popen([sys.executable, "-m", "relaycode", "run", *args, "--repo", str(repo), "--yes"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -40,6 +41,8 @@ def relay(repo: Path, *args: str) -> subprocess.Popen[str]:
 def test_a_signal_mid_request_pauses_the_run_and_resume_finishes_it(tmp_path: Path, sig: int) -> None:
     with FakeOpenAI(default=lambda _r: Reply.text(GOOD_FIX)) as server:
         repo = demo_repo(tmp_path / "shop", relay_toml(server))
+        (tmp_path / "xdg" / "relay").mkdir(parents=True)
+        (tmp_path / "xdg" / "relay" / "config.toml").write_text(relay_toml(server))
         server.push(Reply.hang(60))  # the first implement request never answers
         proc = relay(repo, TASK)
         deadline = time.monotonic() + 60

@@ -28,8 +28,10 @@ def load_config_or_exit(config_file: Path | None, preset: str | None, repo: Path
         config = load_config(config_file=config_file, preset=preset, repo=repo)
     except RelayError as exc:
         raise die(exc) from None
+    from relaycode.termsafe import clean
+
     for notice in config.notices:
-        typer.echo(f"relay: warning: {notice}", err=True)
+        typer.echo(f"relay: warning: {clean(notice)}", err=True)  # keys come from the repository's file
     return config
 
 

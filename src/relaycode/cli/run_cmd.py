@@ -41,10 +41,11 @@ def _approve_interactively(plan: Plan, plan_path: Path) -> Plan | None:
     from rich.markdown import Markdown
 
     from relaycode.stages.plan import Plan as PlanModel
+    from relaycode.termsafe import clean
 
     console = Console(stderr=True)
     while True:
-        console.print(Markdown(plan.to_markdown()))
+        console.print(Markdown(clean(plan.to_markdown())))  # a plan is model text: no terminal controls
         choice = typer.prompt("approve, edit or abort? [a/e/q]", default="a", err=True).strip().lower()
         if choice in ("a", "approve", "y", "yes"):
             return plan
@@ -270,14 +271,16 @@ def verify(
     else:
         from rich.markup import escape
 
+        from relaycode.termsafe import clean
+
         console = Console()
         if not commands:
             console.print("nothing to verify: no verify.commands configured and none detected")
         for cmd in result.results:
             mark = "[green]ok[/green]" if cmd.exit_code == 0 else f"[red]exit {cmd.exit_code}[/red]"
-            console.print(f"$ {escape(cmd.command)}  {mark}  ({cmd.seconds:.1f}s)")
+            console.print(f"$ {escape(clean(cmd.command))}  {mark}  ({cmd.seconds:.1f}s)")
             for name in cmd.failing_tests:
-                console.print(f"    [red]FAILED[/red] {escape(name)}")
+                console.print(f"    [red]FAILED[/red] {escape(clean(name))}")
     raise typer.Exit(0 if result.passed else 1)
 
 

@@ -53,15 +53,34 @@ def cost_rows(result: ReviewResult) -> list[dict[str, Any]]:
     return rows
 
 
+def _printable(result: ReviewResult) -> ReviewResult:
+    """The result with every text a model or a patch wrote cleaned of terminal control characters
+    (text and Markdown end up on a terminal; JSON and SARIF escape them anyway)."""
+    from relaycode.termsafe import clean
+
+    def tidy(f: Finding) -> Finding:
+        return f.model_copy(update={"path": clean(f.path), "message": clean(f.message),
+                                    "suggestion": clean(f.suggestion), "check": clean(f.check)})
+
+    return result.model_copy(update={
+        "findings": [tidy(f) for f in result.findings],
+        "per_reviewer": {k: [tidy(f) for f in v] for k, v in result.per_reviewer.items()},
+        "errors": {k: clean(v) for k, v in result.errors.items()},
+    })
+
+
 def render(result: ReviewResult, fmt: str, *, color: bool = False, width: int = 100) -> str:
     if fmt == "json":
         return json.dumps(result.to_dict(), indent=2) + "\n"
     if fmt == "sarif":
         return json.dumps(to_sarif(result), indent=2) + "\n"
+    from relaycode.termsafe import clean
+
     if fmt == "md":
-        return to_markdown(result)
+        return clean(to_markdown(_printable(result)))
     if fmt == "text":
-        return to_text(result, color=color, width=width)
+        text = to_text(_printable(result), color=color, width=width)
+        return text if color else clean(text)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
