@@ -190,20 +190,23 @@ def _ledger_fields(ledger: Any) -> dict[str, Any]:
 
 def _run_hidden_tests(case: Case, worktree: Path, config: Config, no_sandbox: bool) -> dict[str, Any]:
     """Add the hidden files to the final worktree and run the case's test command in the sandbox."""
+    from relaycode.bench.hidden import restore_harness, verdict_for
     from relaycode.sandbox import Limits, SandboxPolicy
     from relaycode.sandbox import run as sandbox_run
     from relaycode.stages.verify import tool_env
 
-    write_files(worktree, case.hidden_files)
+    shipped = {**case.files, **case.hidden_files}
+    write_files(worktree, {**restore_harness(worktree, shipped), **case.hidden_files})
+    verdict = verdict_for(case.test_command)
     policy = SandboxPolicy(enabled=config.sandbox.enabled and not no_sandbox,
                            env_allow=tuple(config.sandbox.env_allow))
     limits = Limits(wall_s=case.timeout_s, memory_mb=config.sandbox.memory_mb, max_procs=config.sandbox.max_procs)
     # `python` in a test command must be relay's interpreter (pytest is a dependency of relay, and
     # preflight_test_tools checks it), not whatever is first on PATH: the same tool env as verify.
     env, policy = tool_env(None, policy)
-    done = sandbox_run(case.test_command, worktree, policy=policy, limits=limits, extra_env=env)
+    done = sandbox_run(verdict.command, worktree, policy=policy, limits=limits, extra_env=env)
     return {
-        "passed": done.exit_code == 0 and not done.timed_out,
+        "passed": not done.timed_out and verdict.passed(done.exit_code, done.output_tail, worktree),
         "test_exit_code": done.exit_code,
         "timed_out": done.timed_out,
         "test_s": done.seconds,
