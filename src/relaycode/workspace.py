@@ -53,7 +53,10 @@ _GIT_CONFIG = (
     "-c", "diff.external=",
     "-c", "credential.helper=",
     "-c", "protocol.ext.allow=never",
-    "-c", "submodule.recurse=false",  # the user's `true` would make relay's reset and checkout touch submodules
+    "-c", "submodule.recurse=false",
+    # A file a command left that is larger than this is diffed as binary: relay holds diffs in memory,
+    # outside the sandbox's limits.
+    "-c", "core.bigFileThreshold=2m",  # the user's `true` would make relay's reset and checkout touch submodules
     "-c", "commit.gpgSign=false",
     "-c", "tag.gpgSign=false",
     "-c", "gc.auto=0",  # no background gc in the user's repo on our account
