@@ -247,3 +247,13 @@ def test_on_demand_server_stops_when_relay_exits(fake_setup: str, relay_home: Pa
     pid = int(out.stdout.strip())
     assert _pid_gone(pid)
     assert running_servers() == []
+
+
+def test_no_repack_exactly_on_cpus_with_amx() -> None:
+    """llama.cpp's AMX repacking crashed llama-server at start-up on an AMX Xeon (measured): off there only."""
+    from relaycode.local.server import server_command
+
+    model = catalog.get("qwen2.5-coder-0.5b")
+    cmd = server_command(Path("/rt/llama-server"), Path("/m/q.gguf"), model, 4321)
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    assert ("--no-repack" in cmd) == (" amx" in flags)

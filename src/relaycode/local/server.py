@@ -85,7 +85,20 @@ def server_command(binary: Path, model_file: Path, model: LocalModel, port: int)
         "--jinja",  # the model's own chat template (tools, system prompts)
         "--cache-ram", str(CACHE_RAM_MIB),
         "--no-webui",
+        *_repack_args(),
     ]  # fmt: skip
+
+
+def _repack_args() -> list[str]:
+    """`--no-repack` on CPUs with AMX: llama.cpp's AMX weight repacking crashed llama-server at start-up
+    (SIGSEGV in ggml_backend_amx_mul_mat, llama-cpp-python 0.3.36, Xeon with amx_int8, 2026-12-01);
+    without repacking it serves normally. Other CPUs keep the faster repacked weights."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return []
+    return ["--no-repack"] if " amx" in flags else []
 
 
 # --- state files -------------------------------------------------------------------------------
