@@ -17,6 +17,7 @@ with the same seeds. CPU accounting: see `cpu`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -191,16 +192,15 @@ def _ledger_fields(ledger: Any) -> dict[str, Any]:
 def _run_hidden_tests(case: Case, worktree: Path, config: Config, no_sandbox: bool) -> dict[str, Any]:
     """Add the hidden files to the final worktree and run the case's test command in the sandbox."""
     from relaycode.bench.hidden import restore_harness, verdict_for
-    from relaycode.sandbox import Limits, SandboxPolicy
     from relaycode.sandbox import run as sandbox_run
+    from relaycode.sandbox import settings_from_config
     from relaycode.stages.verify import tool_env
 
     shipped = {**case.files, **case.hidden_files}
     write_files(worktree, {**restore_harness(worktree, shipped), **case.hidden_files})
     verdict = verdict_for(case.test_command)
-    policy = SandboxPolicy(enabled=config.sandbox.enabled and not no_sandbox,
-                           env_allow=tuple(config.sandbox.env_allow))
-    limits = Limits(wall_s=case.timeout_s, memory_mb=config.sandbox.memory_mb, max_procs=config.sandbox.max_procs)
+    policy, limits = settings_from_config(config, no_sandbox=no_sandbox)
+    limits = dataclasses.replace(limits, wall_s=case.timeout_s)  # the case's own limit for its hidden tests
     # `python` in a test command must be relay's interpreter (pytest is a dependency of relay, and
     # preflight_test_tools checks it), not whatever is first on PATH: the same tool env as verify.
     env, policy = tool_env(None, policy)
