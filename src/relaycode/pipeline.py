@@ -71,7 +71,8 @@ class RunOptions:
 class RunResult:
     run_id: str
     status: str
-    """succeeded | failed | budget_exceeded | aborted | error"""
+    """succeeded | unverified | failed | budget_exceeded | aborted | error. `unverified`: the work was
+    done, but nothing pinned could fail a wrong change (`RunResult.checks` says what ran)."""
     branch: str
     run_dir: Path
     worktree: Path
@@ -247,7 +248,7 @@ class _Run:
         st = self.state
         self.init_loop_state(implementers)
         if st.get("succeeded"):  # killed after success was recorded, before the run files were finished
-            self.result.status = "succeeded"
+            self.result.status = self.done_status()
             self.result.iterations = st["iteration"]
             return
         while st["iteration"] < cfg.max_iterations:
@@ -259,7 +260,7 @@ class _Run:
             # The whole change since the base (for repeat detection); the same diff when the attempt started there.
             tree_diff = diff if start_ref == self.worktree.base else self.worktree.diff()
             digest = hashlib.sha256(tree_diff.encode()).hexdigest()
-            judged = await self.judge(outcome, diff, plan, iteration)
+            judged = await self.judge(outcome, diff, plan, iteration, start_ref)
             st["fresh_start"] = False
             if diff.strip():
                 sha = self.worktree.commit(f"relay: attempt {iteration} by {spec}\n\nrun {self.store.run_id}")
@@ -283,7 +284,7 @@ class _Run:
             st["succeeded"] = judged.succeeded
             self.save()
             if judged.succeeded:
-                self.result.status = "succeeded"
+                self.result.status = self.done_status()
                 return
             # Escalate: cheap implementer first, a stronger one only for what keeps failing.
             st["fails_with_current"] += 1
@@ -374,7 +375,12 @@ class _Run:
         self.state["malformed"] = self.state.get("malformed", 0) + outcome.malformed
         return outcome
 
-    async def judge(self, outcome: Any, diff: str, plan: Plan | None, iteration: int) -> _Judgement:
+    def done_status(self) -> str:
+        """The status of finished work: `succeeded` only when the pinned verification could have failed it."""
+        return "succeeded" if self.has_checks() else "unverified"
+
+    async def judge(self, outcome: Any, diff: str, plan: Plan | None, iteration: int,
+                    start_ref: str) -> _Judgement:
         """Verify a changed tree, review it when it passes, and say what the next attempt must hear."""
         judged = _Judgement()
         if outcome.last_error is not None and not outcome.changed:
@@ -384,7 +390,7 @@ class _Run:
             judged.feedback.append("Your previous answer left every file exactly as it was, so the task is "
                                    "still not done. Find the lines that must change and change them.")
             return judged
-        judged.verify = self.verify()
+        judged.verify = self.verify(sanity_since=start_ref)
         self.result.verify_passed = judged.verify.passed
         if not judged.verify.passed:
             judged.feedback.append("Verification failed:\n" + judged.verify.summary())
@@ -436,18 +442,49 @@ class _Run:
                         max_procs=cfg.sandbox.max_procs)
         return policy, limits
 
-    def verify(self, name: str = "verify.json") -> Any:
+    def verify(self, name: str = "verify.json", *, sanity_since: str | None = None) -> Any:
+        """The pinned verification, plus (with `sanity_since`) the basic checks of the Python files
+        changed since that ref (`stages/sanity.py`), which apply whatever the project's tests are."""
         from relaycode.stages.verify import run_verify
 
         with self.stage("verify"):
             policy, limits = self.sandbox_settings()
             result = run_verify(self.worktree.root, self.state.get("verify_commands"), policy=policy,
                                 limits=limits, examples=self.state.get("doc_examples"), venv=self.verify_venv())
+            if sanity_since is not None:
+                basic = self.sanity(sanity_since, policy, limits)
+                if basic is not None:
+                    result.results.append(basic)
         self.store.write_json(name, result.to_dict())
         for cmd in result.results:
             self.emit("command", command=cmd.command, exit_code=cmd.exit_code, seconds=round(cmd.seconds, 3),
                       timed_out=cmd.timed_out)
         return result
+
+    def sanity(self, since: str, policy: Any, limits: Any) -> Any:
+        """Compile, import and top-level-name checks of the Python files changed since `since`."""
+        from relaycode.stages.sanity import plan_checks, run_sanity
+
+        changed_paths = [p for p in self.worktree.changed_files(since) if p.endswith(".py")]
+        if not changed_paths:
+            return None
+        root = self.worktree.root
+        changed = {p: self.read_or_none(p) for p in changed_paths}
+        before: dict[str, str | None] = {}
+        for path in changed_paths:
+            shown = self.worktree.git("show", f"{since}:{path}", check=False)
+            before[path] = shown.stdout if shown.returncode == 0 else None
+        checks = plan_checks(changed, before, self.options.task, lambda rel: self.read_or_none(rel) is not None)
+        return run_sanity(root, checks, policy=policy, limits=limits, venv=self.verify_venv())
+
+    def read_or_none(self, rel: str) -> str | None:
+        """A worktree file's text through the path-safety layer; None when it is missing or unreadable."""
+        from relaycode.errors import PathEscape
+
+        try:
+            return self.worktree.read_text(rel)
+        except (OSError, ValueError, PathEscape):
+            return None
 
     async def review(self, plan: Plan | None, iteration: int) -> list[Any]:
         from relaycode.review import review_diff
@@ -550,7 +587,7 @@ def run_task(options: RunOptions) -> RunResult:
             raise UsageError("--resume needs a run id")
         store = RunStore.open(runs_dir, options.run_id)
         state = store.load_state()
-        if state.get("status") in {"succeeded", "failed", "budget_exceeded", "aborted"}:
+        if state.get("status") in {"succeeded", "unverified", "failed", "budget_exceeded", "aborted"}:
             raise UsageError(f"run {options.run_id} already ended with status {state['status']}")
         worktree = repo.open_worktree(options.run_id)
         options.task = options.task or state.get("task", "")

@@ -87,18 +87,22 @@ def execute(
         print_json(result.to_dict())
     else:
         cost_table(result.ledger, console)
-        colour = "green" if result.status == "succeeded" else "red"
+        colour = {"succeeded": "green", "unverified": "yellow"}.get(result.status, "red")
         console.print(f"[bold {colour}]{result.status}[/bold {colour}]  branch {result.branch}  "
                       f"iterations {result.iterations}  run dir {result.run_dir}")
         overhead = max(0.0, result.wall_s - result.model_s)
         console.print(f"wall {result.wall_s:.1f}s, model {result.model_s:.1f}s, orchestration {overhead:.1f}s")
         if result.error:
             console.print(f"[red]{result.error}[/red]")
+        if result.status == "unverified":
+            console.print("[yellow]unverified: nothing this run could check would fail a wrong change "
+                          f"(checks: {', '.join(result.checks) or 'none'}); review the change yourself[/yellow]")
     return result
 
 
 def _exit_code(result: RunResult) -> int:
-    return 0 if result.status == "succeeded" else 1
+    # Unverified work is done, not failed: exit 0, and the status says what it is.
+    return 0 if result.status in ("succeeded", "unverified") else 1
 
 
 @app.command("run")
