@@ -515,3 +515,38 @@ def test_a_whole_file_answer_of_only_the_file_name_is_never_written(tmp_path: Pa
     result = run(repo, config(stages={"plan": {"model": None}}), {CHEAP: implementer})
     assert result.status == "succeeded" and result.iterations == 1 and result.malformed_outputs == 1
     assert "holds only a file name" in implementer.calls[1] or "holds no code" in implementer.calls[1]
+
+
+# --------------------------------------------------------------------------- sampled candidates
+
+
+def test_candidates_are_verified_and_the_passing_one_most_agree_on_wins(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    implementer = scripted_text([WRONG_FIX, GOOD_FIX, "no edit blocks at all", GOOD_FIX], repeat_last=False)
+    events: list[dict[str, Any]] = []
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "samples": 4}})
+    result = run(repo, cfg, {CHEAP: implementer}, on_event=events.append)
+    assert result.status == "succeeded" and result.iterations == 1, result.error
+    assert len(implementer.calls) == 4 and result.malformed_outputs == 1
+    [chosen] = [e for e in events if e["kind"] == "candidates"]
+    assert chosen["drawn"] == 4 and chosen["unusable"] == 1
+    # The two agreeing candidates are verified first and pass: the lone wrong one is never verified.
+    assert chosen["distinct"][0]["verified"] is True and len(chosen["distinct"][0]["candidates"]) == 2
+    assert chosen["distinct"][1]["verified"] is None
+    assert "(page - 1) * per_page" in branch_file(repo, result.branch, "shop/pagination.py")
+    assert "## answer 4" in (result.run_dir / "attempts" / "1-implement.md").read_text()
+
+
+def test_when_no_candidate_passes_the_most_promising_is_judged_and_fed_back(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    also_wrong = WRONG_FIX.replace("page * per_page - 1", "page * per_page + 1")
+    # Attempt 1: two wrong candidates (both fail); attempt 2 starts from the judged one and draws the fix.
+    implementer = scripted_text([WRONG_FIX, also_wrong, SECOND_FIX, SECOND_FIX], repeat_last=False)
+    events: list[dict[str, Any]] = []
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "samples": 2}})
+    result = run(repo, cfg, {CHEAP: implementer}, on_event=events.append)
+    assert result.status == "succeeded" and result.iterations == 2, result.error
+    first, second = [e for e in events if e["kind"] == "candidates"]
+    assert first["winner"] is None and [d["verified"] for d in first["distinct"]] == [False, False]
+    assert second["winner"] == [1, 2]
+    assert "test_first_page_starts_at_first_item" in implementer.calls[2]  # the failing output fed back

@@ -34,6 +34,8 @@ from relaycode.runstore import RunStore, new_run_id
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
+    from relaycode.sandbox import Limits, SandboxPolicy
+    from relaycode.stages.implement import ImplementOutcome
     from relaycode.stages.plan import Plan
     from relaycode.workspace import Worktree
 
@@ -340,15 +342,16 @@ class _Run:
             return self.worktree.base
         return st.get("head") or self.worktree.base
 
-    async def implement(self, spec: str, plan: Plan | None, iteration: int) -> Any:
-        """One implementer attempt (edit blocks or the agent loop, as the model's profile says)."""
+    async def implement(self, spec: str, plan: Plan | None, iteration: int) -> ImplementOutcome:
+        """One implementer attempt, by the strategy the model and the config choose (`stages/strategies.py`)."""
         from relaycode.repomap import relevant_files
-        from relaycode.stages.agent_loop import agent_implement, uses_agent
-        from relaycode.stages.implement import choose_files, implement
+        from relaycode.session import derive_seed
+        from relaycode.stages.attempt import Attempt
+        from relaycode.stages.implement import choose_files
+        from relaycode.stages.strategies import STRATEGIES, samples_for, strategy_for
 
         cfg = self.config
         impl_cfg = cfg.stages.implement
-        feedback = self.state["feedback"]
         # After this implementer's own failure, sample (if configured): a greedy model repeats itself.
         retry_t = impl_cfg.retry_temperature if self.state["fails_with_current"] > 0 else None
         with self.stage("implement", spec), self.session.sampling(retry_t):
@@ -357,18 +360,16 @@ class _Run:
             ranked = relevant_files(self.worktree.root, files, self.options.task)
             shown = choose_files(files, plan, ranked, sizes=sizes, task=self.options.task,
                                  max_chars=_context_chars(spec, cfg, 0.45))
-            if uses_agent(spec, cfg):
-                policy, limits = self.sandbox_settings()
-                outcome = await agent_implement(
-                    self.session, spec, self.worktree, task=self.options.task, plan=plan, files=shown,
-                    feedback=feedback, attempt=iteration, max_steps=impl_cfg.max_steps,
-                    policy=policy, limits=limits, max_tokens=impl_cfg.max_tokens_per_attempt,
-                    max_wall_s=impl_cfg.max_wall_s, on_event=self.emit,
-                    venv=self.verify_venv())
-            else:
-                outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
-                                          files=shown, feedback=feedback, attempt=iteration,
-                                          max_steps=impl_cfg.max_steps)
+            policy, limits = self.sandbox_settings()
+            attempt = Attempt(
+                task=self.options.task, plan=plan, files=tuple(shown), feedback=self.state["feedback"],
+                number=iteration, checks=tuple(self.state.get("verify_commands") or ()),
+                examples=self.state.get("doc_examples"), venv=self.verify_venv(), policy=policy, limits=limits,
+                max_steps=impl_cfg.max_steps, max_tokens=impl_cfg.max_tokens_per_attempt,
+                max_wall_s=impl_cfg.max_wall_s, samples=samples_for(spec, cfg),
+                seed=None if cfg.seed is None else derive_seed(cfg.seed, "implement", spec, iteration),
+                temperature=retry_t, on_event=self.emit)
+            outcome = await STRATEGIES[strategy_for(spec, cfg)](self.session, spec, self.worktree, attempt)
         self.store.write_text(f"attempts/{iteration}-implement.md", "\n\n---\n\n".join(
             f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
         self.result.malformed_outputs += outcome.malformed
@@ -379,7 +380,7 @@ class _Run:
         """The status of finished work: `succeeded` only when the pinned verification could have failed it."""
         return "succeeded" if self.has_checks() else "unverified"
 
-    async def judge(self, outcome: Any, diff: str, plan: Plan | None, iteration: int,
+    async def judge(self, outcome: ImplementOutcome, diff: str, plan: Plan | None, iteration: int,
                     start_ref: str) -> _Judgement:
         """Verify a changed tree, review it when it passes, and say what the next attempt must hear."""
         judged = _Judgement()
@@ -431,7 +432,7 @@ class _Run:
         venv = self.state.get("verify_venv")
         return Path(venv) if venv else None
 
-    def sandbox_settings(self) -> tuple[Any, Any]:
+    def sandbox_settings(self) -> tuple[SandboxPolicy, Limits]:
         """The policy and limits every command of this run gets (verify, and the agent loop's `run`)."""
         from relaycode.sandbox import Limits, SandboxPolicy
 
