@@ -52,6 +52,17 @@ PRESETS: dict[str, dict[str, Any]] = {
             "implement": {"model": QWEN_05, "escalate_to": [QWEN_15], "escalate_after": 1},
         },
     },
+    "local-sampled": {
+        "models": LOCAL_MODELS,
+        # Verified sampling, cheap first: the 0.5B draws 3 grammar-constrained candidates per attempt,
+        # verification chooses; the 1.5B (3 candidates too) only for what none of them verified. No
+        # planner (it did not pay on one-function bugs) and no reviewer: both local models implement,
+        # and a reviewer may never be an implementer.
+        "diversity": "off",
+        "stages": {
+            "implement": {"model": QWEN_05, "escalate_to": [QWEN_15], "escalate_after": 1, "samples": 3},
+        },
+    },
     "solo-local": {
         "models": LOCAL_MODELS,
         "diversity": "off",
