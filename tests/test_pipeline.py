@@ -550,3 +550,42 @@ def test_when_no_candidate_passes_the_most_promising_is_judged_and_fed_back(tmp_
     assert first["winner"] is None and [d["verified"] for d in first["distinct"]] == [False, False]
     assert second["winner"] == [1, 2]
     assert "test_first_page_starts_at_first_item" in implementer.calls[2]  # the failing output fed back
+
+
+def test_a_candidate_that_fails_after_its_retries_is_one_candidate_fewer(tmp_path: Path) -> None:
+    from pydantic_ai.exceptions import ModelHTTPError
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    served = 0
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        nonlocal served
+        served += 1
+        if served > 1:  # every request after the first: a server error, retries included
+            raise ModelHTTPError(503, "m", "overloaded")
+        return ModelResponse(parts=[TextPart(GOOD_FIX)])
+
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    events: list[dict[str, Any]] = []
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "samples": 2}},
+                 retry={"max_attempts": 2, "backoff_s": 0})
+    result = run(repo, cfg, {CHEAP: FunctionModel(answer)}, on_event=events.append)
+    assert result.status == "succeeded" and result.iterations == 1, result.error
+    [failed] = [e for e in events if e["kind"] == "candidates_failed"]
+    assert failed["failed"] == 1 and "server error" in failed["errors"][0]
+
+
+def test_when_every_candidate_fails_the_attempt_fails_as_one_request_would(tmp_path: Path) -> None:
+    from pydantic_ai.exceptions import ModelHTTPError
+    from pydantic_ai.messages import ModelMessage, ModelResponse
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        raise ModelHTTPError(503, "m", "overloaded")
+
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "samples": 2}},
+                 retry={"max_attempts": 1, "backoff_s": 0})
+    result = run(repo, cfg, {CHEAP: FunctionModel(answer)})
+    assert result.status == "error" and result.error_kind == "provider_server", result.error

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from relaycode.errors import EditError, PathEscape
+from relaycode.errors import EditError, PathEscape, ProviderError
 from relaycode.session import RequestOptions
 from relaycode.stages.implement import (
     CUT_OFF_FEEDBACK,
@@ -94,14 +94,21 @@ async def _answers(session: ModelSession, spec: str, prompt: str, instructions: 
         return RequestOptions(temperature=first_t if i == 0 else sample_t, seed=seed_for(attempt.seed, i),
                               extra_body=base.extra_body)
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(session.ask("implement", spec, prompt, instructions=instructions,
-                                                   attempt=attempt.number, options=options(i)))
-                     for i in range(attempt.samples)]
-    except* Exception as failures:  # a model error or a limit: the same error a single request raises
-        raise failures.exceptions[0] from None
-    return [t.result() for t in tasks]
+    results = await asyncio.gather(*(session.ask("implement", spec, prompt, instructions=instructions,
+                                                 attempt=attempt.number, options=options(i))
+                                     for i in range(attempt.samples)), return_exceptions=True)
+    answers = [r for r in results if not isinstance(r, BaseException)]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in failures:
+        # Limits and exits (budget, abort) end the run as they would for one request; so does a
+        # failure of every candidate. A candidate that failed after its retries (a timeout on a
+        # loaded machine) is only one candidate fewer.
+        if not isinstance(failure, ProviderError) or not answers or failure.kind == "auth":
+            raise failure
+    if failures and attempt.on_event is not None:
+        attempt.on_event("candidates_failed", attempt=attempt.number, failed=len(failures),
+                         errors=[str(f) for f in failures])
+    return answers
 
 
 def _scratch_copy(worktree: Worktree, into: Path) -> Path:
