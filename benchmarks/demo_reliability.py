@@ -1,10 +1,10 @@
 """How often does `relay demo` succeed? Run the demo's job N times, each on a fresh sample repo.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/demo_reliability.py --runs 10 --preset local-sampled \\
-        --seed 1000 --out bench-out/demo.jsonl
+    PYTHONPATH=src .venv/bin/python benchmarks/demo_reliability.py --runs 10 --seed 1000 --out bench-out/demo.jsonl
 
-Each run is the demo's job in-process (`make_demo_repo` + `run_task` with the preset, as `relay demo`
-does), with `seed = --seed + run number` so a rerun draws the same answers. One JSON line per run
+Each run is the demo's job in-process (`make_demo_repo` + `run_task` with `presets.demo_config` of the
+preset, as `relay demo` does), with `seed = --seed + run number`: different runs draw different
+answers, a rerun of the script the same ones. One JSON line per run
 (status, iterations, wall and model seconds, malformed answers, escalations); the summary line
 gives successes, and the median and range of wall and model time. Success is status
 `succeeded`: the demo repository has tests, so its verification can fail a wrong change.
@@ -25,10 +25,11 @@ from typing import Any
 def one_run(preset: str, seed: int | None, samples: int | None, workdir: Path) -> dict[str, Any]:
     from relaycode.config import load_config
     from relaycode.pipeline import RunOptions, run_task
+    from relaycode.presets import demo_config
     from relaycode.testing.sample_repos import DEMO_TASK, make_demo_repo
 
     repo = make_demo_repo(workdir / "shop")
-    config = load_config(preset=preset)
+    config = demo_config(load_config(preset=preset))  # what `relay demo` runs
     update: dict[str, Any] = {"seed": seed}
     if samples is not None:
         implement = config.stages.implement.model_copy(update={"samples": samples})
@@ -56,7 +57,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--preset", default="local-sampled")
+    parser.add_argument("--preset", default="local", help="the preset `relay demo --preset` would get")
     parser.add_argument("--seed", type=int, default=1000, help="base seed; run i uses seed + i (-1: unseeded)")
     parser.add_argument("--samples", type=int, default=None, help="override stages.implement.samples")
     parser.add_argument("--out", type=Path, default=None, help="append one JSON line per run here")

@@ -197,6 +197,7 @@ def demo(
     from rich.console import Console
 
     from relaycode.config import load_config
+    from relaycode.presets import demo_config
     from relaycode.testing.sample_repos import DEMO_TASK, make_demo_repo
 
     console = Console(stderr=True)
@@ -204,7 +205,7 @@ def demo(
     make_demo_repo(root)
     console.print(f"[bold]relay demo[/bold]: sample repository at {root}")
     console.print(f"task: {DEMO_TASK}")
-    cfg = load_config(preset=preset)
+    cfg = demo_config(load_config(preset=preset))  # seeded, several verified candidates per attempt
     result = execute(task=DEMO_TASK, repo=root, config=cfg, yes=True, as_json=as_json)
     if not as_json:
         console.print(f"see the change: git -C {root} diff main {result.branch}")
