@@ -178,14 +178,14 @@ def answer_format(spec: str, config: Config, contents: dict[str, str]) -> tuple[
 
 
 def answer_options(spec: str, config: Config, whole: bool, shown: list[str],
-                   temperature: float | None = None) -> RequestOptions:
+                   temperature: float | None = None, seed: int | None = None) -> RequestOptions:
     """The request options of an implement answer: a grammar for whole-file answers where the server takes one."""
     from relaycode.grammar import whole_file_grammar
     from relaycode.models import profile_for
     from relaycode.session import RequestOptions
 
     grammar = whole and bool(shown) and profile_for(spec, config).answer_grammar
-    return RequestOptions(temperature=temperature,
+    return RequestOptions(temperature=temperature, seed=seed,
                           extra_body={"grammar": whole_file_grammar(shown)} if grammar else None)
 
 
@@ -212,7 +212,7 @@ async def edit_blocks(session: ModelSession, spec: str, worktree: Worktree, atte
     """The edit-block strategy (`stages/strategies.py`): `implement` with the attempt's data."""
     return await implement(session, spec, worktree, task=attempt.task, plan=attempt.plan, files=list(attempt.files),
                            feedback=attempt.feedback, attempt=attempt.number, max_steps=attempt.max_steps,
-                           temperature=attempt.temperature)
+                           temperature=attempt.temperature, seed=attempt.seed)
 
 
 async def implement(
@@ -227,13 +227,14 @@ async def implement(
     attempt: int,
     max_steps: int,
     temperature: float | None = None,
+    seed: int | None = None,
 ) -> ImplementOutcome:
     """Run the edit-block protocol until the edits apply or `max_steps` turns are used."""
     contents = {path: worktree.read_text(path) for path in files}
     all_files = worktree.list_files()
     outcome = ImplementOutcome(model=spec)
     whole, instructions = answer_format(spec, session.config, contents)
-    options = answer_options(spec, session.config, whole, files, temperature)
+    options = answer_options(spec, session.config, whole, files, temperature, seed)
     prompt = implement_prompt(task, plan, contents, feedback, whole_file=whole)
     history: list[ModelMessage] | None = None
     previous: str | None = None
