@@ -280,3 +280,26 @@ def test_config_accepts_agent_and_rejects_unknown_protocols() -> None:
     assert "\n" not in message and f"models.{API}.protocol" in message and "'agent'" in message
     with pytest.raises(ConfigError, match="max_wall_s"):
         config(API, max_wall_s=0)
+
+
+def test_in_a_run_the_agent_is_told_the_pinned_checks_even_when_they_were_detected(tmp_path: Path) -> None:
+    from relaycode.stages.verify import PYTEST_COMMAND
+
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    model = scripted_actions([READ, FIX, FINISH])
+    cfg = config_from_dict({"stages": {"implement": {"model": API}}, "models": {API: {"protocol": "agent"}}})
+    result = run_task(RunOptions(repo=repo, task=PAGINATION_TASK, config=cfg, yes=True,
+                                 model_overrides={API: model}, history=False))
+    assert result.status == "succeeded", result.error
+    assert f"the pipeline runs: {PYTEST_COMMAND}" in model.observations[0]
+
+
+def test_the_strategy_table_picks_agent_then_sampling_then_edit_blocks() -> None:
+    from relaycode.stages.strategies import STRATEGIES, samples_for, strategy_for
+
+    cfg = config_from_dict({"stages": {"implement": {"model": API, "samples": 3}},
+                            "models": {API: {"protocol": "agent"}, LOCAL: {"samples": 1}}})
+    assert strategy_for(API, cfg) == "agent"
+    assert strategy_for(LOCAL, cfg) == "edit-blocks" and samples_for(LOCAL, cfg) == 1
+    assert strategy_for("openai:gpt-5-mini", cfg) == "sampled" and samples_for("openai:gpt-5-mini", cfg) == 3
+    assert set(STRATEGIES) == {"edit-blocks", "agent", "sampled"}

@@ -153,3 +153,14 @@ def test_models_json_lists_preset_models_with_prices() -> None:
             assert rows[spec]["price_source"] in {"genai-prices", "local"}
     assert rows["anthropic:claude-opus-4-5"]["output_per_mtok"] == 25.0
     assert rows["local:qwen2.5-coder-1.5b"]["price_source"] == "local"
+
+
+def test_the_demo_is_seeded_and_sampled_whatever_its_preset() -> None:
+    from relaycode.config import load_config
+    from relaycode.presets import DEMO_SAMPLES, DEMO_SEED, demo_config
+
+    demo = demo_config(load_config(preset="local"))
+    assert demo.seed == DEMO_SEED and demo.stages.implement.samples == DEMO_SAMPLES
+    assert demo.stages.implement.model == load_config(preset="local").stages.implement.model
+    seeded = load_config(preset="local").model_copy(update={"seed": 5})
+    assert demo_config(seeded).seed == 5  # a seed the user set wins

@@ -408,3 +408,22 @@ def test_a_comment_or_another_name_on_the_first_line_stays() -> None:
     assert edit.replace.startswith("# gcd.py\n")
     [edit] = parse_edits("gcd.py\n```python\nhelpers.py\ndef gcd(a, b):\n    return a\n```")
     assert edit.replace.startswith("helpers.py\n")  # not this file's name: content, left to the syntax gate
+
+
+# --------------------------------------------------------------------------- placeholder answers
+
+
+@pytest.mark.parametrize("answer", [
+    "allergies.py\n```python\nallergies.py\n```\n",  # the file's own name as its whole content
+    "allergies.py\n```python\n\n```\n",  # nothing at all
+    "allergies.py\n```\nsrc/other.py\n```\n",  # another path
+])
+def test_a_whole_file_answer_that_is_no_code_is_refused(answer: str) -> None:
+    files = {"allergies.py": "class Allergies:\n    pass\n"}
+    with pytest.raises(EditError, match=r"allergies\.py"):
+        apply_edits(files, parse_edits(answer))
+
+
+def test_a_whole_file_answer_may_fill_an_empty_file_or_keep_a_one_line_file() -> None:
+    assert apply_edits({"new.py": ""}, parse_edits("new.py\n```python\nx = 1\n```\n")) == {"new.py": "x = 1\n"}
+    assert apply_edits({"a.py": "x = 1\n"}, parse_edits("a.py\n```python\nx = 2\n```\n")) == {"a.py": "x = 2\n"}

@@ -160,7 +160,8 @@ def test_without_checks_the_cascade_starts_with_the_strongest_implementer(tmp_pa
     stages = {"plan": {"model": None}, "implement": {"model": CHEAP, "escalate_to": [STRONG]},
               "verify": {"commands": []}}
     result = run(repo, config(stages=stages), {CHEAP: cheap, STRONG: strong})
-    assert result.status == "succeeded" and result.escalations == [STRONG]
+    # Done, but nothing could have failed it: the run never calls that verified.
+    assert result.status == "unverified" and result.escalations == [STRONG]
     assert not cheap.calls and len(strong.calls) == 1
     events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
     [escalate] = [e for e in events if e["kind"] == "escalate"]
@@ -171,7 +172,9 @@ def test_without_checks_the_cascade_starts_with_the_strongest_implementer(tmp_pa
     cheap = scripted_text([WRONG_FIX])
     result = run(make_demo_repo(tmp_path / "shop2", bug="pagination"), config(stages=stages),
                  {CHEAP: cheap, STRONG: scripted_text([GOOD_FIX])})
-    assert result.status == "succeeded" and result.escalations == [] and len(cheap.calls) == 1  # accepted unchecked
+    assert result.status == "unverified" and result.escalations == [] and len(cheap.calls) == 1  # accepted unchecked
+    data = json.loads((result.run_dir / "result.json").read_text())
+    assert data["status"] == "unverified" and "unverified" in (result.run_dir / "report.md").read_text()
 
 
 def test_a_repeated_failed_change_gets_one_more_try_with_that_said(tmp_path: Path) -> None:
@@ -473,3 +476,116 @@ def test_malformed_plan_falls_back_to_the_task(tmp_path: Path) -> None:
     assert result.malformed_outputs == 1
     assert "# Plan" not in implementer.calls[0]
     assert not (result.run_dir / "plan.md").exists()
+
+
+DROPS_PAGE_COUNT = """shop/pagination.py
+<<<<<<< SEARCH
+def page_count(total_items: int, per_page: int) -> int:
+    \"\"\"How many pages `total_items` fill, at `per_page` items each.\"\"\"
+    if per_page <= 0:
+        raise ValueError("per_page must be positive")
+    return (total_items + per_page - 1) // per_page
+=======
+>>>>>>> REPLACE
+"""
+
+
+PAGINATE_DEF = "def paginate(items: list, page: int, per_page: int) -> list:\n"
+
+
+def test_basic_checks_fail_an_attempt_that_nothing_else_could(tmp_path: Path) -> None:
+    """No test can fail a change here, but a change that drops a function the module defined is
+    still refused by the basic checks, and the next attempt hears why."""
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    # The next attempt starts from the first one's commit: it puts the function back.
+    restore = ("shop/pagination.py\n<<<<<<< SEARCH\n" + PAGINATE_DEF + "=======\n"
+               + DROPS_PAGE_COUNT.split("<<<<<<< SEARCH\n")[1].split("=======")[0]
+               + "\n\n" + PAGINATE_DEF + ">>>>>>> REPLACE\n")
+    implementer = scripted_text([DROPS_PAGE_COUNT + GOOD_FIX, restore])
+    stages = {"plan": {"model": None}, "verify": {"commands": []}}
+    result = run(repo, config(stages=stages), {CHEAP: implementer})
+    assert result.status == "unverified" and result.iterations == 2, result.error
+    assert "no longer defines page_count" in implementer.calls[1]
+    assert "def page_count" in branch_file(repo, result.branch, "shop/pagination.py")
+
+
+def test_a_whole_file_answer_of_only_the_file_name_is_never_written(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    implementer = scripted_text(["shop/pagination.py\n```python\nshop/pagination.py\n```\n", GOOD_FIX])
+    result = run(repo, config(stages={"plan": {"model": None}}), {CHEAP: implementer})
+    assert result.status == "succeeded" and result.iterations == 1 and result.malformed_outputs == 1
+    assert "holds only a file name" in implementer.calls[1] or "holds no code" in implementer.calls[1]
+
+
+# --------------------------------------------------------------------------- sampled candidates
+
+
+def test_candidates_are_verified_and_the_passing_one_most_agree_on_wins(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    implementer = scripted_text([WRONG_FIX, GOOD_FIX, "no edit blocks at all", GOOD_FIX], repeat_last=False)
+    events: list[dict[str, Any]] = []
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "samples": 4}})
+    result = run(repo, cfg, {CHEAP: implementer}, on_event=events.append)
+    assert result.status == "succeeded" and result.iterations == 1, result.error
+    assert len(implementer.calls) == 4 and result.malformed_outputs == 1
+    [chosen] = [e for e in events if e["kind"] == "candidates"]
+    assert chosen["drawn"] == 4 and chosen["unusable"] == 1
+    # The two agreeing candidates are verified first and pass: the lone wrong one is never verified.
+    assert chosen["distinct"][0]["verified"] is True and len(chosen["distinct"][0]["candidates"]) == 2
+    assert chosen["distinct"][1]["verified"] is None
+    assert "(page - 1) * per_page" in branch_file(repo, result.branch, "shop/pagination.py")
+    assert "## answer 4" in (result.run_dir / "attempts" / "1-implement.md").read_text()
+
+
+def test_when_no_candidate_passes_the_most_promising_is_judged_and_fed_back(tmp_path: Path) -> None:
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    also_wrong = WRONG_FIX.replace("page * per_page - 1", "page * per_page + 1")
+    # Attempt 1: two wrong candidates (both fail); attempt 2 starts from the judged one and draws the fix.
+    implementer = scripted_text([WRONG_FIX, also_wrong, SECOND_FIX, SECOND_FIX], repeat_last=False)
+    events: list[dict[str, Any]] = []
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "samples": 2}})
+    result = run(repo, cfg, {CHEAP: implementer}, on_event=events.append)
+    assert result.status == "succeeded" and result.iterations == 2, result.error
+    first, second = [e for e in events if e["kind"] == "candidates"]
+    assert first["winner"] is None and [d["verified"] for d in first["distinct"]] == [False, False]
+    assert second["winner"] == [1, 2]
+    assert "test_first_page_starts_at_first_item" in implementer.calls[2]  # the failing output fed back
+
+
+def test_a_candidate_that_fails_after_its_retries_is_one_candidate_fewer(tmp_path: Path) -> None:
+    from pydantic_ai.exceptions import ModelHTTPError
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    served = 0
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        nonlocal served
+        served += 1
+        if served > 1:  # every request after the first: a server error, retries included
+            raise ModelHTTPError(503, "m", "overloaded")
+        return ModelResponse(parts=[TextPart(GOOD_FIX)])
+
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    events: list[dict[str, Any]] = []
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "samples": 2}},
+                 retry={"max_attempts": 2, "backoff_s": 0})
+    result = run(repo, cfg, {CHEAP: FunctionModel(answer)}, on_event=events.append)
+    assert result.status == "succeeded" and result.iterations == 1, result.error
+    [failed] = [e for e in events if e["kind"] == "candidates_failed"]
+    assert failed["failed"] == 1 and "server error" in failed["errors"][0]
+
+
+def test_when_every_candidate_fails_the_attempt_fails_as_one_request_would(tmp_path: Path) -> None:
+    from pydantic_ai.exceptions import ModelHTTPError
+    from pydantic_ai.messages import ModelMessage, ModelResponse
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        raise ModelHTTPError(503, "m", "overloaded")
+
+    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
+    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "samples": 2}},
+                 retry={"max_attempts": 1, "backoff_s": 0})
+    result = run(repo, cfg, {CHEAP: FunctionModel(answer)})
+    assert result.status == "error" and result.error_kind == "provider_server", result.error

@@ -73,3 +73,26 @@ def test_agent_loop_with_a_real_local_model_speaks_json_actions(tmp_path: Path, 
     finished = sum(e["exit"] == "Finished" for e in ends)
     malformed = sum(e["malformed"] for e in ends)
     assert len(tools) <= len(implement) <= len(tools) + finished + malformed
+
+
+def test_a_grammar_constrained_answer_names_a_shown_file_and_closes_its_fence(allow_model_requests: None) -> None:
+    """llama-server takes relay's whole-file grammar: even a 135M model's answer has the form relay parses."""
+    import asyncio
+
+    from relaycode.edits import parse_edits
+    from relaycode.grammar import whole_file_grammar
+    from relaycode.session import ModelSession, RequestOptions
+    from relaycode.stages.implement import WHOLE_FILE_INSTRUCTIONS, cut_off, implement_prompt
+
+    if not runtime_status().present or not model_status(get("smollm2-135m")).verified:
+        pytest.skip("local runtime or smollm2-135m not installed: run `relay local setup --models smollm2-135m`")
+    spec = "local:smollm2-135m"
+    config = config_from_dict({"stages": {"implement": {"model": spec}}, "models": {spec: {"max_tokens": 200}}})
+    files = {"calc.py": "def add(a, b):\n    return a - b\n"}
+    prompt = implement_prompt("add must return the sum of a and b.", None, files, None, whole_file=True)
+    answer = asyncio.run(ModelSession(config).ask(
+        "implement", spec, prompt, instructions=WHOLE_FILE_INSTRUCTIONS,
+        options=RequestOptions(temperature=0.8, seed=1, extra_body={"grammar": whole_file_grammar(list(files))})))
+    assert answer.output.startswith("calc.py\n```")
+    if not cut_off(answer.messages):
+        assert [edit.path for edit in parse_edits(answer.output)] == ["calc.py"]

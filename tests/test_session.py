@@ -250,3 +250,21 @@ def test_finish_reason_length_with_cut_json_is_a_typed_malformed_output(allow_mo
     assert info.value.kind == "bad_response"
     assert len(server.requests) <= 2  # bounded: the agent's output retries, no transport retries
     assert all(e.outcome == "ok" for e in session.ledger.entries)  # the tokens were billed and recorded
+
+
+def test_request_options_travel_with_the_request_and_the_config_seed_is_honoured(
+        allow_model_requests: None) -> None:
+    from relaycode.session import RequestOptions, derive_seed
+
+    with FakeOpenAI() as server:
+        session = _session_for(server, seed=7)
+        asyncio.run(session.ask("implement", "fake:m", "go", instructions="x", attempt=2))
+        asyncio.run(session.ask("implement", "fake:m", "go", instructions="x", options=RequestOptions(
+            temperature=0.9, seed=123, extra_body={"grammar": 'root ::= "a"'})))
+        plain = _session_for(server)
+        asyncio.run(plain.ask("implement", "fake:m", "go", instructions="x"))
+    derived, explicit, unseeded = server.requests
+    assert derived["seed"] == derive_seed(7, "implement", 2) and "grammar" not in derived
+    assert explicit["seed"] == 123 and explicit["temperature"] == 0.9 and explicit["grammar"] == 'root ::= "a"'
+    assert "seed" not in unseeded
+    assert derive_seed(7, "implement", 2) == derive_seed(7, "implement", 2) != derive_seed(7, "implement", 3)

@@ -73,6 +73,11 @@ class ModelSettings(_Strict):
     model's profile decides; every built-in profile uses edit-blocks so far)."""
     edit_format: Literal["auto", "search-replace", "whole-file"] = "auto"
     """Edit blocks as SEARCH/REPLACE or as whole files; auto = the model's profile (whole files for local models)."""
+    samples: int | None = Field(default=None, ge=1, le=16)
+    """Candidates per implement attempt for this model; unset: `stages.implement.samples`."""
+    answer_grammar: bool | None = None
+    """Constrain whole-file answers with a GBNF grammar (the server must accept `grammar`, as llama-server
+    does); unset: the model's profile (on for local models)."""
 
 
 class Endpoint(_Strict):
@@ -100,6 +105,10 @@ class PlanStage(_Strict):
     """Ask a person to approve or edit the plan when a terminal is attached (skipped with --yes)."""
 
 
+DEFAULT_SAMPLE_TEMPERATURE = 0.8
+"""llama-server's own default temperature: candidates sampled at it differ enough to disagree."""
+
+
 class ImplementStage(_Strict):
     model: str = Field(min_length=1)
     """The implementer, `provider:model`."""
@@ -116,6 +125,12 @@ class ImplementStage(_Strict):
     uses the model's own `temperature`). Unset: always the model's. Pairs with greedy models
     (`temperature = 0`): greedy decoding answers a retry much like the first try (on QuixBugs the
     greedy 1.5B returned its file unchanged twice in 18 of 40 cases), sampling makes it differ."""
+    samples: int = Field(default=1, ge=1, le=16)
+    """Candidate answers per implement attempt (edit-block models; a model's own `samples` wins). Above 1,
+    each candidate is verified in a scratch copy of the tree and a passing one is kept
+    (`stages/candidates.py`); 1: one answer, retried in the same conversation when it does not apply."""
+    sample_temperature: float | None = Field(default=None, ge=0, le=2)
+    """Temperature of candidates 2..N (candidate 1 keeps the attempt's temperature). Unset: 0.8."""
     max_steps: int = Field(default=12, ge=1)
     """Limit on model turns inside one implement attempt (edit retries, agent steps)."""
     max_tokens_per_attempt: int | None = Field(default=None, gt=0)

@@ -529,6 +529,24 @@ def _unknown_file(path: str, known: Sequence[str]) -> str:
     )
 
 
+def _refuse_placeholder(edit: Edit, current: str) -> None:
+    """Refuse a whole-file answer that is no file: empty, or only a path, for a file that had content.
+
+    Small models answer with a fence holding just the file's name (`allergies.py` became the line
+    `allergies.py`); written, that replaces the code with a line that compiles, and a repository
+    without tests has nothing to notice it. Such an answer is malformed, never written.
+    """
+    if not current.strip():
+        return
+    lines = [line for line in edit.replace.splitlines() if line.strip()]
+    if not lines:
+        raise EditError(f"Your answer for {edit.path} holds no code: the whole file would become empty. "
+                        "Send the complete new content of the file, not only its name.")
+    if len(lines) == 1 and _clean_path(lines[0]) is not None and not current.strip() == lines[0].strip():
+        raise EditError(f"Your answer for {edit.path} holds only a file name ({lines[0].strip()}), not the "
+                        "file's code. Send the complete new content of the file.")
+
+
 def apply_edits(
     files: Mapping[str, str], edits: Sequence[Edit], *, max_whole_file_lines: int = 400
 ) -> dict[str, str]:
@@ -558,6 +576,7 @@ def apply_edits(
                         f"are allowed only up to {max_whole_file_lines} lines. Use SEARCH/REPLACE blocks "
                         "for the lines you change.\n" + FORMAT_HELP
                     )
+                _refuse_placeholder(edit, current)
                 state[edit.path] = edit.replace
             elif not edit.search.strip():
                 if current and not current.endswith("\n") and edit.replace:

@@ -163,13 +163,16 @@ class ModelProfile:
     edit_format: EditFormat = "search-replace"
     """How the edit-blocks protocol asks for changes: SEARCH/REPLACE blocks, or whole files (small models
     copy a whole small file far more reliably than they quote exact lines)."""
+    answer_grammar: bool = False
+    """Whether the server takes a GBNF `grammar` per request (llama-server does): whole-file answers are
+    then constrained to shown paths and closed fences (`relaycode.grammar`)."""
 
 
 # First matching (provider glob, model glob) wins. Local models make no reliable
 # native tool calls (measured): they get JSON-schema constrained output instead.
 PROFILES: tuple[tuple[str, str, ModelProfile], ...] = (
     ("local", "*", ModelProfile(protocol="edit-blocks", output_mode="native", context_tokens=8192,
-                                edit_format="whole-file")),
+                                edit_format="whole-file", answer_grammar=True)),
     ("google", "gemini-*", ModelProfile(context_tokens=1_000_000)),
     ("anthropic", "claude-*", ModelProfile(context_tokens=200_000)),
     ("openai", "gpt-5*", ModelProfile(context_tokens=400_000)),
@@ -197,6 +200,8 @@ def profile_for(spec: str, config: Config | None = None) -> ModelProfile:
                 profile = replace(profile, protocol=settings.protocol)
             if settings.edit_format != "auto":
                 profile = replace(profile, edit_format=settings.edit_format)
+            if settings.answer_grammar is not None:
+                profile = replace(profile, answer_grammar=settings.answer_grammar)
     return profile
 
 

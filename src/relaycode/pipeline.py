@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
     from relaycode.history import History
+    from relaycode.sandbox import Limits, SandboxPolicy
+    from relaycode.stages.implement import ImplementOutcome
     from relaycode.stages.plan import Plan
     from relaycode.workspace import Worktree
 
@@ -72,7 +74,9 @@ class RunOptions:
 class RunResult:
     run_id: str
     status: str
-    """succeeded | failed | budget_exceeded | aborted | error, or interrupted (resumable)"""
+    """succeeded | unverified | failed | budget_exceeded | aborted | error, or interrupted (resumable).
+    `unverified`: the work was done, but nothing pinned could fail a wrong change (`RunResult.checks`
+    says what ran)."""
     branch: str
     run_dir: Path
     worktree: Path
@@ -251,7 +255,7 @@ class _Run:
         st = self.state
         self.init_loop_state(implementers)
         if st.get("succeeded"):  # killed after success was recorded, before the run files were finished
-            self.result.status = "succeeded"
+            self.result.status = self.done_status()
             self.result.iterations = st["iteration"]
             return
         while st["iteration"] < cfg.max_iterations:
@@ -263,7 +267,7 @@ class _Run:
             # The whole change since the base (for repeat detection); the same diff when the attempt started there.
             tree_diff = diff if start_ref == self.worktree.base else self.worktree.diff()
             digest = hashlib.sha256(tree_diff.encode()).hexdigest()
-            judged = await self.judge(outcome, diff, plan, iteration)
+            judged = await self.judge(outcome, diff, plan, iteration, start_ref)
             st["fresh_start"] = False
             if diff.strip():
                 sha = self.worktree.commit(f"relay: attempt {iteration} by {spec}\n\nrun {self.store.run_id}")
@@ -287,7 +291,7 @@ class _Run:
             st["succeeded"] = judged.succeeded
             self.save()
             if judged.succeeded:
-                self.result.status = "succeeded"
+                self.result.status = self.done_status()
                 return
             # Escalate: cheap implementer first, a stronger one only for what keeps failing.
             st["fails_with_current"] += 1
@@ -343,15 +347,16 @@ class _Run:
             return self.worktree.base
         return st.get("head") or self.worktree.base
 
-    async def implement(self, spec: str, plan: Plan | None, iteration: int) -> Any:
-        """One implementer attempt (edit blocks or the agent loop, as the model's profile says)."""
+    async def implement(self, spec: str, plan: Plan | None, iteration: int) -> ImplementOutcome:
+        """One implementer attempt, by the strategy the model and the config choose (`stages/strategies.py`)."""
         from relaycode.repomap import relevant_files
-        from relaycode.stages.agent_loop import agent_implement, uses_agent
-        from relaycode.stages.implement import choose_files, implement
+        from relaycode.session import derive_seed
+        from relaycode.stages.attempt import Attempt
+        from relaycode.stages.implement import choose_files
+        from relaycode.stages.strategies import STRATEGIES, samples_for, strategy_for
 
         cfg = self.config
         impl_cfg = cfg.stages.implement
-        feedback = self.state["feedback"]
         # After this implementer's own failure, sample (if configured): a greedy model repeats itself.
         retry_t = impl_cfg.retry_temperature if self.state["fails_with_current"] > 0 else None
         with self.stage("implement", spec), self.session.sampling(retry_t):
@@ -360,25 +365,28 @@ class _Run:
             ranked = relevant_files(self.worktree.root, files, self.options.task)
             shown = choose_files(files, plan, ranked, sizes=sizes, task=self.options.task,
                                  max_chars=_context_chars(spec, cfg, 0.45))
-            if uses_agent(spec, cfg):
-                policy, limits = self.sandbox_settings()
-                outcome = await agent_implement(
-                    self.session, spec, self.worktree, task=self.options.task, plan=plan, files=shown,
-                    feedback=feedback, attempt=iteration, max_steps=impl_cfg.max_steps,
-                    policy=policy, limits=limits, max_tokens=impl_cfg.max_tokens_per_attempt,
-                    max_wall_s=impl_cfg.max_wall_s, on_event=self.emit,
-                    venv=self.verify_venv())
-            else:
-                outcome = await implement(self.session, spec, self.worktree, task=self.options.task, plan=plan,
-                                          files=shown, feedback=feedback, attempt=iteration,
-                                          max_steps=impl_cfg.max_steps)
+            policy, limits = self.sandbox_settings()
+            attempt = Attempt(
+                task=self.options.task, plan=plan, files=tuple(shown), feedback=self.state["feedback"],
+                number=iteration, checks=tuple(self.state.get("verify_commands") or ()),
+                examples=self.state.get("doc_examples"), venv=self.verify_venv(), policy=policy, limits=limits,
+                max_steps=impl_cfg.max_steps, max_tokens=impl_cfg.max_tokens_per_attempt,
+                max_wall_s=impl_cfg.max_wall_s, samples=samples_for(spec, cfg),
+                seed=None if cfg.seed is None else derive_seed(cfg.seed, "implement", spec, iteration),
+                temperature=retry_t, on_event=self.emit)
+            outcome = await STRATEGIES[strategy_for(spec, cfg)](self.session, spec, self.worktree, attempt)
         self.store.write_text(f"attempts/{iteration}-implement.md", "\n\n---\n\n".join(
             f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
         self.result.malformed_outputs += outcome.malformed
         self.state["malformed"] = self.state.get("malformed", 0) + outcome.malformed
         return outcome
 
-    async def judge(self, outcome: Any, diff: str, plan: Plan | None, iteration: int) -> _Judgement:
+    def done_status(self) -> str:
+        """The status of finished work: `succeeded` only when the pinned verification could have failed it."""
+        return "succeeded" if self.has_checks() else "unverified"
+
+    async def judge(self, outcome: ImplementOutcome, diff: str, plan: Plan | None, iteration: int,
+                    start_ref: str) -> _Judgement:
         """Verify a changed tree, review it when it passes, and say what the next attempt must hear."""
         judged = _Judgement()
         if outcome.last_error is not None and not outcome.changed:
@@ -388,7 +396,7 @@ class _Run:
             judged.feedback.append("Your previous answer left every file exactly as it was, so the task is "
                                    "still not done. Find the lines that must change and change them.")
             return judged
-        judged.verify = self.verify()
+        judged.verify = self.verify(sanity_since=start_ref)
         self.result.verify_passed = judged.verify.passed
         if not judged.verify.passed:
             judged.feedback.append("Verification failed:\n" + judged.verify.summary())
@@ -429,24 +437,55 @@ class _Run:
         venv = self.state.get("verify_venv")
         return Path(venv) if venv else None
 
-    def sandbox_settings(self) -> tuple[Any, Any]:
+    def sandbox_settings(self) -> tuple[SandboxPolicy, Limits]:
         """The policy and limits every command of this run gets (verify, and the agent loop's `run`)."""
         from relaycode.sandbox import settings_from_config
 
         return settings_from_config(self.config, no_sandbox=self.options.no_sandbox)
 
-    def verify(self, name: str = "verify.json") -> Any:
+    def verify(self, name: str = "verify.json", *, sanity_since: str | None = None) -> Any:
+        """The pinned verification, plus (with `sanity_since`) the basic checks of the Python files
+        changed since that ref (`stages/sanity.py`), which apply whatever the project's tests are."""
         from relaycode.stages.verify import run_verify
 
         with self.stage("verify"):
             policy, limits = self.sandbox_settings()
             result = run_verify(self.worktree.root, self.state.get("verify_commands"), policy=policy,
                                 limits=limits, examples=self.state.get("doc_examples"), venv=self.verify_venv())
+            if sanity_since is not None:
+                basic = self.sanity(sanity_since, policy, limits)
+                if basic is not None:
+                    result.results.append(basic)
         self.store.write_json(name, result.to_dict())
         for cmd in result.results:
             self.emit("command", command=cmd.command, exit_code=cmd.exit_code, seconds=round(cmd.seconds, 3),
                       timed_out=cmd.timed_out)
         return result
+
+    def sanity(self, since: str, policy: Any, limits: Any) -> Any:
+        """Compile, import and top-level-name checks of the Python files changed since `since`."""
+        from relaycode.stages.sanity import plan_checks, run_sanity
+
+        changed_paths = [p for p in self.worktree.changed_files(since) if p.endswith(".py")]
+        if not changed_paths:
+            return None
+        root = self.worktree.root
+        changed = {p: self.read_or_none(p) for p in changed_paths}
+        before: dict[str, str | None] = {}
+        for path in changed_paths:
+            shown = self.worktree.git("show", f"{since}:{path}", check=False)
+            before[path] = shown.stdout if shown.returncode == 0 else None
+        checks = plan_checks(changed, before, self.options.task, lambda rel: self.read_or_none(rel) is not None)
+        return run_sanity(root, checks, policy=policy, limits=limits, venv=self.verify_venv())
+
+    def read_or_none(self, rel: str) -> str | None:
+        """A worktree file's text through the path-safety layer; None when it is missing or unreadable."""
+        from relaycode.errors import PathEscape
+
+        try:
+            return self.worktree.read_text(rel)
+        except (OSError, ValueError, PathEscape):
+            return None
 
     async def review(self, plan: Plan | None, iteration: int) -> list[Any]:
         from relaycode.review import review_diff

@@ -8,7 +8,10 @@ diversity rule turned off on purpose.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from relaycode.config import Config
 
 QWEN_15 = "local:qwen2.5-coder-1.5b"
 QWEN_05 = "local:qwen2.5-coder-0.5b"
@@ -50,6 +53,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "diversity": "off",
         "stages": {
             "implement": {"model": QWEN_05, "escalate_to": [QWEN_15], "escalate_after": 1},
+        },
+    },
+    "local-sampled": {
+        "models": LOCAL_MODELS,
+        # Verified sampling, cheap first: the 0.5B draws 3 grammar-constrained candidates per attempt,
+        # verification chooses; the 1.5B (3 candidates too) only for what none of them verified. No
+        # planner (it did not pay on one-function bugs) and no reviewer: both local models implement,
+        # and a reviewer may never be an implementer.
+        "diversity": "off",
+        "stages": {
+            "implement": {"model": QWEN_05, "escalate_to": [QWEN_15], "escalate_after": 1, "samples": 3},
         },
     },
     "solo-local": {
@@ -94,3 +108,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": {"run_usd": 5.0},
     },
 }
+
+
+DEMO_SEED = 20261201
+"""The demo's base seed: a rerun of `relay demo` draws the same answers."""
+DEMO_SAMPLES = 3
+"""Candidates per implement attempt in the demo: verification chooses among them."""
+
+
+def demo_config(config: Config) -> Config:
+    """`relay demo`'s config: the preset's, seeded (unless a seed is set) and sampled (at least `DEMO_SAMPLES`).
+
+    The demo is the first thing a newcomer runs: a single sampled answer made it a coin toss (a 1.5B
+    answering with only a file name, or echoing the files unchanged), so it draws several
+    grammar-constrained candidates per attempt and lets its tests choose."""
+    implement = config.stages.implement
+    implement = implement.model_copy(update={"samples": max(implement.samples, DEMO_SAMPLES)})
+    return config.model_copy(update={"seed": DEMO_SEED if config.seed is None else config.seed,
+                                     "stages": config.stages.model_copy(update={"implement": implement})})

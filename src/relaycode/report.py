@@ -188,11 +188,18 @@ def _timeline(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     return sorted(items, key=lambda t: float(t["start"]))
 
 
+def _status_text(run: Mapping[str, Any]) -> str:
+    status = str(run.get("status") or DASH)
+    if status == "unverified":
+        return status + " (done, but no pinned check could fail a wrong change: review it yourself)"
+    return status
+
+
 def _summary(run: Mapping[str, Any]) -> list[tuple[str, str]]:
     total = _total(run)
     over = overhead(run)
     rows = [
-        ("Status", str(run.get("status") or DASH)),
+        ("Status", _status_text(run)),
         ("Task", _one_line(run["task"]) if run.get("task") else DASH),
         ("Repository", str(run.get("repo") or DASH)),
         ("Config", str(run.get("config") or DASH)),

@@ -21,7 +21,7 @@ from relaycode.errors import UsageError
 
 #: Statuses a run ends with; `--resume` refuses them. "interrupted" (Ctrl-C, SIGTERM), "error" (a provider
 #: or runtime failure a retry may get past) and a run killed outright (no status) continue where they stopped.
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "budget_exceeded", "aborted"})
+TERMINAL_STATUSES = frozenset({"succeeded", "unverified", "failed", "budget_exceeded", "aborted"})
 
 
 def runs_dir_of(git_dir: Path) -> Path:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import random
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -88,6 +89,23 @@ def estimate_tokens(messages: Sequence[ModelMessage], instructions_chars: int = 
             content = getattr(part, "content", None)
             chars += len(content) if isinstance(content, str) else len(repr(part))
     return chars // 3 + 16
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """Per-request sampling, carried with the request (several may be in flight on one session)."""
+
+    temperature: float | None = None
+    """None: the session's (`ModelSession.sampling`), else the model's configured temperature."""
+    seed: int | None = None
+    """None: derived from `Config.seed` (when set) for the stage and attempt."""
+    extra_body: Mapping[str, object] | None = None
+    """Extra fields of the request body the server understands, e.g. llama-server's `grammar`."""
+
+
+def derive_seed(base: int, *parts: str | int) -> int:
+    """A stable seed for one kind of request: `base` plus a checksum of what the request is."""
+    return (base + zlib.crc32("|".join(map(str, parts)).encode())) % (1 << 31)
 
 
 @dataclass
@@ -234,7 +252,8 @@ class ModelSession:
         return self._models[spec]
 
     def _agent(self, stage: str, spec: str, *, attempt: int, instructions: str, output_type: Any,
-               retries: AgentRetries, tools: Sequence[Tool[None]] = ()) -> Agent[None, Any]:
+               retries: AgentRetries, tools: Sequence[Tool[None]] = (),
+               options: RequestOptions | None = None) -> Agent[None, Any]:
         """An agent on the metered model (and its metered fallbacks) with the model's settings."""
         settings = self.config.settings_for(spec)
         context = CallContext(stage, attempt)
@@ -248,9 +267,18 @@ class ModelSession:
             metered = FallbackModel(metered, *chain, fallback_on=_should_fall_back)
         model_settings: ModelSettings = {"max_tokens": settings.max_tokens, "timeout": settings.timeout_s,
                                          "max_retries": 0}
-        temperature = self._temperature if self._temperature is not None else settings.temperature
+        options = options or RequestOptions()
+        temperature = next((t for t in (options.temperature, self._temperature, settings.temperature)
+                            if t is not None), None)
         if temperature is not None:
             model_settings["temperature"] = temperature
+        # A seeded request is reproducible on servers that honour `seed` (llama-server, OpenAI's best effort).
+        seed = options.seed if options.seed is not None else (
+            derive_seed(self.config.seed, stage, attempt) if self.config.seed is not None else None)
+        if seed is not None:
+            model_settings["seed"] = seed
+        if options.extra_body:
+            model_settings["extra_body"] = dict(options.extra_body)
         return Agent(metered, output_type=output_type, instructions=instructions, model_settings=model_settings,
                      retries=retries, tools=tools)
 
@@ -276,8 +304,11 @@ class ModelSession:
         attempt: int = 0,
         history: list[ModelMessage] | None = None,
         output_retries: int = 2,
+        options: RequestOptions | None = None,
     ) -> Answer[Any]:
-        """Run one agent turn (plus output-validation retries) on `spec` and return its output."""
+        """Run one agent turn (plus output-validation retries) on `spec` and return its output.
+
+        `options` (temperature, seed, extra request fields) apply to this call's requests only."""
         profile = profile_for(spec, self.config)
         spec_output: Any = output_type
         if output_type is not str:
@@ -286,7 +317,7 @@ class ModelSession:
             elif profile.output_mode == "prompted":
                 spec_output = PromptedOutput(output_type)
         agent = self._agent(stage, spec, attempt=attempt, instructions=instructions, output_type=spec_output,
-                            retries={"output": output_retries})
+                            retries={"output": output_retries}, options=options)
         self.instructions_chars = len(instructions)
         result = await self._run(spec, agent, prompt, message_history=history)
         return Answer(result.output, result.all_messages(), spec)

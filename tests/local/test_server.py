@@ -96,14 +96,18 @@ def fake_setup(
 
 def test_server_command_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RELAY_LOCAL_THREADS", raising=False)
+    monkeypatch.delenv("RELAY_LOCAL_SLOTS", raising=False)
     model = catalog.get("qwen2.5-coder-0.5b")
     cmd = server_command(Path("/rt/llama-server"), Path("/m/q.gguf"), model, 4321)
     assert cmd[0] == "/rt/llama-server"
     pairs = dict(zip(cmd[1::2], cmd[2::2], strict=False))
     assert pairs["--host"] == "127.0.0.1" and pairs["--port"] == "4321"
     assert pairs["-m"] == "/m/q.gguf" and pairs["-c"] == str(model.context)
-    assert pairs["--parallel"] == "1" and pairs["--alias"] == "qwen2.5-coder-0.5b"
-    assert "--jinja" in cmd
+    assert pairs["--parallel"] == "4" and pairs["--alias"] == "qwen2.5-coder-0.5b"
+    assert "--jinja" in cmd and "--kv-unified" in cmd  # one KV pool: a lone request keeps the whole context
+    monkeypatch.setenv("RELAY_LOCAL_SLOTS", "2")
+    cmd = server_command(Path("/rt/llama-server"), Path("/m/q.gguf"), model, 4321)
+    assert dict(zip(cmd[1::2], cmd[2::2], strict=False))["--parallel"] == "2"
 
 
 def test_run_started_server_is_reused_and_stopped_on_close(fake_setup: str, relay_home: Path) -> None:

@@ -105,13 +105,16 @@ def execute(
         print_json(result.to_dict())
     else:
         cost_table(result.ledger, console)
-        colour = "green" if result.status == "succeeded" else "red"
+        colour = {"succeeded": "green", "unverified": "yellow"}.get(result.status, "red")
         # soft_wrap: a branch, path or command split over two lines cannot be copied.
         console.print(f"[bold {colour}]{result.status}[/bold {colour}]  branch {result.branch}  "
                       f"iterations {result.iterations}  run dir {result.run_dir}", soft_wrap=True)
         console.print(f"config: {config.source}", markup=False, soft_wrap=True, highlight=False)
         overhead = max(0.0, result.wall_s - result.model_s)
         console.print(f"wall {result.wall_s:.1f}s, model {result.model_s:.1f}s, orchestration {overhead:.1f}s")
+        if result.status == "unverified":
+            console.print("[yellow]unverified: nothing this run could check would fail a wrong change "
+                          f"(checks: {', '.join(result.checks) or 'none'}); review the change yourself[/yellow]")
         if result.status != "interrupted":
             _print_outcome(result, console, plan_only=stop_after_plan)
     if result.status == "interrupted":
@@ -159,7 +162,8 @@ def _exit_code(result: RunResult) -> int:
 
     if result.status == "interrupted":
         return EXIT_INTERRUPTED
-    return 0 if result.status == "succeeded" else 1
+    # Unverified work is done, not failed: exit 0, and the status says what it is.
+    return 0 if result.status in ("succeeded", "unverified") else 1
 
 
 def resume_config(repo: Path, run_id: str, config_file: Path | None, preset: str | None) -> Config:
@@ -296,6 +300,7 @@ def demo(
     from rich.console import Console
 
     from relaycode.config import load_config
+    from relaycode.presets import demo_config
     from relaycode.testing.sample_repos import DEMO_TASK, make_demo_repo
 
     console = Console(stderr=True)
@@ -303,6 +308,6 @@ def demo(
     make_demo_repo(root)
     console.print(f"[bold]relay demo[/bold]: sample repository at {root}")
     console.print(f"task: {DEMO_TASK}")
-    cfg = load_config(preset=preset)
+    cfg = demo_config(load_config(preset=preset))  # seeded, several verified candidates per attempt
     result = execute(task=DEMO_TASK, repo=root, config=cfg, yes=True, as_json=as_json)
     raise typer.Exit(_exit_code(result))

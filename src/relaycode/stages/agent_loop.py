@@ -44,6 +44,7 @@ from relaycode.workspace import safe_path
 if TYPE_CHECKING:
     from relaycode.config import Config
     from relaycode.session import ModelSession
+    from relaycode.stages.attempt import Attempt
     from relaycode.stages.plan import Plan
     from relaycode.workspace import Worktree
 
@@ -363,6 +364,15 @@ def agent_prompt(task: str, plan: Plan | None, files: dict[str, str], feedback: 
     return "\n".join(parts)
 
 
+async def agent(session: ModelSession, spec: str, worktree: Worktree, attempt: Attempt) -> ImplementOutcome:
+    """The agent strategy (`stages/strategies.py`): `agent_implement` with the attempt's data."""
+    return await agent_implement(
+        session, spec, worktree, task=attempt.task, plan=attempt.plan, files=list(attempt.files),
+        feedback=attempt.feedback, attempt=attempt.number, max_steps=attempt.max_steps, policy=attempt.policy,
+        limits=attempt.limits, max_tokens=attempt.max_tokens, max_wall_s=attempt.max_wall_s,
+        on_event=attempt.on_event, venv=attempt.venv, checks=list(attempt.checks))
+
+
 def uses_agent(spec: str, config: Config) -> bool:
     """Whether `spec` implements with this loop: its `protocol` setting, or with "auto" its profile's."""
     from relaycode.models import profile_for
@@ -387,8 +397,11 @@ async def agent_implement(
     max_wall_s: float = 600.0,
     on_event: EventSink | None = None,
     venv: Path | None = None,
+    checks: list[str] | None = None,
 ) -> ImplementOutcome:
-    """Run the action loop until the model finishes or a limit stops it (model errors and budgets propagate)."""
+    """Run the action loop until the model finishes or a limit stops it (model errors and budgets propagate).
+
+    `checks` are the commands the result will be verified by (the run's pinned ones), told to the model."""
     from relaycode.models import profile_for
 
     profile = profile_for(spec, session.config)
@@ -397,7 +410,7 @@ async def agent_implement(
     actions = Actions(worktree, policy, limits, outcome, time.monotonic() + max_wall_s, on_event,
                       observation_chars=min(OBSERVATION_CHARS, profile.context_tokens * 3 // 8), venv=venv)
     prompt = agent_prompt(task, plan, {path: worktree.read_text(path) for path in files}, feedback,
-                          worktree.list_files(), session.config.stages.verify.commands)
+                          worktree.list_files(), checks)
     # Models that make reliable native tool calls act through them; the others answer JSON actions.
     loop = _native_loop if profile.output_mode == "tool" else _json_loop
     exit_: LoopExit

@@ -20,7 +20,9 @@ from relaycode.errors import EditError, PathEscape
 if TYPE_CHECKING:
     from pydantic_ai.messages import ModelMessage
 
-    from relaycode.session import ModelSession
+    from relaycode.config import Config
+    from relaycode.session import ModelSession, RequestOptions
+    from relaycode.stages.attempt import Attempt
     from relaycode.stages.plan import Plan
     from relaycode.workspace import Worktree
 
@@ -166,6 +168,53 @@ def implement_prompt(task: str, plan: Plan | None, files: dict[str, str], feedba
     return "\n".join(parts)
 
 
+def answer_format(spec: str, config: Config, contents: dict[str, str]) -> tuple[bool, str]:
+    """Whole files (the profile says so and every shown file is small enough) or SEARCH/REPLACE; its instructions."""
+    from relaycode.models import profile_for
+
+    whole = profile_for(spec, config).edit_format == "whole-file" and all(
+        text.count("\n") <= WHOLE_FILE_MAX_LINES for text in contents.values())
+    return whole, WHOLE_FILE_INSTRUCTIONS if whole else IMPLEMENT_INSTRUCTIONS
+
+
+def answer_options(spec: str, config: Config, whole: bool, shown: list[str],
+                   temperature: float | None = None, seed: int | None = None) -> RequestOptions:
+    """The request options of an implement answer: a grammar for whole-file answers where the server takes one."""
+    from relaycode.grammar import whole_file_grammar
+    from relaycode.models import profile_for
+    from relaycode.session import RequestOptions
+
+    grammar = whole and bool(shown) and profile_for(spec, config).answer_grammar
+    return RequestOptions(temperature=temperature, seed=seed,
+                          extra_body={"grammar": whole_file_grammar(shown)} if grammar else None)
+
+
+def answer_to_files(text: str, contents: dict[str, str], all_files: list[str], whole: bool,
+                    worktree: Worktree) -> dict[str, str]:
+    """The files an answer writes (new content of changed files only); EditError when it is malformed,
+    does not apply, or breaks Python syntax. Pure apart from reading files the model edits unshown."""
+    edits = [_resolve(edit, all_files) for edit in parse_edits(text)]
+    if not edits and whole and len(contents) == 1:
+        edits = _bare_fence(text, next(iter(contents)))
+    if not edits:
+        raise EditError("Your answer contained no edit blocks.\n" + FORMAT_HELP)
+    current = dict(contents)
+    for edit in edits:  # files the model edits without having been shown them
+        if edit.path not in current:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                current[edit.path] = worktree.read_text(edit.path)
+    new_files = apply_edits(current, edits)
+    check_syntax(current, new_files)
+    return new_files
+
+
+async def edit_blocks(session: ModelSession, spec: str, worktree: Worktree, attempt: Attempt) -> ImplementOutcome:
+    """The edit-block strategy (`stages/strategies.py`): `implement` with the attempt's data."""
+    return await implement(session, spec, worktree, task=attempt.task, plan=attempt.plan, files=list(attempt.files),
+                           feedback=attempt.feedback, attempt=attempt.number, max_steps=attempt.max_steps,
+                           temperature=attempt.temperature, seed=attempt.seed)
+
+
 async def implement(
     session: ModelSession,
     spec: str,
@@ -177,23 +226,22 @@ async def implement(
     feedback: str | None,
     attempt: int,
     max_steps: int,
+    temperature: float | None = None,
+    seed: int | None = None,
 ) -> ImplementOutcome:
     """Run the edit-block protocol until the edits apply or `max_steps` turns are used."""
-    from relaycode.models import profile_for
-
     contents = {path: worktree.read_text(path) for path in files}
     all_files = worktree.list_files()
     outcome = ImplementOutcome(model=spec)
-    whole = profile_for(spec, session.config).edit_format == "whole-file" and all(
-        text.count("\n") <= WHOLE_FILE_MAX_LINES for text in contents.values())
-    instructions = WHOLE_FILE_INSTRUCTIONS if whole else IMPLEMENT_INSTRUCTIONS
+    whole, instructions = answer_format(spec, session.config, contents)
+    options = answer_options(spec, session.config, whole, files, temperature, seed)
     prompt = implement_prompt(task, plan, contents, feedback, whole_file=whole)
     history: list[ModelMessage] | None = None
     previous: str | None = None
     while outcome.turns < max_steps:
         outcome.turns += 1
         answer = await session.ask("implement", spec, prompt, instructions=instructions,
-                                   attempt=attempt, history=history)
+                                   attempt=attempt, history=history, options=options)
         history = answer.messages
         outcome.answers.append(answer.output)
         if answer.output == previous:  # the same broken answer again: more turns would not help
@@ -201,18 +249,7 @@ async def implement(
             break
         previous = answer.output
         try:
-            edits = [_resolve(edit, all_files) for edit in parse_edits(answer.output)]
-            if not edits and whole and len(contents) == 1:
-                edits = _bare_fence(answer.output, next(iter(contents)))
-            if not edits:
-                raise EditError("Your answer contained no edit blocks.\n" + FORMAT_HELP)
-            current = dict(contents)
-            for edit in edits:  # files the model edits without having been shown them
-                if edit.path not in current:
-                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                        current[edit.path] = worktree.read_text(edit.path)
-            new_files = apply_edits(current, edits)
-            check_syntax(current, new_files)
+            new_files = answer_to_files(answer.output, contents, all_files, whole, worktree)
             for path, text in new_files.items():
                 worktree.write_text(path, text)  # path-safe: escapes raise PathEscape
         except (EditError, PathEscape) as exc:

@@ -1,0 +1,21 @@
+"""GBNF grammars for constrained implement answers (relaycode/grammar.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from relaycode.grammar import whole_file_grammar
+
+
+def test_paths_are_the_only_choices_and_are_escaped() -> None:
+    grammar = whole_file_grammar(["b.py", 'we"ird\\name.py', "b.py"])
+    [path_rule] = [line for line in grammar.splitlines() if line.startswith("path ::=")]
+    assert path_rule == 'path ::= "b.py" | "we\\"ird\\\\name.py"'
+    assert set(re.findall(r"^(\w+) ::=", grammar, re.MULTILINE)) == {"root", "block", "path", "lang", "line"}
+
+
+def test_no_paths_is_a_programming_error() -> None:
+    with pytest.raises(ValueError):
+        whole_file_grammar([])
