@@ -35,3 +35,16 @@ def test_the_repo_map_uses_the_same_rule() -> None:
     from relaycode.repomap import _is_test
 
     assert not _is_test("contests/scoring.py") and _is_test("tests/test_a.py")
+
+
+def test_the_implementer_is_shown_what_the_rule_says() -> None:
+    """Regressions: `"tests/" in path` hid contests/scoring.py from the implementer; `"test" in task` showed
+    test files for a task that said "latest"."""
+    from relaycode.stages.implement import choose_files
+
+    files = ["contests/scoring.py", "tests/test_scoring.py"]
+    sizes = dict.fromkeys(files, 100)
+    assert choose_files(files, None, files, max_chars=10_000, sizes=sizes, task="use the latest scoring rule") == [
+        "contests/scoring.py"]
+    assert "tests/test_scoring.py" in choose_files(files, None, files, max_chars=10_000, sizes=sizes,
+                                                   task="add a test for ties")

@@ -359,8 +359,8 @@ def _peak_mb(call: object) -> float:
 
 
 @pytest.mark.parametrize("action", [
-    pytest.param("read_file", marks=pytest.mark.xfail(strict=True, reason="closed with the agent-loop rework")),
-    pytest.param("search", marks=pytest.mark.xfail(strict=True, reason="closed with the agent-loop rework")),
+    "read_file",
+    "search",
     "diff",
 ])
 def test_a_huge_file_a_test_left_is_not_read_whole_outside_the_sandbox(tmp_path: Path, action: str) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,7 +52,7 @@ EventSink = Callable[..., None]
 
 OBSERVATION_CHARS = 6000  # one observation; a whole small file fits, a huge log does not
 SEARCH_MAX_HITS = 50
-_SEARCH_MAX_LINE = 1000  # model-written regexes only ever see this much of a line: bounds backtracking
+READ_MAX_BYTES = 256 * 1024
 
 INSTRUCTIONS = """You are the implementer of a coding pipeline. Change the repository so the task is done.
 Work in small steps: read the files you need, search for names, edit, run the tests, and finish with a
@@ -196,33 +195,33 @@ class Actions:
         return safe_path(self.worktree.root, path).relative_to(self.worktree.root.resolve()).as_posix()
 
     def _read_file(self, action: ReadFile, data: dict[str, Any]) -> str:
-        try:
-            return self.worktree.read_text(self._rel(action.path)) or "(empty file)"
-        except FileNotFoundError:
+        from relaycode.pathsafety import read_text_in_root
+
+        rel = self._rel(action.path)
+        path = self.worktree.root / rel
+        if not path.exists():
             return f"{action.path} does not exist."
-        except UnicodeDecodeError:
+        if path.is_file() and path.stat().st_size > READ_MAX_BYTES:  # a file a test left can be huge
+            return f"{action.path} is larger than {READ_MAX_BYTES // 1024} KiB; search it instead."
+        text = read_text_in_root(self.worktree.root, rel, max_bytes=READ_MAX_BYTES)
+        if text is None:
+            return f"{action.path} is not a regular file in the tree."
+        if "\ufffd" in text and "\0" in text[:8192]:
             return f"{action.path} is not a UTF-8 text file."
+        return text or "(empty file)"
 
     def _search(self, action: Search, data: dict[str, Any]) -> str:
-        try:
-            pattern = re.compile(action.pattern)
-        except re.error:  # not a valid regex: search for the plain text
-            pattern = re.compile(re.escape(action.pattern))
+        from relaycode.stages.search import SearchTimeout, search
+
         scope = self._rel(action.path) if action.path and action.path.strip("./") else ""
-        hits: list[str] = []
-        for name in self.worktree.list_files():
-            if scope and name != scope and not name.startswith(scope + "/"):
-                continue
-            try:
-                text = self.worktree.read_text(name)
-            except (OSError, UnicodeDecodeError, PathEscape):  # binary files, symlinks out of the tree
-                continue
-            for number, line in enumerate(text.splitlines(), start=1):
-                if pattern.search(line[:_SEARCH_MAX_LINE]):
-                    hits.append(f"{name}:{number}: {line.strip()[:200]}")
-            if len(hits) > SEARCH_MAX_HITS:
-                return "\n".join(hits[:SEARCH_MAX_HITS]) + f"\n(more than {SEARCH_MAX_HITS} matches; narrow the search)"
+        names = [n for n in self.worktree.list_files() if not scope or n == scope or n.startswith(scope + "/")]
+        try:
+            hits = search(self.worktree.root, names, action.pattern, max_hits=SEARCH_MAX_HITS)
+        except SearchTimeout as exc:
+            return str(exc)
         data["matches"] = len(hits)
+        if len(hits) > SEARCH_MAX_HITS:
+            return "\n".join(hits[:SEARCH_MAX_HITS]) + f"\n(more than {SEARCH_MAX_HITS} matches; narrow the search)"
         return "\n".join(hits) or "No matches."
 
     def _edit(self, action: EditFile, data: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from relaycode.edits import FORMAT_HELP, Edit, apply_edits, parse_edits
 from relaycode.errors import EditError, PathEscape
+from relaycode.testfiles import is_test_path, task_is_about_tests
 
 if TYPE_CHECKING:
     from pydantic_ai.messages import ModelMessage
@@ -97,6 +98,8 @@ def _syntax_error(path: str, text: str) -> SyntaxError | None:
         return exc
     except ValueError:  # null bytes: not ours to judge
         return None
+    except (RecursionError, MemoryError):  # nesting deep enough to overflow the compiler: refuse it
+        return SyntaxError("nested too deeply for Python to compile", (path, 1, 0, ""))
     return None
 
 
@@ -120,11 +123,6 @@ def check_syntax(before: dict[str, str], after: dict[str, str]) -> None:
                         + "\nSend the corrected change again.")
 
 
-def is_test_file(path: str) -> bool:
-    name = path.rsplit("/", 1)[-1]
-    return name.startswith("test_") or name.endswith("_test.py") or "tests/" in path or name == "conftest.py"
-
-
 def choose_files(all_files: list[str], plan: Plan | None, ranked: list[str], *, max_chars: int,
                  sizes: dict[str, int], task: str = "") -> list[str]:
     """Files to show the implementer: the plan's first, then the most relevant, within a budget.
@@ -133,11 +131,10 @@ def choose_files(all_files: list[str], plan: Plan | None, ranked: list[str], *, 
     feedback already, and small models shown a test file tend to rewrite it. Few files, because every
     file shown is a file a small model may echo back or break.
     """
-    wants_tests = "test" in task.lower() and not any(
-        phrase in task.lower() for phrase in ("do not change the test", "don't change the test", "not the test"))
+    wants_tests = task_is_about_tests(task)
     wanted: list[str] = []
     for path in ([*plan.files] if plan else []) + ranked:
-        if path in all_files and path not in wanted and (wants_tests or not is_test_file(path)):
+        if path in all_files and path not in wanted and (wants_tests or not is_test_path(path)):
             wanted.append(path)
     chosen: list[str] = []
     used = 0
