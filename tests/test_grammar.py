@@ -19,3 +19,9 @@ def test_paths_are_the_only_choices_and_are_escaped() -> None:
 def test_no_paths_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         whole_file_grammar([])
+
+
+def test_an_answer_has_at_most_one_block_per_shown_file() -> None:
+    # Unbounded, small models repeat the same files until the token limit.
+    assert whole_file_grammar(["a.py", "b.py", "c.py"]).splitlines()[0] == 'root ::= block ("\\n" block){0,2}'
+    assert whole_file_grammar(["a.py"]).splitlines()[0] == "root ::= block"

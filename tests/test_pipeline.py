@@ -540,8 +540,13 @@ def test_candidates_are_verified_and_the_passing_one_most_agree_on_wins(tmp_path
 def test_when_no_candidate_passes_the_most_promising_is_judged_and_fed_back(tmp_path: Path) -> None:
     repo = make_demo_repo(tmp_path / "shop", bug="pagination")
     also_wrong = WRONG_FIX.replace("page * per_page - 1", "page * per_page + 1")
-    # Attempt 1: two wrong candidates (both fail); attempt 2 starts from the judged one and draws the fix.
-    implementer = scripted_text([WRONG_FIX, also_wrong, SECOND_FIX, SECOND_FIX], repeat_last=False)
+    # Attempt 1: two wrong candidates (both fail); attempt 2 starts from the judged one and draws the fix,
+    # as a whole file so it applies whichever wrong candidate was judged (concurrent requests are
+    # answered in no fixed order).
+    from relaycode.testing.sample_repos import DEMO_FILES
+
+    whole_fix = "shop/pagination.py\n```python\n" + DEMO_FILES["shop/pagination.py"] + "```\n"
+    implementer = scripted_text([WRONG_FIX, also_wrong, whole_fix, whole_fix], repeat_last=False)
     events: list[dict[str, Any]] = []
     cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "samples": 2}})
     result = run(repo, cfg, {CHEAP: implementer}, on_event=events.append)
