@@ -80,9 +80,12 @@ def is_trusted(path: Path, data: bytes) -> bool:
     return _load().get(str(path.resolve())) == digest(data)
 
 
-def trust(path: Path) -> str:
-    """Record the file's current content as trusted; returns its sha256."""
-    data = read_repo_file(path)
+def trust(path: Path, data: bytes | None = None) -> str:
+    """Record `data` (default: the file's current content) as trusted for `path`; returns its sha256.
+
+    Pass the bytes the caller already read and showed: a second read could see a file rewritten
+    in between, and that content would be trusted unseen."""
+    data = read_repo_file(path) if data is None else data
     entries = _load()
     entries[str(path.resolve())] = digest(data)
     _save(entries)

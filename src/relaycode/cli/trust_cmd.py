@@ -25,7 +25,7 @@ def trust_cmd(
     untrusted again until you run this once more. Read the file first.
     """
     from relaycode import trust
-    from relaycode.config import read_toml, repo_config_path
+    from relaycode.config import parse_toml, repo_config_path
     from relaycode.errors import RelayError, UsageError
     from relaycode.termsafe import clean
 
@@ -37,13 +37,14 @@ def trust_cmd(
             found = trust.revoke(path)
             typer.echo(f"{'no longer trusted' if found else 'was not trusted'}: {path}")
             return
-        data = read_toml(path, repository=True)  # refuse links and malformed files before trusting
+        raw = trust.read_repo_file(path)  # one read: the bytes checked, shown and trusted are the same
+        data = parse_toml(raw, path)  # refuse links and malformed files before trusting
         if not modified and _differs_from_commit(path):
             # Commands run in this checkout (`relay verify` runs the repository's tests here) can rewrite
             # the file between the user reading it and trusting it.
             raise UsageError(f"{path} differs from the committed version (changed by you or by a command run "
                              "in this checkout): read `git diff relay.toml`, then `relay trust --modified`")
-        digest = trust.trust(path)
+        digest = trust.trust(path, raw)
     except RelayError as exc:
         raise die(exc) from None
     typer.echo(f"trusted: {path} (sha256 {digest[:12]}…)")
