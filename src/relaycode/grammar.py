@@ -21,20 +21,30 @@ def _literal(text: str) -> str:
 
 
 def whole_file_grammar(paths: Sequence[str]) -> str:
-    """Blocks of `path` + fenced content, each path one of `paths` (the files shown to the model)."""
-    if not paths:
+    """Blocks of `path` + fenced content: each shown file at most once, in the order shown, at least one.
+
+    At most once: without that bound small models loop, writing the same files again and again
+    until the token limit (the 1.5B on the demo: cut off, nothing applied), or write one file twice
+    (the second copy silently wins). In the order shown: that is what makes "at most once" a grammar
+    of linear size (a chain of optional blocks) instead of one alternative per ordering; the most
+    relevant file is shown first, so the order costs the model nothing."""
+    unique = list(dict.fromkeys(paths))
+    if not unique:
         raise ValueError("a whole-file grammar needs at least one path")
-    unique = sorted(set(paths))
-    choices = " | ".join(_literal(p) for p in unique)
-    # At most one block per shown file: without a bound, small models loop, writing the same files
-    # again and again until the token limit (seen with the 1.5B on the demo: cut off, nothing applied).
-    more = f'("\\n" block){{0,{len(unique) - 1}}}' if len(unique) > 1 else ""
-    # A content line is any line that does not start with three backticks: the first such line
-    # closes the fence. Lines are matched whole so the closing fence can only start a line.
-    return "\n".join([
-        f"root ::= block {more}".rstrip(),
-        'block ::= path "\\n```" lang "\\n" line* "```" "\\n"?',
-        f"path ::= {choices}",
+    # files_i: a non-empty, ordered choice among paths i..n-1 (take path i and maybe more after it, or skip it).
+    rules = ["root ::= files0"]
+    last = len(unique) - 1
+    for i, path in enumerate(unique):
+        take = f"block{i}" if i == last else f'block{i} ("\\n" files{i + 1})?'
+        rules.append(f"files{i} ::= {take}" + ("" if i == last else f" | files{i + 1}"))
+        rules.append(f'block{i} ::= {_literal(path)} fence')
+    # A content line is any line that does not start with three backticks (a line of one or two
+    # backticks is content): the first such line closes the fence. Lines are matched whole so the
+    # closing fence can only start a line.
+    rules += [
+        'fence ::= "\\n```" lang "\\n" line* "```" "\\n"?',
         'lang ::= [a-z]*',
-        'line ::= ( [^`\\n] [^\\n]* | "`" [^`\\n] [^\\n]* | "``" [^`\\n] [^\\n]* )? "\\n"',
-    ])
+        'line ::= ( [^`\\n] [^\\n]* | "`" rest? | "``" rest? )? "\\n"',
+        'rest ::= [^`\\n] [^\\n]*',
+    ]
+    return "\n".join(rules)
