@@ -594,3 +594,17 @@ def test_when_every_candidate_fails_the_attempt_fails_as_one_request_would(tmp_p
                  retry={"max_attempts": 1, "backoff_s": 0})
     result = run(repo, cfg, {CHEAP: FunctionModel(answer)})
     assert result.status == "error" and result.error_kind == "provider_server", result.error
+
+
+def test_the_implementer_is_shown_the_code_the_named_failing_test_imports_not_every_matching_file(
+        tmp_path: Path) -> None:
+    from relaycode.testing.sample_repos import DEMO_TASK as CART_TASK
+
+    repo = make_demo_repo(tmp_path / "shop")
+    implementer = scripted_text(["shop/cart.py\n```python\nx = 1\n```\n"] * 3)
+    stages = {"plan": {"model": None}, "implement": {"model": CHEAP}}
+    run(repo, config(stages=stages, max_iterations=1), {CHEAP: implementer}, task=CART_TASK)
+    prompt = implementer.calls[0]
+    assert "shop/cart.py\n```" in prompt
+    # Word overlap alone also showed the README and the pagination module (the task says "library").
+    assert "README.md\n```" not in prompt and "shop/pagination.py\n```" not in prompt

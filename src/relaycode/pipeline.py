@@ -362,7 +362,7 @@ class _Run:
         with self.stage("implement", spec), self.session.sampling(retry_t):
             files = self.worktree.list_files()
             sizes = {f: _size(self.worktree.root / f) for f in files}
-            ranked = relevant_files(self.worktree.root, files, self.options.task)
+            ranked = self.files_to_consider(files, relevant_files(self.worktree.root, files, self.options.task))
             shown = choose_files(files, plan, ranked, sizes=sizes, task=self.options.task,
                                  max_chars=_context_chars(spec, cfg, 0.45))
             policy, limits = self.sandbox_settings()
@@ -380,6 +380,19 @@ class _Run:
         self.result.malformed_outputs += outcome.malformed
         self.state["malformed"] = self.state.get("malformed", 0) + outcome.malformed
         return outcome
+
+    def files_to_consider(self, files: list[str], ranked: list[str]) -> list[str]:
+        """The implementer's candidate files, best first: when the task or the failing output names test
+        files, only what those tests import (and files the task names outright); else word ranking."""
+        from relaycode.localize import sources_under_test
+
+        task = self.options.task
+        texts = [task, self.state.get("baseline") or "", self.state.get("feedback") or ""]
+        localized = sources_under_test(self.worktree.root, files, texts)
+        if not localized:
+            return ranked
+        named = [f for f in ranked if f in task and f not in localized]
+        return [*named, *localized]
 
     def done_status(self) -> str:
         """The status of finished work: `succeeded` only when the pinned verification could have failed it."""
