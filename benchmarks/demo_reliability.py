@@ -5,7 +5,8 @@
 Each run is the demo's job in-process (`make_demo_repo` + `run_task` with `presets.demo_config` of the
 preset, as `relay demo` does), with `seed = --seed + run number`: different runs draw different
 answers, a rerun of the script the same ones. One JSON line per run
-(status, iterations, wall and model seconds, malformed answers, escalations); the summary line
+(status, iterations, wall and model seconds, malformed answers, escalations; `model_s` sums
+requests, `model_wall_s` counts the time any request was running once); the summary line
 gives successes, and the median and range of wall and model time. Success is status
 `succeeded`: the demo repository has tests, so its verification can fail a wrong change.
 """
@@ -39,8 +40,21 @@ def one_run(preset: str, seed: int | None, samples: int | None, workdir: Path) -
     result = run_task(RunOptions(repo=repo, task=DEMO_TASK, config=config, yes=True, history=False))
     return {"preset": preset, "seed": seed, "samples": config.stages.implement.samples, "status": result.status,
             "iterations": result.iterations, "wall_s": round(time.perf_counter() - t0, 1),
-            "model_s": round(result.model_s, 1), "malformed": result.malformed_outputs,
+            "model_s": round(result.model_s, 1), "model_wall_s": round(model_wall_s(result.ledger.entries), 1),
+            "malformed": result.malformed_outputs,
             "escalations": result.escalations, "error": result.error, "run_dir": str(result.run_dir)}
+
+
+def model_wall_s(entries: Any) -> float:
+    """Seconds during which at least one model request was running: requests answered at the same time
+    (candidates in parallel slots) count once, which `model_s` (their sum) does not."""
+    spans = sorted((e.started_at, e.started_at + e.seconds) for e in entries if e.started_at is not None)
+    total, end = 0.0, float("-inf")
+    for start, stop in spans:
+        if stop > end:
+            total += stop - max(start, end)
+            end = stop
+    return total
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -50,7 +64,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     return {"runs": len(rows), "succeeded": sum(r["status"] == "succeeded" for r in rows),
             "statuses": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
-            "wall_s": spread("wall_s"), "model_s": spread("model_s"),
+            "wall_s": spread("wall_s"), "model_s": spread("model_s"), "model_wall_s": spread("model_wall_s"),
             "malformed": sum(int(r["malformed"]) for r in rows)}
 
 
