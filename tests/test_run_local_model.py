@@ -98,3 +98,46 @@ def test_a_grammar_constrained_answer_names_a_shown_file_and_closes_its_fence(al
         # Each shown file at most once, in the order shown.
         assert [edit.path for edit in parse_edits(answer.output)] in (["calc.py"], ["notes.md"],
                                                                        ["calc.py", "notes.md"])
+
+
+def test_candidates_asked_at_once_are_the_answers_each_seed_gives_alone(allow_model_requests: None,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent candidates go out as one request with `n` (local/coalesce.py); llama-server seeds its
+    answer j with seed + j, so they must equal the answers of the same seeds asked one at a time."""
+    import asyncio
+
+    from relaycode.session import ModelSession, RequestOptions
+
+    if not runtime_status().present or not model_status(get("smollm2-135m")).verified:
+        pytest.skip("local runtime or smollm2-135m not installed: run `relay local setup --models smollm2-135m`")
+    from relaycode.local.coalesce import CoalescingTransport
+
+    spec = "local:smollm2-135m"
+    config = config_from_dict({"stages": {"implement": {"model": spec}}, "models": {spec: {"max_tokens": 12}}})
+    sent: list[int] = []  # answers per request that reached the server
+    send_run = CoalescingTransport._send_run
+
+    async def spy(self: CoalescingTransport, run: list) -> None:
+        sent.append(len(run))
+        await send_run(self, run)
+
+    monkeypatch.setattr(CoalescingTransport, "_send_run", spy)
+
+    def ask(session: ModelSession, seed: int):
+        return session.ask("implement", spec, "Name a fruit and a colour.", instructions="Answer briefly.",
+                           options=RequestOptions(temperature=0.9, seed=seed))
+
+    async def together() -> list[str]:
+        session = ModelSession(config)
+        return [a.output for a in await asyncio.gather(*(ask(session, s) for s in (40, 41, 42)))]
+
+    async def apart() -> list[str]:
+        session = ModelSession(config)
+        return [(await ask(session, s)).output for s in (40, 41, 42)]
+
+    first = asyncio.run(together())
+    assert sent == [3]
+    second = asyncio.run(apart())
+    assert sent == [3, 1, 1, 1]
+    assert first == second
+    assert len(set(first)) > 1  # three seeds, not one answer three times

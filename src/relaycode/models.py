@@ -221,7 +221,7 @@ def build_model(spec: str, config: Config) -> Model:
         from relaycode.local.server import ensure_server
 
         handle = ensure_server(ref.name)
-        return openai_compatible_model(ref.name, handle.base_url, "local")
+        return openai_compatible_model(ref.name, handle.base_url, "local", coalesce_candidates=True)
     provider = PROVIDERS[ref.provider]
     key = next((os.environ[e] for e in provider.key_envs if os.environ.get(e)), None)
     if key is None:
@@ -249,9 +249,22 @@ def build_model(spec: str, config: Config) -> Model:
     raise ConfigError(f"model {spec!r}: provider {ref.provider!r} cannot be built")  # pragma: no cover
 
 
-def openai_compatible_model(name: str, base_url: str, api_key: str) -> Model:
-    """A model behind any OpenAI-compatible chat-completions server."""
+def openai_compatible_model(name: str, base_url: str, api_key: str, *, coalesce_candidates: bool = False) -> Model:
+    """A model behind any OpenAI-compatible chat-completions server.
+
+    `coalesce_candidates` (relay's own llama-servers): concurrent requests that differ only in their
+    consecutive seeds go out as one request with `n` answers (`local/coalesce.py`), so the server
+    processes the shared prompt once."""
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
-    return OpenAIChatModel(name, provider=OpenAIProvider(base_url=base_url, api_key=api_key))
+    if not coalesce_candidates:
+        return OpenAIChatModel(name, provider=OpenAIProvider(base_url=base_url, api_key=api_key))
+    from pydantic_ai.models import create_async_httpx2_client
+
+    from relaycode.local.coalesce import CoalescingTransport
+    from relaycode.local.server import slot_count
+
+    # pydantic-ai's own client (its timeouts), sending through the coalescing transport.
+    client = create_async_httpx2_client(transport=CoalescingTransport(max_n=slot_count()))
+    return OpenAIChatModel(name, provider=OpenAIProvider(base_url=base_url, api_key=api_key, http_client=client))

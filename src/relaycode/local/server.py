@@ -75,10 +75,18 @@ DEFAULT_SLOTS = 4
 """Parallel slots per server (`RELAY_LOCAL_SLOTS` overrides): as many as sampled candidates usually are."""
 
 
+def slot_count() -> int:
+    """Parallel slots of the servers relay starts: also the most answers one request may ask for (`n`)."""
+    try:
+        return max(1, int(os.environ.get("RELAY_LOCAL_SLOTS") or DEFAULT_SLOTS))
+    except ValueError:
+        return DEFAULT_SLOTS
+
+
 def server_command(binary: Path, model_file: Path, model: LocalModel, port: int) -> list[str]:
     """The `llama-server` command line for `model` (see docs/local-models.md for why each flag)."""
     threads = os.environ.get("RELAY_LOCAL_THREADS") or str(os.cpu_count() or 2)
-    slots = os.environ.get("RELAY_LOCAL_SLOTS") or str(DEFAULT_SLOTS)
+    slots = str(slot_count())
     return [
         str(binary),
         "--host", HOST, "--port", str(port),

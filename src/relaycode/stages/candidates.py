@@ -14,8 +14,8 @@ failing commands and tests, then preference) is written, so the run loop's own v
 fails it and its failing output becomes the next attempt's feedback (or escalation follows).
 
 Candidate 1 uses the attempt's temperature (the model's own setting on a first attempt: a greedy
-model's first candidate is exactly its single answer); the others sample at
-`stages.implement.sample_temperature`. Each request's seed is the attempt's seed plus the
+model's first candidate is exactly its single answer; with no setting, the sample temperature);
+the others sample at `stages.implement.sample_temperature`. Each request's seed is the attempt's seed plus the
 candidate's number, so a seeded rerun draws the same candidates.
 """
 
@@ -89,6 +89,10 @@ async def _answers(session: ModelSession, spec: str, prompt: str, instructions: 
     sample_t = session.config.stages.implement.sample_temperature
     sample_t = DEFAULT_SAMPLE_TEMPERATURE if sample_t is None else sample_t
     first_t = attempt.temperature if attempt.temperature is not None else session.config.settings_for(spec).temperature
+    # A model with no temperature of its own samples its first candidate like the others: the
+    # requests then differ only in their seeds, which lets a local server answer them as one
+    # prompt (`local/coalesce.py`); llama-server's own default is this same 0.8.
+    first_t = sample_t if first_t is None else first_t
 
     def options(i: int) -> RequestOptions:
         return RequestOptions(temperature=first_t if i == 0 else sample_t, seed=seed_for(attempt.seed, i),
