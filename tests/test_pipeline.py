@@ -1,4 +1,9 @@
-"""End-to-end runs with scripted models on throwaway repos: branch content, run files, ledger totals."""
+"""End-to-end runs with scripted models on throwaway repos: branch content, run files, ledger totals.
+
+The loop's decisions (escalation, repeats, unchanged trees, statuses, the budget stop, review
+feedback, resume) are tested without git or the sandbox in `tests/test_loop_logic.py`; this layer
+checks that the real worktree, sandboxed verification and strategies carry them out.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,6 @@ from relaycode.testing.scripted import scripted_output, scripted_text
 PLANNER = "anthropic:claude-opus-4-5"
 CHEAP = "google:gemini-2.5-flash"
 STRONG = "anthropic:claude-sonnet-4-5"
-REVIEWER = "openai:gpt-5-mini"
 
 PLAN = {
     "goal": "Pages are 1-based: page 1 must start at the first item.",
@@ -114,69 +118,6 @@ def test_fix_loop_feeds_test_output_back(tmp_path: Path) -> None:
     assert result.ledger.total().usd == expected_usd([(CHEAP, (800, 30))] * 2)
 
 
-def test_escalates_to_stronger_implementer_only_after_failure(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
-    cheap = scripted_text([WRONG_FIX], usage=(800, 30))
-    strong = scripted_text([GOOD_FIX], usage=(800, 30))
-    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "escalate_to": [STRONG]}})
-    result = run(repo, cfg, {CHEAP: cheap, STRONG: strong})
-    assert result.status == "succeeded"
-    assert result.escalations == [STRONG]
-    assert len(cheap.calls) == 1 and len(strong.calls) == 1
-    by_model = result.ledger.by_model()
-    assert by_model[CHEAP].usd == expected_usd([(CHEAP, (800, 30))])
-    assert by_model[STRONG].usd == expected_usd([(STRONG, (800, 30))])
-
-
-def test_retries_of_an_implementer_use_retry_temperature_and_a_new_implementer_its_own(tmp_path: Path) -> None:
-    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
-    from pydantic_ai.models.function import AgentInfo, FunctionModel
-
-    temperatures: dict[str, list[object]] = {CHEAP: [], STRONG: []}
-
-    def answering(spec: str, answers: list[str]) -> FunctionModel:
-        def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-            temperatures[spec].append((info.model_settings or {}).get("temperature"))
-            return ModelResponse(parts=[TextPart(answers.pop(0) if len(answers) > 1 else answers[0])])
-        return FunctionModel(fn)
-
-    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
-    cfg = config(stages={"plan": {"model": None},
-                         "implement": {"model": CHEAP, "escalate_to": [STRONG], "escalate_after": 2,
-                                       "retry_temperature": 0.7}},
-                 models={CHEAP: {"temperature": 0}, STRONG: {"temperature": 0.2}})
-    result = run(repo, cfg, {CHEAP: answering(CHEAP, [WRONG_FIX]), STRONG: answering(STRONG, [GOOD_FIX])})
-    assert result.status == "succeeded", result.error
-    # attempt 1 greedy; attempt 2 (its edit no longer applies, asked twice) sampled; the escalated model's own
-    first, *retries = temperatures[CHEAP]
-    assert first == 0 and retries and set(retries) == {0.7} and temperatures[STRONG] == [0.2]
-
-
-def test_without_checks_the_cascade_starts_with_the_strongest_implementer(tmp_path: Path) -> None:
-    """Escalation is gated by verification; with nothing that can fail a wrong change, the cheap
-    first attempt would be accepted unchecked, so it is skipped (and the run says so)."""
-    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
-    cheap, strong = scripted_text([WRONG_FIX]), scripted_text([GOOD_FIX])
-    stages = {"plan": {"model": None}, "implement": {"model": CHEAP, "escalate_to": [STRONG]},
-              "verify": {"commands": []}}
-    result = run(repo, config(stages=stages), {CHEAP: cheap, STRONG: strong})
-    # Done, but nothing could have failed it: the run never calls that verified.
-    assert result.status == "unverified" and result.escalations == [STRONG]
-    assert not cheap.calls and len(strong.calls) == 1
-    events = [json.loads(line) for line in (result.run_dir / "events.jsonl").read_text().splitlines()]
-    [escalate] = [e for e in events if e["kind"] == "escalate"]
-    assert escalate["after_iteration"] == 0 and "no verification" in escalate["reason"]
-    assert result.checks == [] and json.loads((result.run_dir / "result.json").read_text())["verify"]["checks"] == []
-
-    stages["implement"] = {**stages["implement"], "start_strong_without_checks": False}
-    cheap = scripted_text([WRONG_FIX])
-    result = run(make_demo_repo(tmp_path / "shop2", bug="pagination"), config(stages=stages),
-                 {CHEAP: cheap, STRONG: scripted_text([GOOD_FIX])})
-    assert result.status == "unverified" and result.escalations == [] and len(cheap.calls) == 1  # accepted unchecked
-    data = json.loads((result.run_dir / "result.json").read_text())
-    assert data["status"] == "unverified" and "unverified" in (result.run_dir / "report.md").read_text()
-
-
 def test_a_repeated_failed_change_gets_one_more_try_with_that_said(tmp_path: Path) -> None:
     """The QuixBugs pattern: the escalated model first repeats the cheap model's failed edit."""
     repo = make_demo_repo(tmp_path / "shop", bug="pagination")
@@ -190,21 +131,6 @@ def test_a_repeated_failed_change_gets_one_more_try_with_that_said(tmp_path: Pat
     assert "exactly the one of attempt 1, which already failed" in strong.calls[1]
     assert "Verification failed" in strong.calls[1] and "left every file exactly" not in strong.calls[1]
     assert "(page - 1) * per_page" in branch_file(repo, result.branch, "shop/pagination.py")
-
-
-def test_budget_exceeded_stops_cleanly_and_keeps_work(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
-    implementer = scripted_text([WRONG_FIX], usage=(800, 2000))  # $0.00524 per request
-    # Flash worst case per request: ~prompt/3 input tokens + 4096 output at $2.50/M ≈ $0.0105,
-    # so after one request ($0.00524 spent) the next worst case no longer fits in $0.015.
-    cfg = config(stages={"plan": {"model": None}}, budget={"run_usd": 0.015}, max_iterations=5)
-    result = run(repo, cfg, {CHEAP: implementer})
-    assert result.status == "budget_exceeded"
-    assert result.error_kind == "budget"
-    assert len(implementer.calls) == 1  # the second request was never sent
-    assert result.ledger.total().usd <= Decimal("0.015")
-    assert result.commits and "page * per_page - 1" in branch_file(repo, result.branch, "shop/pagination.py")
-    assert json.loads((result.run_dir / "result.json").read_text())["status"] == "budget_exceeded"
 
 
 def test_malformed_edits_are_reported_back_and_counted(tmp_path: Path) -> None:
@@ -252,33 +178,6 @@ def test_an_edit_that_breaks_python_syntax_is_refused_and_explained(tmp_path: Pa
     assert "start = (page - 1) * per_page" in branch_file(repo, result.branch, "shop/pagination.py")
 
 
-def test_an_answer_that_changes_nothing_gets_one_more_chance(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
-    echo = GOOD_FIX.replace("    start = (page - 1) * per_page\n>", "    start = page * per_page\n>")  # a no-op edit
-    implementer = scripted_text([echo, GOOD_FIX], usage=(500, 20))
-    result = run(repo, config(stages={"plan": {"model": None}}), {CHEAP: implementer})
-    assert result.status == "succeeded" and result.iterations == 2
-    assert "left every file exactly as it was" in implementer.calls[1]
-
-
-def test_changing_nothing_twice_stops_as_stuck(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
-    echo = GOOD_FIX.replace("    start = (page - 1) * per_page\n>", "    start = page * per_page\n>")
-    implementer = scripted_text([echo], usage=(500, 20))
-    result = run(repo, config(stages={"plan": {"model": None}}, max_iterations=5), {CHEAP: implementer})
-    assert result.status == "failed" and result.iterations == 2
-    assert "repeated an earlier result" in (result.error or "")
-
-
-def test_repeated_identical_attempt_stops_as_stuck(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
-    implementer = scripted_text(["no edits here"], usage=(100, 10))
-    cfg = config(stages={"plan": {"model": None}, "implement": {"model": CHEAP, "max_steps": 1}}, max_iterations=5)
-    result = run(repo, cfg, {CHEAP: implementer})
-    assert result.status == "failed"
-    assert result.iterations < 5
-
-
 def test_plan_file_skips_the_planner(tmp_path: Path) -> None:
     from relaycode.stages.plan import Plan
 
@@ -318,32 +217,6 @@ def test_bad_input_is_a_usage_error(tmp_path: Path, setup: str, task: str, needl
         repo = tmp_path / "ok"
     with pytest.raises(UsageError, match=needle):
         run(repo, config(), {}, task=task)
-
-
-def test_reviewer_blocker_goes_back_to_the_implementer(tmp_path: Path) -> None:
-    repo = make_demo_repo(tmp_path / "shop", bug="pagination")
-    # Attempt 1 passes the tests; the reviewer flags a blocker; attempt 2 addresses it; review is clean.
-    polish = """shop/pagination.py
-<<<<<<< SEARCH
-    start = (page - 1) * per_page
-=======
-    start = (page - 1) * per_page  # pages are 1-based
->>>>>>> REPLACE
-"""
-    implementer = scripted_text([GOOD_FIX, polish], usage=(700, 40))
-    blocker = {"findings": [{"line": 15, "severity": "blocker", "category": "bug",
-                             "message": "explain the 1-based page arithmetic", "suggestion": "add a comment"}]}
-    reviewer = scripted_output([blocker, {"findings": []}], usage=(600, 50))
-    cfg = config(stages={"plan": {"model": None}, "review": {"models": [REVIEWER]}})
-    result = run(repo, cfg, {CHEAP: implementer, REVIEWER: reviewer})
-    assert result.status == "succeeded", result.error
-    assert result.iterations == 2
-    assert "explain the 1-based page arithmetic" in implementer.calls[1]
-    assert "# pages are 1-based" in branch_file(repo, result.branch, "shop/pagination.py")
-    review = json.loads((result.run_dir / "review.json").read_text())
-    assert review["findings"] == []
-    assert result.ledger.by_stage()["review"].usd == expected_usd([(REVIEWER, (600, 50))] * 2)
-    assert result.ledger.total().usd == expected_usd([(CHEAP, (700, 40))] * 2 + [(REVIEWER, (600, 50))] * 2)
 
 
 def test_checkout_is_byte_identical_with_staged_unstaged_and_untracked_changes(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def test_sigkill_then_resume(tmp_path: Path, kill_at: int, total_events: int) ->
     for name in ("state.json", "ledger.json"):
         if (run_dir / name).exists():
             json.loads((run_dir / name).read_text())  # never torn: written atomically
-    planned_before = "plan" in json.loads((run_dir / "state.json").read_text())
+    planned_before = json.loads((run_dir / "state.json").read_text()).get("planned", False)
     resumed = drive(tmp_path, repo, "r1", 0, True)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "succeeded", resumed.stdout

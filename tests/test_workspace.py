@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from relaycode import pathsafety
 from relaycode.errors import PathEscape, UsageError
-from relaycode.workspace import Identity, Repo, Worktree, open_in_root, open_repo, safe_path
+from relaycode.workspace import Identity, Repo, RunTree, Worktree, open_in_root, open_repo, safe_path
 
 
 @pytest.fixture(autouse=True)
@@ -458,3 +458,44 @@ def test_race_directory_swapped_for_symlink_during_writes(race_tree: tuple[Path,
         thread.join()
     assert tree_state(sentinel) == before
     assert ok > 0 and swaps > 0  # the race really ran, and writes still got through
+
+
+def test_read_tree_puts_a_commits_files_in_the_tree_without_moving_the_branch(user_repo: Path) -> None:
+    wt = open_repo(user_repo).create_worktree("fresh")
+    original = wt.read_text("src/app.py")
+    wt.write_text("src/app.py", "changed\n")
+    wt.write_text("extra.py", "E = 1\n")
+    attempt = wt.commit("attempt 1")
+    assert attempt is not None
+    wt.read_tree(wt.base)
+    assert wt.read_text("src/app.py") == original and not (wt.root / "extra.py").exists()
+    assert wt.git("rev-parse", "HEAD").stdout.strip() == attempt  # the attempt stays in the history
+    wt.write_text("src/app.py", original + "# fresh\n")
+    assert wt.diff(wt.base).count("diff --git") == 1
+    fresh = wt.commit("attempt 2")
+    assert fresh is not None and wt.git("rev-parse", "HEAD~1").stdout.strip() == attempt
+
+
+def _tree_story(tree: RunTree) -> list[object]:
+    """The loop's uses of a checkout, in order; what each step shows."""
+    seen: list[object] = [tree.diff()]
+    tree.write_text("src/app.py", "one\n")
+    seen.append(sorted(line for line in tree.diff().splitlines() if line.startswith(("+", "-"))))
+    first = tree.commit("attempt 1")
+    seen += [first is not None, tree.commit("nothing changed"), tree.diff(first)]
+    tree.write_text("src/app.py", "half an edit\n")
+    tree.reset_hard(first or "")
+    seen.append(tree.read_text("src/app.py"))
+    tree.read_tree(tree.base)
+    seen += [tree.diff(), tree.diff(first).count("diff --git")]
+    tree.write_text("new.py", "N = 1\n")
+    seen += ["new.py" in tree.list_files(), tree.commit("attempt 2") is not None]
+    return seen
+
+
+def test_the_loops_fake_checkout_behaves_like_a_worktree(user_repo: Path, tmp_path: Path) -> None:
+    from relaycode.testing.loop import DirTree
+
+    wt = open_repo(user_repo).create_worktree("contract")
+    fake = DirTree(tmp_path / "fake", {rel: wt.read_text(rel) for rel in wt.list_files()})
+    assert _tree_story(fake) == _tree_story(wt)

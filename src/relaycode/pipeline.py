@@ -13,8 +13,10 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Collection, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from relaycode import __version__
@@ -29,16 +31,21 @@ from relaycode.errors import (
     UsageError,
 )
 from relaycode.ledger import Ledger, LedgerEntry
+from relaycode.runstate import RunState, StageSpan, baseline_feedback
 from relaycode.runstore import TERMINAL_STATUSES, RunStore, new_run_id, runs_dir_of
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
     from relaycode.history import History
+    from relaycode.review.findings import Finding
     from relaycode.sandbox import Limits, SandboxPolicy
+    from relaycode.stages.attempt import Implementer
     from relaycode.stages.implement import ImplementOutcome
     from relaycode.stages.plan import Plan
-    from relaycode.workspace import Worktree
+    from relaycode.stages.verifier import PinnedChecks, Verifier
+    from relaycode.stages.verify import VerifyResult
+    from relaycode.workspace import RunTree
 
 Event = dict[str, Any]
 
@@ -146,16 +153,28 @@ def preflight(config: Config, *, doubles: Collection[str] = ()) -> None:
 
 
 class _Run:
-    """The state of one run while it executes. Only `run_task` creates it."""
+    """One run while it executes. Only `run_task` creates it (tests: with fakes of its seams).
 
-    def __init__(self, options: RunOptions, store: RunStore, worktree: Worktree, state: dict[str, Any]) -> None:
+    Its seams: the checkout (`RunTree`: a git worktree, or a directory with commits in memory), the
+    verifier (`Verifier`: the sandbox, or a script), and the implement strategies (`STRATEGIES`).
+    Everything it decides is in `state`, saved after every step `--resume` must not repeat.
+    """
+
+    def __init__(self, options: RunOptions, store: RunStore, worktree: RunTree, state: RunState, *,
+                 verifier: Verifier, strategies: Mapping[str, Implementer] | None = None) -> None:
         from relaycode.session import ModelSession
 
+        if strategies is None:
+            from relaycode.stages.strategies import STRATEGIES
+
+            strategies = STRATEGIES
         self.options = options
         self.config = options.config
         self.store = store
         self.worktree = worktree
         self.state = state
+        self.verifier = verifier
+        self.strategies = strategies
         ledger = Ledger(LedgerEntry.from_dict(e) for e in (store.read_json("ledger.json") or {}).get("entries", []))
         self.ledger = ledger
         ledger.subscribe(self._on_call)
@@ -163,11 +182,10 @@ class _Run:
                                     model_overrides=options.model_overrides)
         self.result = RunResult(run_id=store.run_id, status="error", branch=worktree.branch, run_dir=store.dir,
                                 worktree=worktree.root, ledger=ledger, sandboxed=not options.no_sandbox and options.config.sandbox.enabled)
-        self.timeline: list[dict[str, Any]] = state.setdefault("timeline", [])
 
     # ---------------------------------------------------------------- events
 
-    def emit(self, kind: str, **data: Any) -> None:
+    def emit(self, kind: str, **data: object) -> None:
         self.store.event(kind, **data)
         if self.options.on_event is not None:
             self.options.on_event({"kind": kind, **data})
@@ -185,17 +203,39 @@ class _Run:
     def save(self) -> None:
         self.store.save_state(self.state)
 
+    # ---------------------------------------------------------------- the whole run
+
+    def execute(self, *, started: float, t0: float, history: History | None = None) -> RunResult:
+        """Run to its end (or a pause): the exception that ends it becomes its status, and its files
+        are written whatever happens. `started`/`t0`: when the invocation began (wall, perf counter)."""
+        from relaycode.trace import configure_tracing, workflow_span
+
+        try:
+            with configure_tracing(self.config.trace, run_dir=self.store.dir), \
+                    workflow_span(self.store.run_id, self.options.task):
+                asyncio.run(self.main())
+        except RelayError as exc:
+            status, kind = _status_of(exc)
+            self.result.status, self.result.error_kind, self.result.error = status, kind, str(exc)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: not an end, a pause. The run's files are saved below and `--resume` continues it.
+            self.result.status, self.result.error_kind, self.result.error = "interrupted", "interrupted", "interrupted"
+        finally:
+            _finish(self, started, t0, history)
+        return self.result
+
     # ---------------------------------------------------------------- stages
 
     async def main(self) -> None:
         # One event loop for the whole run: model clients keep connections bound to it.
-        if "verify_commands" not in self.state:
-            self.pin_verification()
-        if "baseline" not in self.state:
+        st = self.state
+        self.pinned_checks()
+        if not st.baseline_checked:
             # Verify before anything changes: failing tests and examples are the best grounding the
             # planner and implementer can get, and they cost no model call.
             baseline = self.verify(name="verify-baseline.json") if not self.options.stop_after_plan else None
-            self.state["baseline"] = None if baseline is None or baseline.passed else baseline.summary()
+            st.baseline = None if baseline is None or baseline.passed else baseline.summary()
+            st.baseline_checked = True
             self.save()
         plan = await self.plan()
         if self.options.stop_after_plan:
@@ -206,8 +246,9 @@ class _Run:
     async def plan(self) -> Plan | None:
         from relaycode.stages.plan import Plan, make_plan
 
-        if "plan" in self.state:
-            return Plan.model_validate(self.state["plan"]) if self.state["plan"] else None
+        st = self.state
+        if st.planned:
+            return st.plan
         plan: Plan | None = None
         if self.options.plan_file is not None:
             plan = Plan.from_markdown(self.options.plan_file.read_text(encoding="utf-8"),
@@ -222,13 +263,13 @@ class _Run:
                                 max_chars=_context_chars(spec, self.config, 0.35))
                 try:
                     plan = await make_plan(self.session, spec, self.options.task, rmap, known_files=files,
-                                           checks=self.state.get("baseline"))
+                                           checks=st.baseline)
                 except ProviderError as exc:
                     if exc.kind != "bad_response":
                         raise
                     # A plan is an aid: when the planner cannot produce a valid one (small models run
                     # out of tokens mid-JSON), the implementer works from the task alone.
-                    self.state["malformed"] = self.state.get("malformed", 0) + 1
+                    st.malformed += 1
                     self.emit("plan_skipped", reason=str(exc))
         if plan is not None:
             self.store.write_text("plan.md", plan.to_markdown())
@@ -240,7 +281,7 @@ class _Run:
                 plan = approved
                 self.store.write_text("plan.md", plan.to_markdown())
                 self.store.write_json("plan.json", plan.model_dump())
-        self.state["plan"] = plan.model_dump() if plan else None
+        st.plan, st.planned = plan, True
         self.save()
         return plan
 
@@ -253,14 +294,14 @@ class _Run:
         impl_cfg = cfg.stages.implement
         implementers = self.implementers()
         st = self.state
-        self.init_loop_state(implementers)
-        if st.get("succeeded"):  # killed after success was recorded, before the run files were finished
+        self.start_loop(implementers)
+        if st.succeeded:  # killed after success was recorded, before the run files were finished
             self.result.status = self.done_status()
-            self.result.iterations = st["iteration"]
+            self.result.iterations = st.iteration
             return
-        while st["iteration"] < cfg.max_iterations:
-            iteration = st["iteration"] + 1
-            spec = implementers[st["implementer"]]
+        while st.iteration < cfg.max_iterations:
+            iteration = st.iteration + 1
+            spec = implementers[st.implementer]
             start_ref = self.start_attempt()
             outcome = await self.implement(spec, plan, iteration)
             diff = self.worktree.diff(start_ref)
@@ -268,34 +309,34 @@ class _Run:
             tree_diff = diff if start_ref == self.worktree.base else self.worktree.diff()
             digest = hashlib.sha256(tree_diff.encode()).hexdigest()
             judged = await self.judge(outcome, diff, plan, iteration, start_ref)
-            st["fresh_start"] = False
+            st.fresh_start = False
             if diff.strip():
                 sha = self.worktree.commit(f"relay: attempt {iteration} by {spec}\n\nrun {self.store.run_id}")
                 if sha:
-                    st["head"] = sha
+                    st.head = sha
                     self.result.commits.append(sha)
-            st["iteration"] = iteration
+            st.iteration = iteration
             self.result.iterations = iteration
             self.result.findings = len(judged.findings)
-            repeated = digest in st["diffs"]
-            if repeated and tree_diff.strip() and not st.get("repeat_forgiven"):
+            repeated = digest in st.diffs
+            if repeated and tree_diff.strip() and not st.repeat_forgiven:
                 # A changed tree equal to an earlier failed one gets one more try, told so: small models
                 # often answer the same verification failure with the same edit (seen on QuixBugs).
-                st["repeat_forgiven"] = True
+                st.repeat_forgiven = True
                 repeated = False
-                earlier = st["diffs"].index(digest) + 1
+                earlier = st.diffs.index(digest) + 1
                 judged.feedback.append(f"This change is exactly the one of attempt {earlier}, which already failed. "
                                        "Do not repeat it: look again at where the code goes wrong and change that.")
-            st["diffs"].append(digest)
-            st["feedback"] = None if judged.succeeded else "\n\n".join(judged.feedback)
-            st["succeeded"] = judged.succeeded
+            st.diffs.append(digest)
+            st.feedback = None if judged.succeeded else "\n\n".join(judged.feedback)
+            st.succeeded = judged.succeeded
             self.save()
             if judged.succeeded:
                 self.result.status = self.done_status()
                 return
             # Escalate: cheap implementer first, a stronger one only for what keeps failing.
-            st["fails_with_current"] += 1
-            if st["fails_with_current"] >= impl_cfg.escalate_after and st["implementer"] + 1 < len(implementers):
+            st.fails_with_current += 1
+            if st.fails_with_current >= impl_cfg.escalate_after and st.implementer + 1 < len(implementers):
                 self.escalate(implementers, after_iteration=iteration)
                 continue
             # An unchanged tree once gets a second chance with feedback (small models often echo the
@@ -307,30 +348,26 @@ class _Run:
         if self.result.error is None:
             self.result.error = f"not done after {cfg.max_iterations} iterations"
 
-    def init_loop_state(self, implementers: list[str]) -> None:
-        """Fill in the loop's saved state on a new run (a resumed run keeps what it had)."""
+    def start_loop(self, implementers: list[str]) -> None:
+        """Set up the loop's state on a new run (a resumed run keeps what it had)."""
         st = self.state
-        st.setdefault("iteration", 0)
-        if "implementer" not in st:
-            st["implementer"] = 0
-            impl_cfg = self.config.stages.implement
-            if impl_cfg.start_strong_without_checks and len(implementers) > 1 and not self.has_checks():
-                self.escalate(implementers, after_iteration=0, to_last=True,
-                              reason="no verification can fail a wrong change, so the cheap first attempt is skipped")
-        st.setdefault("fails_with_current", 0)
-        st.setdefault("diffs", [])
-        if st.get("baseline") and "feedback" not in st:
-            st["feedback"] = "Current verification results, before any change:\n" + st["baseline"]
-        st.setdefault("feedback", None)
+        if st.loop_started:
+            return
+        st.loop_started = True
+        st.feedback = baseline_feedback(st.baseline) if st.baseline else None
+        impl_cfg = self.config.stages.implement
+        if impl_cfg.start_strong_without_checks and len(implementers) > 1 and not self.has_checks():
+            self.escalate(implementers, after_iteration=0, to_last=True,
+                          reason="no verification can fail a wrong change, so the cheap first attempt is skipped")
 
     def escalate(self, implementers: list[str], *, after_iteration: int, to_last: bool = False,
                  reason: str | None = None) -> None:
         """Move to the next (or, with `to_last`, the strongest) implementer, starting from the base tree."""
         st = self.state
-        st["implementer"] = len(implementers) - 1 if to_last else st["implementer"] + 1
-        st["fails_with_current"] = 0
-        st["fresh_start"] = True
-        nxt = implementers[st["implementer"]]
+        st.implementer = len(implementers) - 1 if to_last else st.implementer + 1
+        st.fails_with_current = 0
+        st.fresh_start = True
+        nxt = implementers[st.implementer]
         self.result.escalations.append(nxt)
         self.emit("escalate", to=nxt, after_iteration=after_iteration, **({"reason": reason} if reason else {}))
         self.save()
@@ -339,13 +376,13 @@ class _Run:
         """Put the worktree where the next attempt starts; return the ref its change is judged against."""
         st = self.state
         # A killed attempt may have left half-applied edits: start each attempt from the last commit.
-        self.worktree.reset_hard(st.get("head") or self.worktree.base)
-        if st.get("fresh_start"):
+        self.worktree.reset_hard(st.head or self.worktree.base)
+        if st.fresh_start:
             # An escalated implementer starts from the base tree, not from the weaker model's attempt
             # (which stays in the branch history).
-            self.worktree.git("read-tree", "--reset", "-u", self.worktree.base)
+            self.worktree.read_tree(self.worktree.base)
             return self.worktree.base
-        return st.get("head") or self.worktree.base
+        return st.head or self.worktree.base
 
     async def implement(self, spec: str, plan: Plan | None, iteration: int) -> ImplementOutcome:
         """One implementer attempt, by the strategy the model and the config choose (`stages/strategies.py`)."""
@@ -353,12 +390,13 @@ class _Run:
         from relaycode.session import derive_seed
         from relaycode.stages.attempt import Attempt
         from relaycode.stages.implement import choose_files
-        from relaycode.stages.strategies import STRATEGIES, samples_for, strategy_for
+        from relaycode.stages.strategies import samples_for, strategy_for
 
         cfg = self.config
         impl_cfg = cfg.stages.implement
+        checks = self.pinned_checks()
         # After this implementer's own failure, sample (if configured): a greedy model repeats itself.
-        retry_t = impl_cfg.retry_temperature if self.state["fails_with_current"] > 0 else None
+        retry_t = impl_cfg.retry_temperature if self.state.fails_with_current > 0 else None
         with self.stage("implement", spec), self.session.sampling(retry_t):
             files = self.worktree.list_files()
             sizes = {f: _size(self.worktree.root / f) for f in files}
@@ -367,18 +405,18 @@ class _Run:
                                  max_chars=_context_chars(spec, cfg, 0.45))
             policy, limits = self.sandbox_settings()
             attempt = Attempt(
-                task=self.options.task, plan=plan, files=tuple(shown), feedback=self.state["feedback"],
-                number=iteration, checks=tuple(self.state.get("verify_commands") or ()),
-                examples=self.state.get("doc_examples"), venv=self.verify_venv(), policy=policy, limits=limits,
+                task=self.options.task, plan=plan, files=tuple(shown), feedback=self.state.feedback,
+                number=iteration, checks=tuple(checks.commands),
+                examples=checks.doc_examples, venv=checks.venv_path(), policy=policy, limits=limits,
                 max_steps=impl_cfg.max_steps, max_tokens=impl_cfg.max_tokens_per_attempt,
                 max_wall_s=impl_cfg.max_wall_s, samples=samples_for(spec, cfg),
                 seed=None if cfg.seed is None else derive_seed(cfg.seed, "implement", spec, iteration),
                 temperature=retry_t, on_event=self.emit)
-            outcome = await STRATEGIES[strategy_for(spec, cfg)](self.session, spec, self.worktree, attempt)
+            outcome = await self.strategies[strategy_for(spec, cfg)](self.session, spec, self.worktree, attempt)
         self.store.write_text(f"attempts/{iteration}-implement.md", "\n\n---\n\n".join(
             f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
         self.result.malformed_outputs += outcome.malformed
-        self.state["malformed"] = self.state.get("malformed", 0) + outcome.malformed
+        self.state.malformed += outcome.malformed
         return outcome
 
     def files_to_consider(self, files: list[str], ranked: list[str]) -> list[str]:
@@ -422,33 +460,17 @@ class _Run:
                     f"- {f.path}:{f.start_line} [{f.severity}] {f.message}" for f in judged.blocking))
         return judged
 
-    def pin_verification(self) -> None:
-        """Decide once, on the untouched tree, what verification means for this run.
-
-        Detected commands and the project's doc examples are fixed here, so an attempt that
-        deletes the tests or the docstrings holding the examples deletes no checks with them.
-        """
-        from relaycode.stages import doc_examples
-        from relaycode.stages.verify import detect_commands, project_env
-
-        configured = self.config.stages.verify.commands
-        commands = list(configured) if configured is not None else detect_commands(self.worktree.root)
-        self.state["verify_commands"] = commands
-        venv = project_env(self.worktree.repo.root, self.config.stages.verify.python)
-        self.state["verify_venv"] = str(venv) if venv else None
-        if doc_examples.COMMAND_NAME in commands:
-            self.state["doc_examples"] = doc_examples.collect(self.worktree.root)
+    def pinned_checks(self) -> PinnedChecks:
+        """The run's verification, pinned by the verifier on first use (before any change) and kept
+        in the state, so an attempt that deletes the tests or the docstrings holding the examples
+        deletes no checks with them."""
+        if self.state.checks is None:
+            self.state.checks = self.verifier.pin()
+        return self.state.checks
 
     def has_checks(self) -> bool:
         """Whether the pinned verification can fail a wrong change (a linter alone cannot)."""
-        from relaycode.stages.verify import can_fail_a_change
-
-        return can_fail_a_change(self.state.get("verify_commands") or [])
-
-    def verify_venv(self) -> Path | None:
-        """The project environment pinned by `pin_verification` (None: relay's own interpreter)."""
-        venv = self.state.get("verify_venv")
-        return Path(venv) if venv else None
+        return self.pinned_checks().can_fail_a_change()
 
     def sandbox_settings(self) -> tuple[SandboxPolicy, Limits]:
         """The policy and limits every command of this run gets (verify, and the agent loop's `run`)."""
@@ -456,51 +478,19 @@ class _Run:
 
         return settings_from_config(self.config, no_sandbox=self.options.no_sandbox)
 
-    def verify(self, name: str = "verify.json", *, sanity_since: str | None = None) -> Any:
+    def verify(self, name: str = "verify.json", *, sanity_since: str | None = None) -> VerifyResult:
         """The pinned verification, plus (with `sanity_since`) the basic checks of the Python files
         changed since that ref (`stages/sanity.py`), which apply whatever the project's tests are."""
-        from relaycode.stages.verify import run_verify
-
+        checks = self.pinned_checks()
         with self.stage("verify"):
-            policy, limits = self.sandbox_settings()
-            result = run_verify(self.worktree.root, self.state.get("verify_commands"), policy=policy,
-                                limits=limits, examples=self.state.get("doc_examples"), venv=self.verify_venv())
-            if sanity_since is not None:
-                basic = self.sanity(sanity_since, policy, limits)
-                if basic is not None:
-                    result.results.append(basic)
+            result = self.verifier.verify(checks, sanity_since=sanity_since)
         self.store.write_json(name, result.to_dict())
         for cmd in result.results:
             self.emit("command", command=cmd.command, exit_code=cmd.exit_code, seconds=round(cmd.seconds, 3),
                       timed_out=cmd.timed_out)
         return result
 
-    def sanity(self, since: str, policy: Any, limits: Any) -> Any:
-        """Compile, import and top-level-name checks of the Python files changed since `since`."""
-        from relaycode.stages.sanity import plan_checks, run_sanity
-
-        changed_paths = [p for p in self.worktree.changed_files(since) if p.endswith(".py")]
-        if not changed_paths:
-            return None
-        root = self.worktree.root
-        changed = {p: self.read_or_none(p) for p in changed_paths}
-        before: dict[str, str | None] = {}
-        for path in changed_paths:
-            shown = self.worktree.git("show", f"{since}:{path}", check=False)
-            before[path] = shown.stdout if shown.returncode == 0 else None
-        checks = plan_checks(changed, before, self.options.task, lambda rel: self.read_or_none(rel) is not None)
-        return run_sanity(root, checks, policy=policy, limits=limits, venv=self.verify_venv())
-
-    def read_or_none(self, rel: str) -> str | None:
-        """A worktree file's text through the path-safety layer; None when it is missing or unreadable."""
-        from relaycode.errors import PathEscape
-
-        try:
-            return self.worktree.read_text(rel)
-        except (OSError, ValueError, PathEscape):
-            return None
-
-    async def review(self, plan: Plan | None, iteration: int) -> list[Any]:
+    async def review(self, plan: Plan | None, iteration: int) -> list[Finding]:
         from relaycode.review import review_diff
 
         cfg = self.config
@@ -521,9 +511,10 @@ class _Run:
 class _Judgement:
     """What verification and review said of one attempt."""
 
-    verify: Any = None
-    findings: list[Any] = field(default_factory=list)
-    blocking: list[Any] = field(default_factory=list)
+    verify: VerifyResult | None = None
+    """None: not verified (the attempt changed nothing)."""
+    findings: list[Finding] = field(default_factory=list)
+    blocking: list[Finding] = field(default_factory=list)
     #: What the next attempt is told, in order.
     feedback: list[str] = field(default_factory=list)
 
@@ -537,7 +528,7 @@ class _StageScope:
 
     def __init__(self, run: _Run, name: str, model: str | None) -> None:
         self.run, self.name, self.model = run, name, model
-        self._span: Any = None
+        self._span: AbstractContextManager[object] | None = None
 
     def __enter__(self) -> _StageScope:
         from relaycode.trace import stage_span
@@ -548,12 +539,14 @@ class _StageScope:
         self.run.emit("stage_start", stage=self.name, model=self.model)
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         end = time.time()
-        self.run.timeline.append({"stage": self.name, "model": self.model, "start": self.start, "end": end})
+        self.run.state.timeline.append(StageSpan(stage=self.name, model=self.model, start=self.start, end=end))
         self.run.emit("stage_end", stage=self.name, model=self.model, seconds=round(end - self.start, 3),
                       error=None if exc is None else str(exc))
-        self._span.__exit__(exc_type, exc, tb)
+        if self._span is not None:
+            self._span.__exit__(exc_type, exc, tb)
 
 
 def _size(path: Path) -> int:
@@ -584,7 +577,8 @@ def _status_of(exc: BaseException) -> tuple[str, str]:
 def run_task(options: RunOptions) -> RunResult:
     """Run the pipeline. Bad input raises UsageError/ConfigError before any work; everything else
     (model failures, limits) ends the run with a status and its files saved."""
-    from relaycode.sandbox import SandboxPolicy, require_sandbox
+    from relaycode.sandbox import SandboxPolicy, require_sandbox, settings_from_config
+    from relaycode.stages.verifier import SandboxVerifier
     from relaycode.workspace import open_repo
 
     started = time.time()
@@ -603,10 +597,10 @@ def run_task(options: RunOptions) -> RunResult:
             raise UsageError("--resume needs a run id")
         store = RunStore.open(runs_dir, options.run_id)
         state = store.load_state()
-        if state.get("status") in TERMINAL_STATUSES:
-            raise UsageError(f"run {options.run_id} already ended with status {state['status']}")
+        if state.status in TERMINAL_STATUSES:
+            raise UsageError(f"run {options.run_id} already ended with status {state.status}")
         worktree = repo.open_worktree(options.run_id)
-        options.task = options.task or state.get("task", "")
+        options.task = options.task or state.task
     else:
         if options.plan_file is not None and not options.plan_file.is_file():
             raise UsageError(f"plan file {options.plan_file} does not exist")
@@ -618,28 +612,19 @@ def run_task(options: RunOptions) -> RunResult:
         run_id = options.run_id or new_run_id()
         store = RunStore.create(runs_dir, run_id)
         worktree = repo.create_worktree(run_id, options.base)
-        state = {"run_id": run_id, "task": options.task, "repo": str(repo.root), "base": worktree.base,
-                 "branch": worktree.branch, "worktree": str(worktree.root), "started_at": started,
-                 "config": options.config.public_dict(), "relay_version": __version__}
+        state = RunState(run_id=run_id, task=options.task, repo=str(repo.root), base=worktree.base,
+                         branch=worktree.branch, worktree=str(worktree.root), started_at=started,
+                         config=options.config.public_dict(), relay_version=__version__)
         store.save_state(state)
-    run = _Run(options, store, worktree, state)
+    policy, limits = settings_from_config(options.config, no_sandbox=options.no_sandbox)
+    verify_cfg = options.config.stages.verify
+    verifier = SandboxVerifier(worktree=worktree, task=options.task, policy=policy, limits=limits,
+                               configured=verify_cfg.commands, python=verify_cfg.python)
+    run = _Run(options, store, worktree, state, verifier=verifier)
     if history is not None:
         _start_in_history(history, options, run)
     run.emit("run_start", run_id=store.run_id, task=options.task, resume=options.resume)
-    from relaycode.trace import configure_tracing, workflow_span
-
-    try:
-        with configure_tracing(options.config.trace, run_dir=store.dir), workflow_span(store.run_id, options.task):
-            asyncio.run(run.main())
-    except RelayError as exc:
-        status, kind = _status_of(exc)
-        run.result.status, run.result.error_kind, run.result.error = status, kind, str(exc)
-    except KeyboardInterrupt:
-        # Ctrl-C or SIGTERM: not an end, a pause. The run's files are saved below and `--resume` continues it.
-        run.result.status, run.result.error_kind, run.result.error = "interrupted", "interrupted", "interrupted"
-    finally:
-        _finish(run, started, t0, history)
-    return run.result
+    return run.execute(started=started, t0=t0, history=history)
 
 
 def _open_history() -> History:
@@ -658,13 +643,14 @@ def _start_in_history(history: History, options: RunOptions, run: _Run) -> None:
 
 def _finish(run: _Run, started: float, t0: float, history: History | None) -> None:
     result = run.result
-    result.wall_s = time.perf_counter() - t0 + run.state.get("wall_before", 0.0)
+    st = run.state
+    result.wall_s = time.perf_counter() - t0 + st.wall_before
     result.model_s = run.ledger.total().seconds
-    result.malformed_outputs = run.state.get("malformed", result.malformed_outputs)
-    result.checks = list(run.state.get("verify_commands") or [])
-    run.state["status"] = result.status
-    run.state["wall_before"] = result.wall_s
-    run.state["ended_at"] = time.time()
+    result.malformed_outputs = st.malformed
+    result.checks = list(st.checks.commands) if st.checks is not None else []
+    st.status = result.status
+    st.wall_before = result.wall_s
+    st.ended_at = time.time()
     run.save()
     try:
         patch = run.worktree.diff()
@@ -673,7 +659,7 @@ def _finish(run: _Run, started: float, t0: float, history: History | None) -> No
     run.store.write_text("patch.diff", patch)
     run.store.write_json("ledger.json", run.ledger.to_dict())
     data = result.to_dict()
-    data.update(task=run.options.task, repo=run.state.get("repo"), timeline=run.timeline,
+    data.update(task=run.options.task, repo=st.repo or None, timeline=[span.model_dump() for span in st.timeline],
                 config=run.config.preset or run.config.source, started_at=started)
     run.store.write_json("result.json", data)
     verify = run.store.read_json("verify.json")

@@ -4,7 +4,7 @@ Every file is written atomically (temp file in the same directory, fsync,
 rename), so a run killed at any point leaves either the old or the new
 version of each file, never half of one. `events.jsonl` is append-only, one
 event per line, flushed per event; a torn last line is ignored on read.
-`state.json` holds what resume needs: which stages are done and their results.
+`state.json` holds what resume needs (`runstate.RunState`): which stages are done and their results.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from relaycode.errors import UsageError
+from relaycode.runstate import RunState
 
 #: Statuses a run ends with; `--resume` refuses them. "interrupted" (Ctrl-C, SIGTERM), "error" (a provider
 #: or runtime failure a retry may get past) and a run killed outright (no status) continue where they stopped.
@@ -108,9 +111,17 @@ class RunStore:
         return out
 
     # state: what resume needs
-    def load_state(self) -> dict[str, Any]:
-        state = self.read_json("state.json", {})
-        return state if isinstance(state, dict) else {}
+    def load_state(self) -> RunState:
+        """The saved state (a fresh one when there is none, or it is not an object); `UsageError`
+        when it holds a value of the wrong type."""
+        data = self.read_json("state.json", {})
+        try:
+            return RunState.model_validate(data if isinstance(data, dict) else {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+            raise UsageError(f"{self.path('state.json')}: {where}: {first['msg']}; this run cannot be resumed") \
+                from None
 
-    def save_state(self, state: dict[str, Any]) -> None:
-        self.write_json("state.json", state)
+    def save_state(self, state: RunState) -> None:
+        self.write_text("state.json", state.model_dump_json(indent=2) + "\n")

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from relaycode.errors import RelayError, UsageError
 from relaycode.gitguard import GitLayout
@@ -66,6 +67,41 @@ _GIT_CONFIG = (
 
 class GitError(RelayError):
     """A git command failed unexpectedly; the message has the command and git's stderr."""
+
+
+class FileTree(Protocol):
+    """The files of a checkout, as an implement strategy sees them (`Worktree` is the real one)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    def list_files(self) -> list[str]: ...
+
+    def read_text(self, rel: str) -> str: ...
+
+    def write_text(self, rel: str, text: str) -> None: ...
+
+
+class RunTree(FileTree, Protocol):
+    """A run's checkout as the run loop uses it: files, commits of attempts, diffs against a ref.
+
+    `Worktree` is the real one; `relaycode.testing.loop.DirTree` keeps commits in memory, so the
+    loop's logic is tested without git.
+    """
+
+    @property
+    def base(self) -> str: ...
+
+    @property
+    def branch(self) -> str: ...
+
+    def diff(self, base: str | None = None) -> str: ...
+
+    def commit(self, message: str) -> str | None: ...
+
+    def reset_hard(self, sha: str) -> None: ...
+
+    def read_tree(self, ref: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -334,6 +370,11 @@ class Worktree:
         commit = self.repo.resolve(sha)
         self.git("reset", "--hard", "--quiet", commit)
         self.git("clean", "-fd", "--quiet")
+
+    def read_tree(self, ref: str) -> None:
+        """Put `ref`'s files in the tree (and index) without moving the branch: the next commit
+        records them on top of what the branch already holds."""
+        self.git("read-tree", "--reset", "-u", self.repo.resolve(ref))
 
     def remove(self, keep_branch: bool = True) -> None:
         """Delete the checkout; keep the branch (the run's result) unless told otherwise."""

@@ -179,8 +179,8 @@ def resume_config(repo: Path, run_id: str, config_file: Path | None, preset: str
 
     try:
         store = RunStore.open(runs_dir_of(open_repo(repo).git_dir), run_id)
-        saved = store.load_state().get("config")
-        if not isinstance(saved, dict):  # a run from before configs were saved: only what the user says
+        saved = store.load_state().config
+        if saved is None:  # a run from before configs were saved: only what the user says
             return load_config_or_exit(config_file, preset, repo)
         started_with = saved.get("preset") or "its own config"
         try:

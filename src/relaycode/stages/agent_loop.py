@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from relaycode.session import ModelSession
     from relaycode.stages.attempt import Attempt
     from relaycode.stages.plan import Plan
-    from relaycode.workspace import Worktree
+    from relaycode.workspace import FileTree
 
 EventSink = Callable[..., None]
 """`emit(kind, **data)`: where the loop reports each tool call (the pipeline's events.jsonl)."""
@@ -158,7 +158,7 @@ def truncate(text: str, limit: int = OBSERVATION_CHARS) -> str:
 class Actions:
     """Executes actions on one worktree and records them: transcript, malformed count, events."""
 
-    worktree: Worktree
+    worktree: FileTree
     policy: sandbox.SandboxPolicy
     limits: sandbox.Limits
     outcome: ImplementOutcome
@@ -363,7 +363,7 @@ def agent_prompt(task: str, plan: Plan | None, files: dict[str, str], feedback: 
     return "\n".join(parts)
 
 
-async def agent(session: ModelSession, spec: str, worktree: Worktree, attempt: Attempt) -> ImplementOutcome:
+async def agent(session: ModelSession, spec: str, worktree: FileTree, attempt: Attempt) -> ImplementOutcome:
     """The agent strategy (`stages/strategies.py`): `agent_implement` with the attempt's data."""
     return await agent_implement(
         session, spec, worktree, task=attempt.task, plan=attempt.plan, files=list(attempt.files),
@@ -382,7 +382,7 @@ def uses_agent(spec: str, config: Config) -> bool:
 async def agent_implement(
     session: ModelSession,
     spec: str,
-    worktree: Worktree,
+    worktree: FileTree,
     *,
     task: str,
     plan: Plan | None,

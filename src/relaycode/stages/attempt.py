@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from relaycode.session import ModelSession
     from relaycode.stages.implement import ImplementOutcome
     from relaycode.stages.plan import Plan
-    from relaycode.workspace import Worktree
+    from relaycode.workspace import FileTree
 
 EventSink = Callable[..., None]
 """`emit(kind, **data)`: where a strategy reports what it does (the run's events.jsonl)."""
@@ -62,5 +62,5 @@ class Attempt:
 class Implementer(Protocol):
     """One implement strategy: change `worktree` for `attempt`, say what happened."""
 
-    async def __call__(self, session: ModelSession, spec: str, worktree: Worktree,
+    async def __call__(self, session: ModelSession, spec: str, worktree: FileTree,
                        attempt: Attempt) -> ImplementOutcome: ...

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from relaycode.session import Answer, ModelSession
     from relaycode.stages.attempt import Attempt
     from relaycode.stages.verify import VerifyResult
-    from relaycode.workspace import Worktree
+    from relaycode.workspace import FileTree
 
 
 @dataclass
@@ -115,7 +115,7 @@ async def _answers(session: ModelSession, spec: str, prompt: str, instructions: 
     return answers
 
 
-def _scratch_copy(worktree: Worktree, into: Path) -> Path:
+def _scratch_copy(worktree: FileTree, into: Path) -> Path:
     """A copy of the worktree's files (not its git metadata) to verify one candidate in."""
     target = into / "tree"
     shutil.copytree(worktree.root, target, symlinks=True, ignore=shutil.ignore_patterns(".git"))
@@ -128,7 +128,7 @@ def _write(root: Path, files: dict[str, str]) -> None:
             fh.write(text)
 
 
-def _verify(worktree: Worktree, candidate: Candidate, current: dict[str, str], attempt: Attempt) -> VerifyResult:
+def _verify(worktree: FileTree, candidate: Candidate, current: dict[str, str], attempt: Attempt) -> VerifyResult:
     """The pinned checks and the basic checks, on a scratch copy of the tree with the candidate written."""
     from relaycode.stages.sanity import plan_checks, run_sanity
     from relaycode.stages.verify import run_verify
@@ -146,7 +146,7 @@ def _verify(worktree: Worktree, candidate: Candidate, current: dict[str, str], a
     return result
 
 
-async def sampled_implement(session: ModelSession, spec: str, worktree: Worktree,
+async def sampled_implement(session: ModelSession, spec: str, worktree: FileTree,
                             attempt: Attempt) -> ImplementOutcome:
     """Draw `attempt.samples` candidates, verify the distinct ones in preference order, write the chosen one."""
     contents = {path: worktree.read_text(path) for path in attempt.files}

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from relaycode.session import ModelSession, RequestOptions
     from relaycode.stages.attempt import Attempt
     from relaycode.stages.plan import Plan
-    from relaycode.workspace import Worktree
+    from relaycode.workspace import FileTree
 
 
 IMPLEMENT_INSTRUCTIONS = f"""You are the implementer of a coding pipeline. Change the repository to do the task.
@@ -187,7 +187,7 @@ def answer_options(spec: str, config: Config, whole: bool, shown: list[str],
 
 
 def answer_to_files(text: str, contents: dict[str, str], all_files: list[str], whole: bool,
-                    worktree: Worktree) -> dict[str, str]:
+                    worktree: FileTree) -> dict[str, str]:
     """The files an answer writes (new content of changed files only); EditError when it is malformed,
     does not apply, or breaks Python syntax. Pure apart from reading files the model edits unshown."""
     edits = [_resolve(edit, all_files) for edit in parse_edits(text)]
@@ -205,7 +205,7 @@ def answer_to_files(text: str, contents: dict[str, str], all_files: list[str], w
     return new_files
 
 
-async def edit_blocks(session: ModelSession, spec: str, worktree: Worktree, attempt: Attempt) -> ImplementOutcome:
+async def edit_blocks(session: ModelSession, spec: str, worktree: FileTree, attempt: Attempt) -> ImplementOutcome:
     """The edit-block strategy (`stages/strategies.py`): `implement` with the attempt's data."""
     return await implement(session, spec, worktree, task=attempt.task, plan=attempt.plan, files=list(attempt.files),
                            feedback=attempt.feedback, attempt=attempt.number, max_steps=attempt.max_steps,
@@ -215,7 +215,7 @@ async def edit_blocks(session: ModelSession, spec: str, worktree: Worktree, atte
 async def implement(
     session: ModelSession,
     spec: str,
-    worktree: Worktree,
+    worktree: FileTree,
     *,
     task: str,
     plan: Plan | None,
