@@ -425,7 +425,7 @@ class _Run:
         from relaycode.localize import sources_under_test
 
         task = self.options.task
-        texts = [task, self.state.get("baseline") or "", self.state.get("feedback") or ""]
+        texts = [task, self.state.baseline or "", self.state.feedback or ""]
         localized = sources_under_test(self.worktree.root, files, texts)
         if not localized:
             return ranked
