@@ -88,7 +88,7 @@ async def _answers(session: ModelSession, spec: str, prompt: str, instructions: 
 
     sample_t = session.config.stages.implement.sample_temperature
     sample_t = DEFAULT_SAMPLE_TEMPERATURE if sample_t is None else sample_t
-    first_t = attempt.temperature if attempt.temperature is not None else session.config.settings_for(spec).temperature
+    first_t = attempt.temperature if attempt.temperature is not None else session.models.get(spec).settings.temperature
 
     def options(i: int) -> RequestOptions:
         return RequestOptions(temperature=first_t if i == 0 else sample_t, seed=seed_for(attempt.seed, i),
@@ -147,9 +147,10 @@ async def sampled_implement(session: ModelSession, spec: str, worktree: Worktree
     """Draw `attempt.samples` candidates, verify the distinct ones in preference order, write the chosen one."""
     contents = {path: worktree.read_text(path) for path in attempt.files}
     all_files = worktree.list_files()
-    whole, instructions = answer_format(spec, session.config, contents)
+    profile = session.models.get(spec).profile
+    whole, instructions = answer_format(profile, contents)
     prompt = implement_prompt(attempt.task, attempt.plan, contents, attempt.feedback, whole_file=whole)
-    base = answer_options(spec, session.config, whole, list(contents))
+    base = answer_options(profile, whole, list(contents))
     outcome = ImplementOutcome(model=spec)
     answers = await _answers(session, spec, prompt, instructions, attempt, base)
     outcome.turns = len(answers)
