@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from relaycode.dollars import usd_text
 from relaycode.errors import BudgetExceeded, StepLimit
 from relaycode.pricing import Tokens, price_of
 
@@ -69,8 +70,8 @@ class BudgetGuard:
             committed = self.spent_before + run_total.usd + reserved_all
             if committed + worst_usd > limit:
                 raise BudgetExceeded(
-                    f"run budget ${limit} would be exceeded: spent ${_fmt(committed)}, "
-                    f"next {stage} request to {model.spec} may cost up to ${_fmt(worst_usd)}"
+                    f"run budget {usd_text(limit)} would be exceeded: spent {usd_text(committed)}, "
+                    f"next {stage} request to {model.spec} may cost up to {usd_text(worst_usd)}"
                 )
         stage_limit = budget.stage_usd.get(stage)  # type: ignore[call-overload]
         if stage_limit is not None:
@@ -78,8 +79,8 @@ class BudgetGuard:
             committed = stage_total.usd + reserved_stage
             if committed + worst_usd > limit:
                 raise BudgetExceeded(
-                    f"{stage} budget ${limit} would be exceeded: spent ${_fmt(committed)}, "
-                    f"next request to {model.spec} may cost up to ${_fmt(worst_usd)}"
+                    f"{stage} budget {usd_text(limit)} would be exceeded: spent {usd_text(committed)}, "
+                    f"next request to {model.spec} may cost up to {usd_text(worst_usd)}"
                 )
         max_requests = budget.stage_requests.get(stage)  # type: ignore[call-overload]
         open_in_stage = sum(1 for r in self._open if r.stage == stage)
@@ -102,6 +103,3 @@ class BudgetGuard:
             reservation.released = True
             self._open.remove(reservation)
 
-
-def _fmt(usd: Decimal) -> str:
-    return f"{usd:.4f}"

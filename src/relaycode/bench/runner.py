@@ -39,6 +39,7 @@ from relaycode.bench.cpu import CpuMeter, local_model_names
 from relaycode.bench.results import PairKey, append_record, pair_key, prepare_out_dir, read_records
 from relaycode.bench.stats import first_attempt_passed
 from relaycode.bench.suite import Case, materialise, write_files
+from relaycode.dollars import usd_text
 from relaycode.errors import ConfigError, RelayError, UsageError
 
 if TYPE_CHECKING:
@@ -404,8 +405,8 @@ class Progress:
         extra = f" ({rec['error_kind']})" if rec.get("error_kind") else ""
         if rec.get("timed_out"):
             extra += " (test timeout)"
-        cost = "$?" if usd is None else f"${Decimal(str(usd)):.4f}"
-        total = f"${self.usd:.4f}" + ("+?" if self.usd_unknown else "")
+        cost = usd_text(usd, unknown="$?")
+        total = usd_text(self.usd) + ("+?" if self.usd_unknown else "")
         self.line(f"[{self.done}/{self.total}] {rec['config']} {label} {verdict}{extra} "
                   f"{cost} {float(rec.get('wall_s') or 0):.1f}s | so far {total}, "
                   f"case time {self.seconds:.0f}s, elapsed {time.monotonic() - self.t0:.0f}s")
