@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from relaycode import __version__
+from relaycode.atomic import atomic_write
 from relaycode.bench.cpu import CpuMeter, local_model_names
 from relaycode.bench.results import PairKey, append_record, pair_key, prepare_out_dir, read_records
 from relaycode.bench.stats import first_attempt_passed
@@ -436,9 +437,7 @@ def _write_meta(out: Path, options: BenchOptions, pending: int, commit: str | No
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     })
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(meta, indent=2), mode=0o644)
 
 
 def run_bench(options: BenchOptions) -> list[dict[str, Any]]:
