@@ -147,7 +147,7 @@ class MeteredModel(WrapperModel):
         try:
             for attempt in range(1, retry.max_attempts + 1):
                 # A span per provider attempt; `call.record` ends it once the attempt is metered.
-                with model_span(self.spec, ref.provider, messages) as call:
+                with model_span(ref, messages) as call:
                     started = time.time()
                     t0 = time.perf_counter()
                     try:
