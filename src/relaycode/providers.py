@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from relaycode.errors import ConfigError
 from relaycode.local.catalog import CATALOG
+from relaycode.local.catalog import get as local_model
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,7 @@ def check_model(spec: str, endpoints: Collection[str] = ()) -> ModelRef:
 def builtin_vendor(ref: ModelRef) -> str:
     """The vendor family of a built-in provider's model (config may say otherwise: `Config.vendor_of`)."""
     if ref.is_local:
-        from relaycode.local.catalog import get as get_local
-
-        return get_local(ref.name).vendor
+        return local_model(ref.name).vendor
     provider = PROVIDERS.get(ref.provider)
     if provider is None:  # an endpoint: its name is its vendor unless config says one
         return ref.provider

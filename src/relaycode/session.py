@@ -233,16 +233,16 @@ class ModelSession:
         self.sleep: Sleep = sleep or _real_sleep
         self.models = ModelRegistry(config)
         """Every model of the config, resolved once (others on first use)."""
-        self._models: dict[str, Model] = dict(model_overrides or {})
+        self._built: dict[str, Model] = dict(model_overrides or {})
 
     def record(self, entry: LedgerEntry) -> None:
         self.ledger.add(entry)
 
     def model(self, spec: str) -> Model:
         """The (cached) pydantic-ai model for a spec; overrides (test doubles) win."""
-        if spec not in self._models:
-            self._models[spec] = build_model(self.models.get(spec))
-        return self._models[spec]
+        if spec not in self._built:
+            self._built[spec] = build_model(self.models.get(spec))
+        return self._built[spec]
 
     def _agent(self, stage: str, spec: str, *, attempt: int, instructions: str, output_type: Any,
                retries: AgentRetries, tools: Sequence[Tool[None]] = (),
