@@ -13,6 +13,7 @@ import pytest
 from relaycode import models
 from relaycode.config import config_from_dict
 from relaycode.errors import BudgetExceeded, ConfigError
+from relaycode.models import resolve
 from relaycode.pipeline import RunOptions, RunResult, run_task
 from relaycode.sandbox import Limits, SandboxPolicy
 from relaycode.session import ModelSession
@@ -260,14 +261,14 @@ def test_budget_limits_propagate_before_any_request(tmp_path: Path) -> None:
 
 def test_protocol_is_chosen_by_setting_then_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     plain = config_from_dict({"stages": {"implement": {"model": API}}})
-    assert not uses_agent(API, plain) and not uses_agent(LOCAL, plain)  # built-in profiles: edit blocks
-    assert uses_agent(API, config(API)) and uses_agent(LOCAL, config(LOCAL))
+    assert not uses_agent(resolve(API, plain)) and not uses_agent(resolve(LOCAL, plain))  # built-in profiles: edit blocks
+    assert uses_agent(resolve(API, config(API))) and uses_agent(resolve(LOCAL, config(LOCAL)))
     edit_blocks = config_from_dict({"stages": {"implement": {"model": API}},
                                     "models": {API: {"protocol": "edit-blocks"}}})
     monkeypatch.setattr(models, "PROFILES", (("google", "*", models.ModelProfile(protocol="agent")),
                                              ("*", "*", models.ModelProfile())))
-    assert uses_agent(API, plain)  # "auto" is the profile's choice
-    assert not uses_agent(API, edit_blocks)  # an explicit setting wins
+    assert uses_agent(resolve(API, plain))  # "auto" is the profile's choice
+    assert not uses_agent(resolve(API, edit_blocks))  # an explicit setting wins
 
 
 def test_config_accepts_agent_and_rejects_unknown_protocols() -> None:
@@ -299,7 +300,28 @@ def test_the_strategy_table_picks_agent_then_sampling_then_edit_blocks() -> None
 
     cfg = config_from_dict({"stages": {"implement": {"model": API, "samples": 3}},
                             "models": {API: {"protocol": "agent"}, LOCAL: {"samples": 1}}})
-    assert strategy_for(API, cfg) == "agent"
-    assert strategy_for(LOCAL, cfg) == "edit-blocks" and samples_for(LOCAL, cfg) == 1
-    assert strategy_for("openai:gpt-5-mini", cfg) == "sampled" and samples_for("openai:gpt-5-mini", cfg) == 3
+    api, local, mini = (resolve(spec, cfg) for spec in (API, LOCAL, "openai:gpt-5-mini"))
+    assert strategy_for(api, cfg) == "agent"
+    assert strategy_for(local, cfg) == "edit-blocks" and samples_for(local, cfg) == 1
+    assert strategy_for(mini, cfg) == "sampled" and samples_for(mini, cfg) == 3
     assert set(STRATEGIES) == {"edit-blocks", "agent", "sampled"}
+
+
+@pytest.mark.parametrize("spec", [API, LOCAL])
+def test_the_attempt_temperature_reaches_every_step(tmp_path: Path, spec: str) -> None:
+    """A retry's sampling temperature travels with the agent's requests (it used to sit on the shared session)."""
+    from pydantic_ai.messages import ModelMessage, ModelResponse
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    script = scripted_actions([READ, FINISH])
+    seen: list[object] = []
+
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append((info.model_settings or {}).get("temperature"))
+        return await script.function(messages, info)  # type: ignore[misc]
+
+    session = ModelSession(config(spec), model_overrides={spec: FunctionModel(answer)})
+    outcome = asyncio.run(agent_implement(
+        session, spec, worktree(tmp_path), task=PAGINATION_TASK, plan=None, files=[PATH], feedback=None, attempt=2,
+        max_steps=5, policy=SandboxPolicy(enabled=False), limits=Limits(wall_s=30), temperature=0.6))
+    assert outcome.last_error is None and seen == [0.6, 0.6]

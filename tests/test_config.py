@@ -120,10 +120,11 @@ def test_openai_compatible_endpoint_models(tmp_path: Path) -> None:
         '[models."vllm:qwen-coder".price]\ninput_per_mtok = 0\noutput_per_mtok = 0\n'
     )
     cfg = load_config(config_file=write(tmp_path, body))
-    from relaycode.models import profile_for, vendor_of
+    from relaycode.models import resolve
 
-    assert vendor_of("vllm:qwen-coder", cfg) == "qwen"
-    assert profile_for("vllm:qwen-coder", cfg).output_mode == "prompted"
+    model = resolve("vllm:qwen-coder", cfg)
+    assert cfg.vendor_of("vllm:qwen-coder") == model.vendor == "qwen"
+    assert model.profile.output_mode == "prompted" and model.endpoint is not None and model.prices_id is None
 
 
 def test_unpriced_model_refused_unless_allowed(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from relaycode.budget import BudgetGuard
 from relaycode.config import config_from_dict, load_config
 from relaycode.errors import BudgetExceeded, StepLimit
 from relaycode.ledger import Ledger, LedgerEntry, Totals
+from relaycode.models import resolve
 from relaycode.pricing import Tokens, price_request, quote
 
 
@@ -110,21 +111,21 @@ def _guard(budget: dict) -> BudgetGuard:
 def test_budget_reserves_worst_case_before_request() -> None:
     guard = _guard({"run_usd": 0.05})
     # Opus: 1000 in + 1000 out worst case = $0.03; two in flight would be $0.06 > $0.05.
-    first = guard.reserve("plan", "anthropic:claude-opus-4-5", 1000, 1000)
+    first = guard.reserve("plan", resolve("anthropic:claude-opus-4-5"), 1000, 1000)
     with pytest.raises(BudgetExceeded, match="run budget"):
-        guard.reserve("review", "anthropic:claude-opus-4-5", 1000, 1000)
+        guard.reserve("review", resolve("anthropic:claude-opus-4-5"), 1000, 1000)
     guard.release(first)
-    guard.reserve("review", "anthropic:claude-opus-4-5", 1000, 1000)
+    guard.reserve("review", resolve("anthropic:claude-opus-4-5"), 1000, 1000)
 
 
 def test_budget_counts_spend_and_stage_limits() -> None:
     guard = _guard({"stage_usd": {"review": 0.01}, "stage_requests": {"plan": 1}, "stage_tokens": {"implement": 5000}})
     guard.ledger.add(LedgerEntry("r", "review", 0, "openai:gpt-5-mini", "openai", Tokens(), Decimal("0.009"), 0))
     with pytest.raises(BudgetExceeded, match="review budget"):
-        guard.reserve("review", "openai:gpt-5-mini", 1000, 1000)  # worst case $0.00225
+        guard.reserve("review", resolve("openai:gpt-5-mini"), 1000, 1000)  # worst case $0.00225
     guard.ledger.add(LedgerEntry("r", "plan", 0, "anthropic:claude-opus-4-5", "anthropic", Tokens(1, 1), Decimal(0), 0))
     with pytest.raises(StepLimit, match="plan request limit"):
-        guard.reserve("plan", "anthropic:claude-opus-4-5", 10, 10)
-    guard.reserve("implement", "google:gemini-2.5-flash", 1000, 3000)
+        guard.reserve("plan", resolve("anthropic:claude-opus-4-5"), 10, 10)
+    guard.reserve("implement", resolve("google:gemini-2.5-flash"), 1000, 3000)
     with pytest.raises(StepLimit, match="implement token limit"):
-        guard.reserve("implement", "google:gemini-2.5-flash", 500, 600)
+        guard.reserve("implement", resolve("google:gemini-2.5-flash"), 500, 600)

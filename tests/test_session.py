@@ -268,3 +268,62 @@ def test_request_options_travel_with_the_request_and_the_config_seed_is_honoured
     assert explicit["seed"] == 123 and explicit["temperature"] == 0.9 and explicit["grammar"] == 'root ::= "a"'
     assert "seed" not in unseeded
     assert derive_seed(7, "implement", 2) == derive_seed(7, "implement", 2) != derive_seed(7, "implement", 3)
+
+
+def test_concurrent_requests_reserve_their_own_instructions(allow_model_requests: None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reviewers share a session and run at once: each request's worst case counts its own instructions."""
+    session = ModelSession(cfg(), model_overrides={"openai:gpt-5-mini": scripted("a", "b")})
+    reserved: dict[str, int] = {}
+    reserve = session.budget.reserve
+
+    def spy(stage: str, model: object, input_tokens: int, max_output_tokens: int) -> object:
+        reserved[stage] = input_tokens
+        return reserve(stage, model, input_tokens, max_output_tokens)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session.budget, "reserve", spy)
+
+    async def both() -> None:
+        await asyncio.gather(
+            session.ask("review", "openai:gpt-5-mini", "hi", instructions="x" * 30_000),
+            session.ask("plan", "openai:gpt-5-mini", "hi", instructions="y"))
+
+    asyncio.run(both())
+    assert reserved["review"] > 10_000 > reserved["plan"]
+
+
+def test_temperature_travels_with_the_request(allow_model_requests: None) -> None:
+    from relaycode.session import RequestOptions
+
+    seen: list[object] = []
+
+    def fn(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append((info.model_settings or {}).get("temperature"))
+        return ModelResponse(parts=[TextPart("ok")])
+
+    config = cfg(models={"openai:gpt-5-mini": {"temperature": 0.2}})
+    session = ModelSession(config, model_overrides={"openai:gpt-5-mini": FunctionModel(fn)})
+    asyncio.run(session.ask("implement", "openai:gpt-5-mini", "hi", instructions="x"))
+    asyncio.run(session.ask("implement", "openai:gpt-5-mini", "hi", instructions="x",
+                            options=RequestOptions(temperature=0.7)))
+    asyncio.run(session.run_tools("implement", "openai:gpt-5-mini", "hi", instructions="x", tools=[], output_type=str,
+                                  options=RequestOptions(temperature=0.9)))
+    assert seen == [0.2, 0.7, 0.9]
+    assert not hasattr(session, "sampling")  # no temperature on the shared session
+
+
+def test_each_model_is_resolved_once_per_session(allow_model_requests: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from relaycode import models
+
+    resolved: list[str] = []
+    real = models.resolve
+
+    def counting(spec: str, config: object = None) -> models.ResolvedModel:
+        resolved.append(spec)
+        return real(spec, config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(models, "resolve", counting)
+    session = ModelSession(cfg(), model_overrides={"openai:gpt-5-mini": scripted("a", "b", "c")})
+    for _ in range(3):
+        asyncio.run(session.ask("implement", "openai:gpt-5-mini", "hi", instructions="x"))
+    assert resolved == ["openai:gpt-5-mini"] and len(session.ledger.entries) == 3

@@ -44,7 +44,7 @@ def test_the_implementer_is_shown_what_the_rule_says() -> None:
 
     files = ["contests/scoring.py", "tests/test_scoring.py"]
     sizes = dict.fromkeys(files, 100)
-    assert choose_files(files, None, files, max_chars=10_000, sizes=sizes, task="use the latest scoring rule") == [
+    assert choose_files(files, None, files, max_chars=10_000, max_files=3, sizes=sizes, task="use the latest scoring rule") == [
         "contests/scoring.py"]
-    assert "tests/test_scoring.py" in choose_files(files, None, files, max_chars=10_000, sizes=sizes,
+    assert "tests/test_scoring.py" in choose_files(files, None, files, max_chars=10_000, max_files=3, sizes=sizes,
                                                    task="add a test for ties")

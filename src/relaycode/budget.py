@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from relaycode.dollars import usd_text
 from relaycode.errors import BudgetExceeded, StepLimit
-from relaycode.pricing import Tokens, price_request
+from relaycode.pricing import Tokens, price_of
 
 if TYPE_CHECKING:
     from relaycode.config import Config
     from relaycode.ledger import Ledger
+    from relaycode.models import ResolvedModel
 
 
 @dataclass
@@ -46,7 +48,7 @@ class BudgetGuard:
         tokens = sum(r.tokens for r in self._open if stage is None or r.stage == stage)
         return usd, tokens
 
-    def reserve(self, stage: str, model: str, input_tokens: int, max_output_tokens: int) -> Reservation:
+    def reserve(self, stage: str, model: ResolvedModel, input_tokens: int, max_output_tokens: int) -> Reservation:
         """Reserve the worst case of one request or raise BudgetExceeded / StepLimit."""
         try:
             return self._reserve(stage, model, input_tokens, max_output_tokens)
@@ -54,9 +56,9 @@ class BudgetGuard:
             self.refused = exc
             raise
 
-    def _reserve(self, stage: str, model: str, input_tokens: int, max_output_tokens: int) -> Reservation:
+    def _reserve(self, stage: str, model: ResolvedModel, input_tokens: int, max_output_tokens: int) -> Reservation:
         budget = self.config.budget
-        worst = price_request(model, Tokens(input=input_tokens, output=max_output_tokens), self.config)
+        worst = price_of(model, Tokens(input=input_tokens, output=max_output_tokens))
         worst_usd = worst if worst is not None else Decimal(0)
         run_total = self.ledger.total()
         stage_total = self.ledger.total(lambda e: e.stage == stage)
@@ -68,8 +70,8 @@ class BudgetGuard:
             committed = self.spent_before + run_total.usd + reserved_all
             if committed + worst_usd > limit:
                 raise BudgetExceeded(
-                    f"run budget ${limit} would be exceeded: spent ${_fmt(committed)}, "
-                    f"next {stage} request to {model} may cost up to ${_fmt(worst_usd)}"
+                    f"run budget {usd_text(limit)} would be exceeded: spent {usd_text(committed)}, "
+                    f"next {stage} request to {model.spec} may cost up to {usd_text(worst_usd)}"
                 )
         stage_limit = budget.stage_usd.get(stage)  # type: ignore[call-overload]
         if stage_limit is not None:
@@ -77,8 +79,8 @@ class BudgetGuard:
             committed = stage_total.usd + reserved_stage
             if committed + worst_usd > limit:
                 raise BudgetExceeded(
-                    f"{stage} budget ${limit} would be exceeded: spent ${_fmt(committed)}, "
-                    f"next request to {model} may cost up to ${_fmt(worst_usd)}"
+                    f"{stage} budget {usd_text(limit)} would be exceeded: spent {usd_text(committed)}, "
+                    f"next request to {model.spec} may cost up to {usd_text(worst_usd)}"
                 )
         max_requests = budget.stage_requests.get(stage)  # type: ignore[call-overload]
         open_in_stage = sum(1 for r in self._open if r.stage == stage)
@@ -101,6 +103,3 @@ class BudgetGuard:
             reservation.released = True
             self._open.remove(reservation)
 
-
-def _fmt(usd: Decimal) -> str:
-    return f"{usd:.4f}"

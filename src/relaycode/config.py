@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from relaycode.errors import ConfigError
+from relaycode.providers import PROVIDERS, builtin_vendor, check_model, parse_model
 
 Severity = Literal["blocker", "major", "minor", "nit"]
 SEVERITIES: tuple[Severity, ...] = ("blocker", "major", "minor", "nit")
@@ -49,8 +50,10 @@ class Price(_Strict):
     """Dollars per million input tokens written to the cache; defaults to the input price."""
 
 
-class ModelSettings(_Strict):
-    """Per-model settings, keyed by model name in `[models."provider:model"]`."""
+class ModelOptions(_Strict):
+    """Per-model settings, keyed by model name in `[models."provider:model"]`.
+
+    (Named apart from pydantic-ai's `ModelSettings`, the per-request settings a model is sent.)"""
 
     temperature: float | None = Field(default=None, ge=0, le=2)
     """Sampling temperature; provider default when unset."""
@@ -220,7 +223,7 @@ class Config(_Strict):
     """Stage → model mapping."""
     budget: Budget = Field(default_factory=Budget)
     """Dollar, request and token limits."""
-    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    models: dict[str, ModelOptions] = Field(default_factory=dict)
     """Per-model settings keyed by `provider:model`."""
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
     """OpenAI-compatible endpoints; a model `NAME:model` uses endpoint NAME."""
@@ -249,8 +252,20 @@ class Config(_Strict):
     notices: list[str] = Field(default_factory=list, exclude=True)
     """Settings the loader ignored and why (a repository config's restricted keys), one line each."""
 
-    def settings_for(self, model: str) -> ModelSettings:
-        return self.models.get(model) or ModelSettings()
+    def settings_for(self, model: str) -> ModelOptions:
+        return self.models.get(model) or ModelOptions()
+
+    def vendor_of(self, spec: str) -> str:
+        """The vendor family of a model, for the diversity rule: its own `vendor` setting, else its
+        endpoint's `vendor` (or the endpoint's name), else the built-in provider's (`providers.py`)."""
+        ref = parse_model(spec, self.endpoints)
+        settings = self.models.get(spec)
+        if settings is not None and settings.vendor:
+            return settings.vendor
+        endpoint = self.endpoints.get(ref.provider)
+        if endpoint is not None:
+            return endpoint.vendor or ref.provider
+        return builtin_vendor(ref)
 
     def all_models(self) -> list[str]:
         """Every model the config uses, in stage order, without duplicates."""
@@ -276,8 +291,6 @@ class Config(_Strict):
 
 def check_diversity(config: Config) -> None:
     """A reviewer must not be the implementer (nor, by default, of its vendor family)."""
-    from relaycode.models import vendor_of
-
     if config.diversity == "off":
         return
     implementers = [config.stages.implement.model, *config.stages.implement.escalate_to]
@@ -289,8 +302,8 @@ def check_diversity(config: Config) -> None:
                     "a model must not review its own work; pick a different reviewer or set diversity = \"off\""
                 )
             if config.diversity == "vendor":
-                rv = vendor_of(reviewer, config)
-                iv = vendor_of(implementer, config)
+                rv = config.vendor_of(reviewer)
+                iv = config.vendor_of(implementer)
                 if rv == iv:
                     raise ValueError(
                         f"stages.review model {reviewer!r} and stages.implement model {implementer!r} "
@@ -427,9 +440,9 @@ def _default_for(path: Leaf) -> Any:
         if model is None:
             return None
         if model is Config and key == "models":
-            model = ModelSettings
+            model = ModelOptions
             continue
-        if model is ModelSettings and i == 1:
+        if model is ModelOptions and i == 1:
             continue  # the model's name
         info = model.model_fields.get(key)
         if info is None:
@@ -465,8 +478,6 @@ def _format_validation(exc: ValidationError, source: str | Mapping[Leaf, str]) -
 
 
 def _check_semantics(config: Config, source: str) -> Config:
-    from relaycode.models import PROVIDERS, check_model_names
-
     for name in config.endpoints:
         if name in PROVIDERS:
             raise ConfigError(
@@ -474,7 +485,8 @@ def _check_semantics(config: Config, source: str) -> Config:
                 "endpoint (its requests carry that provider's API key); name the endpoint differently"
             )
     try:
-        check_model_names(config)
+        for spec in config.all_models():
+            check_model(spec, config.endpoints)
         check_diversity(config)
     except (ConfigError, ValueError) as exc:
         raise ConfigError(f"{source}: {exc}") from None

@@ -1,148 +1,37 @@
-"""The model layer: names, vendors, per-model profiles, and pydantic-ai models.
+"""The model layer: each configured model resolved once, per-model profiles, and pydantic-ai models.
 
-A model is named `provider:model` as pydantic-ai names them
-(`anthropic:claude-opus-4-5`, `google:gemini-2.5-flash`, `openai:gpt-5-mini`,
-`openrouter:z-ai/glm-4.6`), `local:NAME` for the embedded models, or
-`ENDPOINT:model` for an OpenAI-compatible endpoint declared in config.
+Names and providers are `providers.py`'s (which the config loader uses too). Here a name becomes a
+`ResolvedModel` once per config (`ModelRegistry`, held by the run's `ModelSession`): its reference,
+profile, relay's settings for it, vendor, key variables, endpoint and price data. Stages, the budget,
+pricing and the session read that object instead of re-parsing the name with the whole config.
 
-Wire format and connection come from pydantic-ai; what differs per model
-(which protocol implements, how structured output is asked for) is data in
-`PROFILES`, not substring checks scattered through the stages.
+Wire format and connection come from pydantic-ai; what differs per model (which protocol
+implements, how structured output is asked for, the context window) is data in `PROFILES`, not
+substring checks scattered through the stages.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
+from relaycode.config import Config, Endpoint, ModelOptions, Price
 from relaycode.errors import ConfigError, MissingApiKey
+from relaycode.local.catalog import CATALOG
+from relaycode.providers import PROVIDERS, ModelRef, builtin_vendor, check_model
 
 if TYPE_CHECKING:
     from pydantic_ai.models import Model
 
-    from relaycode.config import Config
-
-
-@dataclass(frozen=True)
-class Provider:
-    """A provider relay knows by name: where its key lives and which vendor it is."""
-
-    name: str
-    key_envs: tuple[str, ...]
-    """Environment variables that can hold the key (first set wins)."""
-    vendor: str | None
-    """Vendor family; None when the vendor is part of the model name (OpenRouter: `z-ai/glm-4.6`)."""
-    prices_id: str | None
-    """Provider id in genai-prices."""
-
-
-PROVIDERS: dict[str, Provider] = {
-    "anthropic": Provider("anthropic", ("ANTHROPIC_API_KEY",), "anthropic", "anthropic"),
-    "openai": Provider("openai", ("OPENAI_API_KEY",), "openai", "openai"),
-    "google": Provider("google", ("GEMINI_API_KEY", "GOOGLE_API_KEY"), "google", "google"),
-    "openrouter": Provider("openrouter", ("OPENROUTER_API_KEY",), None, "openrouter"),
-    "local": Provider("local", (), None, None),
-}
-
-# OpenRouter names models `org/model`; the org is the vendor, with a few aliases
-# so that `openrouter:anthropic/...` counts as the same family as `anthropic:...`.
-_VENDOR_ALIASES = {"google": "google", "anthropic": "anthropic", "openai": "openai", "z-ai": "zhipu", "zhipu": "zhipu"}
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    provider: str
-    name: str
-
-    @property
-    def spec(self) -> str:
-        return f"{self.provider}:{self.name}"
-
-    def __str__(self) -> str:
-        return self.spec
-
-
-def parse_model(spec: str, config: Config | None = None) -> ModelRef:
-    """Split `provider:model`; the provider must be known or an endpoint declared in config."""
-    provider, sep, name = spec.partition(":")
-    if not sep or not provider or not name:
-        raise ConfigError(
-            f"model {spec!r}: expected 'provider:model', e.g. 'anthropic:claude-opus-4-5' or 'local:qwen2.5-coder-1.5b'"
-        )
-    known = set(PROVIDERS) | set(config.endpoints if config else ())
-    if provider not in known:
-        raise ConfigError(
-            f"model {spec!r}: unknown provider {provider!r}; known: {', '.join(sorted(known))} "
-            "(declare an OpenAI-compatible server under [endpoints.NAME])"
-        )
-    return ModelRef(provider, name)
-
-
-def vendor_of(spec: str, config: Config | None = None) -> str:
-    """The vendor family of a model, for the diversity rule."""
-    ref = parse_model(spec, config)
-    if config is not None:
-        settings = config.models.get(spec)
-        if settings is not None and settings.vendor:
-            return settings.vendor
-        endpoint = config.endpoints.get(ref.provider)
-        if endpoint is not None:
-            return endpoint.vendor or ref.provider
-    if ref.provider == "local":
-        from relaycode.local.catalog import get as get_local
-
-        return get_local(ref.name).vendor
-    provider = PROVIDERS[ref.provider]
-    if provider.vendor:
-        return provider.vendor
-    org = ref.name.split("/", 1)[0]
-    return _VENDOR_ALIASES.get(org, org)
-
-
-def check_model_names(config: Config) -> None:
-    """Every model named in the config parses and (for local models) exists in the catalogue."""
-    for spec in config.all_models():
-        ref = parse_model(spec, config)
-        if ref.provider == "local":
-            from relaycode.local.catalog import CATALOG
-
-            if ref.name not in CATALOG:
-                raise ConfigError(
-                    f"model {spec!r}: unknown local model; known: "
-                    + ", ".join(f"local:{n}" for n in CATALOG)
-                )
-
-
-def key_env_for(spec: str, config: Config) -> str | None:
-    """The environment variable that must hold this model's API key, if it needs one."""
-    ref = parse_model(spec, config)
-    endpoint = config.endpoints.get(ref.provider)
-    if endpoint is not None:
-        return endpoint.api_key_env
-    keys = PROVIDERS[ref.provider].key_envs
-    return keys[0] if keys else None
-
-
-def missing_keys(config: Config) -> list[MissingApiKey]:
-    """Models whose API key is not set in the environment."""
-    missing: list[MissingApiKey] = []
-    for spec in config.all_models():
-        ref = parse_model(spec, config)
-        endpoint = config.endpoints.get(ref.provider)
-        if endpoint is not None:
-            envs: tuple[str, ...] = (endpoint.api_key_env,) if endpoint.api_key_env else ()
-        else:
-            envs = PROVIDERS[ref.provider].key_envs
-        if envs and not any(os.environ.get(e) for e in envs):
-            missing.append(MissingApiKey(spec, envs[0]))
-    return missing
-
+CHARS_PER_TOKEN = 3
+"""A deliberately low estimate of characters per token (code and prose run 3.5 to 4): budgets sized
+with it err on the side of fitting."""
 
 # ---------------------------------------------------------------- profiles
 
-Protocol = Literal["edit-blocks", "agent"]
+ImplementProtocol = Literal["edit-blocks", "agent"]
 OutputMode = Literal["tool", "native", "prompted"]
 EditFormat = Literal["search-replace", "whole-file"]
 
@@ -151,7 +40,7 @@ EditFormat = Literal["search-replace", "whole-file"]
 class ModelProfile:
     """What relay needs to know about a model beyond its wire format."""
 
-    protocol: Protocol = "edit-blocks"
+    protocol: ImplementProtocol = "edit-blocks"
     """How it implements (what `protocol = "auto"` picks): text edit blocks, or the agentic action loop
     (`stages/agent_loop.py`). Edit blocks everywhere until the loop is measured against them; the local
     models stay on edit blocks (measured: the 1.5B model does best with whole-file answers)."""
@@ -180,52 +69,136 @@ PROFILES: tuple[tuple[str, str, ModelProfile], ...] = (
 )
 
 
-def profile_for(spec: str, config: Config | None = None) -> ModelProfile:
-    ref = parse_model(spec, config)
+def _profile(ref: ModelRef, settings: ModelOptions | None, endpoint: Endpoint | None) -> ModelProfile:
+    """The built-in profile of `ref`, with what config says about the model over it."""
     profile = next(p for prov, name, p in PROFILES if fnmatch.fnmatch(ref.provider, prov) and fnmatch.fnmatch(ref.name, name))
-    if ref.provider == "local":
-        from relaycode.local.catalog import CATALOG
-
-        if ref.name in CATALOG:  # the context the local server is started with
-            profile = replace(profile, context_tokens=CATALOG[ref.name].context)
-    if config is not None:
-        if ref.provider in config.endpoints:
-            # Unknown self-hosted models: assume no native tool calling.
-            profile = ModelProfile(output_mode="prompted", context_tokens=32_768)
-        settings = config.models.get(spec)
-        if settings is not None:
-            if settings.context_tokens:
-                profile = replace(profile, context_tokens=settings.context_tokens)
-            if settings.protocol != "auto":
-                profile = replace(profile, protocol=settings.protocol)
-            if settings.edit_format != "auto":
-                profile = replace(profile, edit_format=settings.edit_format)
-            if settings.answer_grammar is not None:
-                profile = replace(profile, answer_grammar=settings.answer_grammar)
+    if ref.is_local and ref.name in CATALOG:  # the context the local server is started with
+        profile = replace(profile, context_tokens=CATALOG[ref.name].context)
+    if endpoint is not None:
+        # Unknown self-hosted models: assume no native tool calling.
+        profile = ModelProfile(output_mode="prompted", context_tokens=32_768)
+    if settings is not None:
+        if settings.context_tokens:
+            profile = replace(profile, context_tokens=settings.context_tokens)
+        if settings.protocol != "auto":
+            profile = replace(profile, protocol=settings.protocol)
+        if settings.edit_format != "auto":
+            profile = replace(profile, edit_format=settings.edit_format)
+        if settings.answer_grammar is not None:
+            profile = replace(profile, answer_grammar=settings.answer_grammar)
     return profile
+
+
+# ---------------------------------------------------------------- resolving
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Everything relay knows about one model of a config, worked out once (`resolve`)."""
+
+    ref: ModelRef
+    profile: ModelProfile
+    settings: ModelOptions
+    """relay's settings for the model (`[models."provider:model"]`, defaults when it has none)."""
+    vendor: str
+    """Vendor family, for the diversity rule (`Config.vendor_of`)."""
+    key_envs: tuple[str, ...]
+    """Environment variables that can hold its API key (first set wins); empty: it needs none."""
+    endpoint: Endpoint | None = None
+    """The OpenAI-compatible endpoint serving it (`ENDPOINT:model`), if any."""
+    prices_id: str | None = None
+    """Its provider's id in genai-prices' data; None: priced by `settings.price`, $0 locally, or unknown."""
+
+    @property
+    def spec(self) -> str:
+        return self.ref.spec
+
+    @property
+    def price(self) -> Price | None:
+        """The config's price override, if any."""
+        return self.settings.price
+
+    @property
+    def key_env(self) -> str | None:
+        """The variable a missing key is reported under."""
+        return self.key_envs[0] if self.key_envs else None
+
+    def api_key(self) -> str | None:
+        """The first of `key_envs` set in the environment (None if none is)."""
+        return next((os.environ[e] for e in self.key_envs if os.environ.get(e)), None)
+
+    def missing_key(self) -> MissingApiKey | None:
+        """The error to raise when the model needs a key and none is set."""
+        if self.key_envs and self.api_key() is None:
+            return MissingApiKey(self.spec, self.key_envs[0])
+        return None
+
+    def context_chars(self, share: float) -> int:
+        """Characters that fit `share` of the model's context window (see `CHARS_PER_TOKEN`)."""
+        return int(self.profile.context_tokens * CHARS_PER_TOKEN * share)
+
+
+def resolve(spec: str, config: Config | None = None) -> ResolvedModel:
+    """Resolve one model name against `config` (None: built-in knowledge only). Raises ConfigError."""
+    endpoints = config.endpoints if config is not None else {}
+    ref = check_model(spec, endpoints)
+    settings = config.models.get(spec) if config is not None else None
+    endpoint = endpoints.get(ref.provider)
+    if endpoint is not None:
+        key_envs: tuple[str, ...] = (endpoint.api_key_env,) if endpoint.api_key_env else ()
+        prices_id = None
+    else:
+        key_envs, prices_id = PROVIDERS[ref.provider].key_envs, PROVIDERS[ref.provider].prices_id
+    vendor = config.vendor_of(spec) if config is not None else builtin_vendor(ref)
+    return ResolvedModel(ref=ref, profile=_profile(ref, settings, endpoint), settings=settings or ModelOptions(),
+                         vendor=vendor, key_envs=key_envs, endpoint=endpoint, prices_id=prices_id)
+
+
+@dataclass
+class ModelRegistry:
+    """The resolved models of one config: every configured model at construction, others on first use."""
+
+    config: Config
+    _resolved: dict[str, ResolvedModel] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for spec in self.config.all_models():
+            self.get(spec)
+
+    def get(self, spec: str) -> ResolvedModel:
+        model = self._resolved.get(spec)
+        if model is None:
+            model = self._resolved[spec] = resolve(spec, self.config)
+        return model
+
+    def configured(self) -> list[ResolvedModel]:
+        """The config's models (`Config.all_models`), in stage order."""
+        return [self.get(spec) for spec in self.config.all_models()]
+
+
+def missing_keys(config: Config) -> list[MissingApiKey]:
+    """Models whose API key is not set in the environment."""
+    return [m for m in (model.missing_key() for model in ModelRegistry(config).configured()) if m is not None]
 
 
 # ---------------------------------------------------------------- building
 
 
-def build_model(spec: str, config: Config) -> Model:
-    """The pydantic-ai model for `spec`, connected as config says. Raises MissingApiKey early."""
-    ref = parse_model(spec, config)
-    endpoint = config.endpoints.get(ref.provider)
-    if endpoint is not None:
-        key = os.environ.get(endpoint.api_key_env) if endpoint.api_key_env else None
-        if endpoint.api_key_env and not key:
-            raise MissingApiKey(spec, endpoint.api_key_env)
-        return openai_compatible_model(ref.name, endpoint.base_url, key or "none")
-    if ref.provider == "local":
+def build_model(model: ResolvedModel) -> Model:
+    """The pydantic-ai model, connected as its config says. Raises MissingApiKey early."""
+    ref, spec = model.ref, model.spec
+    key = model.api_key()
+    if model.key_envs and key is None:
+        raise MissingApiKey(spec, model.key_envs[0])
+    if model.endpoint is not None:
+        return openai_compatible_model(ref.name, model.endpoint.base_url, key or "none")
+    if ref.is_local:
         from relaycode.local.server import ensure_server
 
         handle = ensure_server(ref.name)
         return openai_compatible_model(ref.name, handle.base_url, "local", coalesce_candidates=True)
-    provider = PROVIDERS[ref.provider]
-    key = next((os.environ[e] for e in provider.key_envs if os.environ.get(e)), None)
-    if key is None:
-        raise MissingApiKey(spec, provider.key_envs[0])
+    if key is None:  # pragma: no cover - every built-in API provider names its key variables
+        raise ConfigError(f"model {spec!r}: provider {ref.provider!r} names no API key variable")
     if ref.provider == "anthropic":
         from pydantic_ai.models.anthropic import AnthropicModel
         from pydantic_ai.providers.anthropic import AnthropicProvider

@@ -260,7 +260,7 @@ class _Run:
             files = self.worktree.list_files()
             with self.stage("plan", spec):
                 rmap = repo_map(self.worktree.root, files, self.options.task,
-                                max_chars=_context_chars(spec, self.config, 0.35))
+                                max_chars=self.session.models.get(spec).context_chars(0.35))
                 try:
                     plan = await make_plan(self.session, spec, self.options.task, rmap, known_files=files,
                                            checks=st.baseline)
@@ -389,30 +389,31 @@ class _Run:
         from relaycode.repomap import relevant_files
         from relaycode.session import derive_seed
         from relaycode.stages.attempt import Attempt
-        from relaycode.stages.implement import choose_files
+        from relaycode.stages.implement import choose_files, max_files_shown
         from relaycode.stages.strategies import samples_for, strategy_for
 
         cfg = self.config
         impl_cfg = cfg.stages.implement
         checks = self.pinned_checks()
+        model = self.session.models.get(spec)
         # After this implementer's own failure, sample (if configured): a greedy model repeats itself.
         retry_t = impl_cfg.retry_temperature if self.state.fails_with_current > 0 else None
-        with self.stage("implement", spec), self.session.sampling(retry_t):
+        with self.stage("implement", spec):
             files = self.worktree.list_files()
             sizes = {f: _size(self.worktree.root / f) for f in files}
             ranked = self.files_to_consider(files, relevant_files(self.worktree.root, files, self.options.task))
             shown = choose_files(files, plan, ranked, sizes=sizes, task=self.options.task,
-                                 max_chars=_context_chars(spec, cfg, 0.45))
+                                 max_chars=model.context_chars(0.45), max_files=max_files_shown(model.profile))
             policy, limits = self.sandbox_settings()
             attempt = Attempt(
                 task=self.options.task, plan=plan, files=tuple(shown), feedback=self.state.feedback,
                 number=iteration, checks=tuple(checks.commands),
                 examples=checks.doc_examples, venv=checks.venv_path(), policy=policy, limits=limits,
                 max_steps=impl_cfg.max_steps, max_tokens=impl_cfg.max_tokens_per_attempt,
-                max_wall_s=impl_cfg.max_wall_s, samples=samples_for(spec, cfg),
+                max_wall_s=impl_cfg.max_wall_s, samples=samples_for(model, cfg),
                 seed=None if cfg.seed is None else derive_seed(cfg.seed, "implement", spec, iteration),
                 temperature=retry_t, on_event=self.emit)
-            outcome = await self.strategies[strategy_for(spec, cfg)](self.session, spec, self.worktree, attempt)
+            outcome = await self.strategies[strategy_for(model, cfg)](self.session, spec, self.worktree, attempt)
         self.store.write_text(f"attempts/{iteration}-implement.md", "\n\n---\n\n".join(
             f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
         self.result.malformed_outputs += outcome.malformed
@@ -554,12 +555,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _context_chars(spec: str, config: Config, share: float) -> int:
-    from relaycode.models import profile_for
-
-    return int(profile_for(spec, config).context_tokens * 3 * share)
 
 
 def _status_of(exc: BaseException) -> tuple[str, str]:

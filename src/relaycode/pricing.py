@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
-from relaycode.models import PROVIDERS, parse_model
+from relaycode.models import ModelRegistry, ResolvedModel, resolve
 
 if TYPE_CHECKING:
     from relaycode.config import Config
@@ -53,23 +53,18 @@ class Quote:
     source: PriceSource
 
 
-def _override(spec: str, config: Config | None) -> Quote | None:
-    ref = parse_model(spec, config)
-    if config is not None:
-        settings = config.models.get(spec)
-        if settings is not None and settings.price is not None:
-            p = settings.price
-            return Quote(Decimal(str(p.input_per_mtok)), Decimal(str(p.output_per_mtok)), "config")
-    if ref.provider == "local":
+def _override(model: ResolvedModel) -> Quote | None:
+    p = model.price
+    if p is not None:
+        return Quote(Decimal(str(p.input_per_mtok)), Decimal(str(p.output_per_mtok)), "config")
+    if model.ref.is_local:
         return Quote(Decimal(0), Decimal(0), "local")
     return None
 
 
-def price_request(spec: str, tokens: Tokens, config: Config | None = None, *, when: datetime | None = None) -> Decimal | None:
-    """Dollars for one request, or None when the price is unknown."""
-    ref = parse_model(spec, config)
-    if config is not None and (settings := config.models.get(spec)) is not None and settings.price is not None:
-        p = settings.price
+def price_of(model: ResolvedModel, tokens: Tokens, *, when: datetime | None = None) -> Decimal | None:
+    """Dollars for one request to `model`, or None when the price is unknown."""
+    if (p := model.price) is not None:
         cache_read = Decimal(str(p.cache_read_per_mtok if p.cache_read_per_mtok is not None else p.input_per_mtok))
         cache_write = Decimal(str(p.cache_write_per_mtok if p.cache_write_per_mtok is not None else p.input_per_mtok))
         uncached = tokens.input - tokens.cache_read - tokens.cache_write
@@ -79,10 +74,9 @@ def price_request(spec: str, tokens: Tokens, config: Config | None = None, *, wh
             + Decimal(tokens.cache_write) * cache_write
             + Decimal(tokens.output) * Decimal(str(p.output_per_mtok))
         ) / _MTOK
-    if ref.provider == "local":
+    if model.ref.is_local:
         return Decimal(0)
-    provider = PROVIDERS.get(ref.provider)
-    if provider is None or provider.prices_id is None:
+    if model.prices_id is None:
         return None
     import genai_prices
 
@@ -93,27 +87,38 @@ def price_request(spec: str, tokens: Tokens, config: Config | None = None, *, wh
         cache_write_tokens=tokens.cache_write or None,
     )
     try:
-        calc = genai_prices.calc_price(usage, ref.name, provider_id=provider.prices_id, genai_request_timestamp=when)
+        calc = genai_prices.calc_price(usage, model.ref.name, provider_id=model.prices_id,
+                                       genai_request_timestamp=when)
     except LookupError:
         return None
     return Decimal(calc.total_price)
 
 
-def quote(spec: str, config: Config | None = None) -> Quote | None:
+def quote_of(model: ResolvedModel) -> Quote | None:
     """The base-tier list price, for `relay models` and re-pricing; None when unknown."""
-    override = _override(spec, config)
+    override = _override(model)
     if override is not None:
         return override
     # Priced at 1k tokens and scaled: a 1M-token request would land in a higher tier.
-    k_in = price_request(spec, Tokens(input=1000), config)
-    k_out = price_request(spec, Tokens(output=1000), config)
+    k_in = price_of(model, Tokens(input=1000))
+    k_out = price_of(model, Tokens(output=1000))
     if k_in is None or k_out is None:
         return None
     return Quote(k_in * 1000, k_out * 1000, "genai-prices")
 
 
+def price_request(spec: str, tokens: Tokens, config: Config | None = None, *, when: datetime | None = None) -> Decimal | None:
+    """`price_of` for a model known only by name (re-pricing a ledger, tests)."""
+    return price_of(resolve(spec, config), tokens, when=when)
+
+
+def quote(spec: str, config: Config | None = None) -> Quote | None:
+    """`quote_of` for a model known only by name."""
+    return quote_of(resolve(spec, config))
+
+
 def unpriced_models(config: Config) -> list[str]:
-    return [spec for spec in config.all_models() if quote(spec, config) is None]
+    return [model.spec for model in ModelRegistry(config).configured() if quote_of(model) is None]
 
 
 def known_model_names(provider_id: str) -> list[str]:
@@ -132,7 +137,7 @@ def unknown_model_hint(spec: str) -> str | None:
     import difflib
 
     from relaycode.errors import ConfigError
-    from relaycode.models import PROVIDERS, parse_model
+    from relaycode.providers import PROVIDERS, parse_model
 
     try:
         ref = parse_model(spec)

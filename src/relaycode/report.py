@@ -29,6 +29,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from relaycode.dollars import usd_text
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -48,10 +50,7 @@ def fmt_usd(usd: Any, unpriced: int = 0, priced_part: Any = None) -> str:
         if part > 0:
             return f"≥ {fmt_usd(part)} ({unpriced} unpriced)" if unpriced else f"≥ {fmt_usd(part)}"
         return "unknown"
-    value = float(usd)
-    if value == 0:
-        return "$0"
-    return f"${value:,.2f}" if value >= 10 else f"${value:.4f}"
+    return usd_text(usd)
 
 
 def fmt_int(value: Any) -> str:

@@ -10,15 +10,14 @@ event per line, flushed per event; a torn last line is ignored on read.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from relaycode.atomic import atomic_write
 from relaycode.errors import UsageError
 from relaycode.runstate import RunState
 
@@ -34,22 +33,6 @@ def runs_dir_of(git_dir: Path) -> Path:
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write `data` to `path` so readers see the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunStore:

@@ -15,8 +15,8 @@ import json
 import random
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -33,8 +33,8 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from relaycode.budget import BudgetGuard
 from relaycode.errors import ProviderError, ProviderErrorKind
 from relaycode.ledger import Ledger, LedgerEntry
-from relaycode.models import build_model, parse_model, profile_for
-from relaycode.pricing import Tokens, price_request
+from relaycode.models import CHARS_PER_TOKEN, ModelRegistry, ResolvedModel, build_model
+from relaycode.pricing import Tokens, price_of
 from relaycode.trace import model_span
 
 if TYPE_CHECKING:
@@ -82,13 +82,13 @@ def classify(exc: BaseException, model: str) -> ProviderError:
 
 
 def estimate_tokens(messages: Sequence[ModelMessage], instructions_chars: int = 0) -> int:
-    """A deliberately high estimate of input tokens (3 characters per token) for budget reservations."""
+    """A deliberately high estimate of input tokens (`CHARS_PER_TOKEN`) for budget reservations."""
     chars = instructions_chars
     for message in messages:
         for part in message.parts:
             content = getattr(part, "content", None)
             chars += len(content) if isinstance(content, str) else len(repr(part))
-    return chars // 3 + 16
+    return chars // CHARS_PER_TOKEN + 16
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class RequestOptions:
     """Per-request sampling, carried with the request (several may be in flight on one session)."""
 
     temperature: float | None = None
-    """None: the session's (`ModelSession.sampling`), else the model's configured temperature."""
+    """None: the model's configured temperature (its `temperature` setting, else the provider's default)."""
     seed: int | None = None
     """None: derived from `Config.seed` (when set) for the stage and attempt."""
     extra_body: Mapping[str, object] | None = None
@@ -108,20 +108,25 @@ def derive_seed(base: int, *parts: str | int) -> int:
     return (base + zlib.crc32("|".join(map(str, parts)).encode())) % (1 << 31)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CallContext:
-    """Where a request belongs: stage and attempt of the run."""
+    """Where a request belongs (stage and attempt of the run) and what it sends besides its messages.
+
+    One per `ask` / `run_tools` call, never shared: reviewers run concurrently on one session."""
 
     stage: str
     attempt: int
+    instructions_chars: int = 0
+    """Characters of instructions and tool schemas sent with every request (the budget's worst case)."""
 
 
 class MeteredModel(WrapperModel):
     """Wraps a pydantic-ai model: budget reservation, bounded retries, pricing, ledger."""
 
-    def __init__(self, wrapped: Model, *, spec: str, session: ModelSession, context: CallContext) -> None:
+    def __init__(self, wrapped: Model, *, model: ResolvedModel, session: ModelSession, context: CallContext) -> None:
         super().__init__(wrapped)
-        self.spec = spec
+        self.resolved = model
+        self.spec = model.spec
         self.session = session
         self.context = context
 
@@ -132,16 +137,17 @@ class MeteredModel(WrapperModel):
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
         session = self.session
-        settings = session.config.settings_for(self.spec)
-        ref = parse_model(self.spec, session.config)
+        model = self.resolved
+        ref = model.ref
         retry = session.config.retry
         reservation = session.budget.reserve(
-            self.context.stage, self.spec, estimate_tokens(messages, session.instructions_chars), settings.max_tokens
+            self.context.stage, model, estimate_tokens(messages, self.context.instructions_chars),
+            model.settings.max_tokens,
         )
         try:
             for attempt in range(1, retry.max_attempts + 1):
                 # A span per provider attempt; `call.record` ends it once the attempt is metered.
-                with model_span(self.spec, ref.provider, messages) as call:
+                with model_span(ref, messages) as call:
                     started = time.time()
                     t0 = time.perf_counter()
                     try:
@@ -169,7 +175,7 @@ class MeteredModel(WrapperModel):
                     session.record(entry := LedgerEntry(
                         run_id=session.run_id, stage=self.context.stage, attempt=self.context.attempt,
                         model=self.spec, provider=ref.provider, tokens=tokens,
-                        usd=price_request(self.spec, tokens, session.config, when=response.timestamp),
+                        usd=price_of(model, tokens, when=response.timestamp),
                         seconds=seconds, started_at=started, finish_reason=response.finish_reason,
                     ))
                     call.record(entry, response)
@@ -225,51 +231,41 @@ class ModelSession:
         self.ledger = ledger if ledger is not None else Ledger()
         self.budget = BudgetGuard(config, self.ledger, spent_before=spent_before)
         self.sleep: Sleep = sleep or _real_sleep
-        self._models: dict[str, Model] = dict(model_overrides or {})
-        self.instructions_chars = 0
-        self._temperature: float | None = None
-
-    @contextmanager
-    def sampling(self, temperature: float | None) -> Iterator[None]:
-        """Requests made inside use `temperature` instead of each model's configured one (None: no change).
-
-        Session state, not task-local: the run loop uses it around one implement attempt, when no other
-        request of the session is in flight (reviewers run in parallel only outside it).
-        """
-        before, self._temperature = self._temperature, temperature
-        try:
-            yield
-        finally:
-            self._temperature = before
+        self.models = ModelRegistry(config)
+        """Every model of the config, resolved once (others on first use)."""
+        self._built: dict[str, Model] = dict(model_overrides or {})
 
     def record(self, entry: LedgerEntry) -> None:
         self.ledger.add(entry)
 
     def model(self, spec: str) -> Model:
         """The (cached) pydantic-ai model for a spec; overrides (test doubles) win."""
-        if spec not in self._models:
-            self._models[spec] = build_model(spec, self.config)
-        return self._models[spec]
+        if spec not in self._built:
+            self._built[spec] = build_model(self.models.get(spec))
+        return self._built[spec]
 
     def _agent(self, stage: str, spec: str, *, attempt: int, instructions: str, output_type: Any,
                retries: AgentRetries, tools: Sequence[Tool[None]] = (),
                options: RequestOptions | None = None) -> Agent[None, Any]:
         """An agent on the metered model (and its metered fallbacks) with the model's settings."""
-        settings = self.config.settings_for(spec)
-        context = CallContext(stage, attempt)
-        metered: Model = MeteredModel(self.model(spec), spec=spec, session=self, context=context)
+        resolved = self.models.get(spec)
+        settings = resolved.settings
+        # Tool schemas are sent with every request: count them in the worst case the budget reserves.
+        context = CallContext(stage, attempt, len(instructions) + sum(
+            len(json.dumps(tool.tool_def.parameters_json_schema)) for tool in tools))
+        metered: Model = MeteredModel(self.model(spec), model=resolved, session=self, context=context)
         if settings.fallback:
             # Each fallback is metered on its own (its own price, budget check and ledger rows);
             # a failure that survived the primary's retries moves to the next, except auth errors.
             from pydantic_ai.models.fallback import FallbackModel
 
-            chain = [MeteredModel(self.model(f), spec=f, session=self, context=context) for f in settings.fallback]
+            chain = [MeteredModel(self.model(f), model=self.models.get(f), session=self, context=context)
+                     for f in settings.fallback]
             metered = FallbackModel(metered, *chain, fallback_on=_should_fall_back)
         model_settings: ModelSettings = {"max_tokens": settings.max_tokens, "timeout": settings.timeout_s,
                                          "max_retries": 0}
         options = options or RequestOptions()
-        temperature = next((t for t in (options.temperature, self._temperature, settings.temperature)
-                            if t is not None), None)
+        temperature = options.temperature if options.temperature is not None else settings.temperature
         if temperature is not None:
             model_settings["temperature"] = temperature
         # A seeded request is reproducible on servers that honour `seed` (llama-server, OpenAI's best effort).
@@ -309,7 +305,7 @@ class ModelSession:
         """Run one agent turn (plus output-validation retries) on `spec` and return its output.
 
         `options` (temperature, seed, extra request fields) apply to this call's requests only."""
-        profile = profile_for(spec, self.config)
+        profile = self.models.get(spec).profile
         spec_output: Any = output_type
         if output_type is not str:
             if profile.output_mode == "native":
@@ -318,7 +314,6 @@ class ModelSession:
                 spec_output = PromptedOutput(output_type)
         agent = self._agent(stage, spec, attempt=attempt, instructions=instructions, output_type=spec_output,
                             retries={"output": output_retries}, options=options)
-        self.instructions_chars = len(instructions)
         result = await self._run(spec, agent, prompt, message_history=history)
         return Answer(result.output, result.all_messages(), spec)
 
@@ -335,17 +330,16 @@ class ModelSession:
         usage_limits: UsageLimits | None = None,
         usage: RunUsage | None = None,
         retries: int = 2,
+        options: RequestOptions | None = None,
     ) -> Answer[Any]:
         """Run an agent that calls `tools` (native tool calls) until it produces `output_type`.
 
         Every request still goes through `MeteredModel`. `usage_limits` bound the run (pydantic-ai raises
         `UsageLimitExceeded`, which is passed on for the caller to name); `usage`, when given, is updated
-        in place, so the caller knows what was spent even when the run ends by an exception.
+        in place, so the caller knows what was spent even when the run ends by an exception. `options` as
+        for `ask`.
         """
         agent = self._agent(stage, spec, attempt=attempt, instructions=instructions, output_type=output_type,
-                            retries={"tools": retries, "output": retries}, tools=tools)
-        # Tool schemas are sent with every request: count them in the worst case the budget reserves.
-        self.instructions_chars = len(instructions) + sum(
-            len(json.dumps(tool.tool_def.parameters_json_schema)) for tool in tools)
+                            retries={"tools": retries, "output": retries}, tools=tools, options=options)
         result = await self._run(spec, agent, prompt, usage_limits=usage_limits, usage=usage)
         return Answer(result.output, result.all_messages(), spec)

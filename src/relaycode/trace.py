@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
     from relaycode.config import TraceSettings
     from relaycode.ledger import LedgerEntry
+    from relaycode.providers import ModelRef
 
 TRACE_FILE = "trace.jsonl"
 _SCOPE = "relaycode"
@@ -333,9 +334,7 @@ class ModelCall:
 
 
 @contextmanager
-def model_span(
-    model_spec: str, provider: str, messages: Sequence[ModelMessage] | None = None
-) -> Iterator[ModelCall]:
+def model_span(ref: ModelRef, messages: Sequence[ModelMessage] | None = None) -> Iterator[ModelCall]:
     """One provider request: `chat {model}`. Call `.record(entry, response)` after it is metered.
 
     An exception escaping the block marks the span failed (`error.type`);
@@ -348,9 +347,9 @@ def model_span(
     tracer, include_content = found
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": provider,
-        "gen_ai.request.model": model_spec.partition(":")[2] or model_spec,
-        "relay.model": model_spec,
+        "gen_ai.provider.name": ref.provider,
+        "gen_ai.request.model": ref.name,
+        "relay.model": ref.spec,
     }
     if include_content and messages:
         attributes["gen_ai.input.messages"] = json.dumps(_messages_json(messages))

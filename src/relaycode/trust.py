@@ -66,9 +66,9 @@ def _load() -> dict[str, str]:
 
 
 def _save(entries: dict[str, str]) -> None:
-    from relaycode.runstore import atomic_write
+    from relaycode.atomic import atomic_write
 
-    atomic_write(store_path(), json.dumps(entries, indent=2, sort_keys=True) + "\n")  # mode 0600 (mkstemp)
+    atomic_write(store_path(), json.dumps(entries, indent=2, sort_keys=True) + "\n")  # private: mode 0600
 
 
 def digest(data: bytes) -> str:

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from relaycode.errors import RelayError, UsageError
 from relaycode.gitguard import GitLayout
-from relaycode.pathsafety import _atomic_write, open_in_root, read_text_in_root, safe_path, write_in_root
+from relaycode.pathsafety import open_in_root, read_text_in_root, safe_path, write_in_root
 
 __all__ = [
     "GitError",
@@ -315,7 +315,7 @@ class Worktree:
             return text
 
     def write_text(self, rel: str, text: str) -> None:
-        _atomic_write(self.root, rel, text.encode("utf-8"))
+        write_in_root(self.root, rel, text.encode("utf-8"))
 
     def list_files(self) -> list[str]:
         """Tracked and untracked-but-not-ignored files that exist, sorted."""

@@ -42,7 +42,7 @@ def test_zero_cost_configs_use_compute_axis_and_the_report_says_so(tmp_path: Pat
     assert [(p["a"], p["b"], p["a_only"], p["b_only"]) for p in summary["paired"]] == [
         ("solo-local", "local", 0, 1), ("solo-local", "local-cascade", 1, 0), ("local", "local-cascade", 2, 0)]
     md = render_markdown(summary)
-    assert "| local | 4 | 3 | 75.0% | 30.1–95.4% | 0.0% | $0.0000 |" in md  # no iterations recorded: not first
+    assert "| local | 4 | 3 | 75.0% | 30.1–95.4% | 0.0% | $0 |" in md  # no iterations recorded: not first
     assert "## Repeats" not in md
     assert "$0 configs run on local models" in md and "ESTIMATE" not in md
     paths = write_reports(tmp_path, records)

@@ -222,12 +222,13 @@ def test_shipped_greedy_configs_set_temperature_zero_on_their_implementers() -> 
 
 
 def test_shipped_agent_config_differs_from_local_noplan_only_in_the_implement_protocol() -> None:
+    from relaycode.models import resolve
     from relaycode.stages.agent_loop import uses_agent
 
     agent, noplan = resolve_configs([str(SHIPPED_CONFIGS / "local-agent.toml"), "local-noplan"])
     assert agent.name == "local-agent"
     spec = agent.config.stages.implement.model
-    assert uses_agent(spec, agent.config) and not uses_agent(spec, noplan.config)
+    assert uses_agent(resolve(spec, agent.config)) and not uses_agent(resolve(spec, noplan.config))
     assert agent.config.stages == noplan.config.stages
 
 

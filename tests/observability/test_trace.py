@@ -15,6 +15,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
 
 from relaycode.config import TraceSettings, config_from_dict
+from relaycode.providers import ModelRef
 from relaycode.sandbox import CompletedCommand
 from relaycode.session import ModelSession
 from relaycode.trace import (
@@ -214,7 +215,7 @@ def test_file_exporter_writes_json_lines_in_the_run_dir(tmp_path: Path, allow_mo
 def test_off_exporter_and_no_current_tracing_are_no_ops(tmp_path: Path, allow_model_requests: None) -> None:
     tracing = configure_tracing(TraceSettings(exporter="off"), run_dir=tmp_path)
     assert not tracing.enabled
-    with tracing, workflow_span("r") as w, stage_span("plan") as s, model_span("a:b", "a") as call, \
+    with tracing, workflow_span("r") as w, stage_span("plan") as s, model_span(ModelRef("a", "b")) as call, \
             tool_span("x") as tool:
         assert w is None and s is None and call.span is None and tool.span is None
     session = _run_pipeline(exporter="off", run_dir=tmp_path)
@@ -224,7 +225,7 @@ def test_off_exporter_and_no_current_tracing_are_no_ops(tmp_path: Path, allow_mo
 
 def test_a_failure_escaping_a_model_span_is_marked(tmp_path: Path) -> None:
     tracing = configure_tracing(TraceSettings(exporter="file"), run_dir=tmp_path)
-    with tracing, pytest.raises(KeyError), workflow_span("r"), model_span("fake:m", "fake"):
+    with tracing, pytest.raises(KeyError), workflow_span("r"), model_span(ModelRef("fake", "m")):
         raise KeyError("x")
     spans = [json.loads(line) for line in (tmp_path / TRACE_FILE).read_text().splitlines()]
     chat = next(s for s in spans if s["name"] == "chat m")

@@ -41,10 +41,10 @@ def _rusage_s() -> tuple[float, float]:
 
 def local_model_names(config: Config) -> frozenset[str]:
     """Names of the local models a config uses (their servers' CPU is the config's compute)."""
-    from relaycode.models import parse_model
+    from relaycode.providers import parse_model
 
-    refs = (parse_model(spec, config) for spec in config.all_models())
-    return frozenset(ref.name for ref in refs if ref.provider == "local")
+    refs = (parse_model(spec, config.endpoints) for spec in config.all_models())
+    return frozenset(ref.name for ref in refs if ref.is_local)
 
 
 def _server_cpu(models: frozenset[str]) -> dict[int, float]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from relaycode.bench.stats import all_pairs, config_summary, oracle, reprice_records
+from relaycode.dollars import usd_text
 
 NOTES = [
     "Pass = the case's hidden tests exit 0 on the final worktree (hidden files added after the run), "
@@ -104,10 +105,6 @@ def by_checks(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dic
 # ---------------------------------------------------------------- markdown
 
 
-def _usd(v: float | None, digits: int = 4) -> str:
-    return "unknown" if v is None else f"${v:.{digits}f}"
-
-
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
@@ -139,7 +136,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"| {name} | {c['n']} | {c['passed']} | {_pct(c['pass_rate'])} | {100 * lo:.1f}–{100 * hi:.1f}% "
             f"| {_pct(c.get('first_attempt_pass_rate'))} "
-            f"| {_usd(c['usd_per_case'])} | {_usd(c['usd_per_solved']) if c['passed'] else '-'} | {_num(c['tokens_per_case'], ',.0f')} "
+            f"| {usd_text(c['usd_per_case'])} | {usd_text(c['usd_per_solved']) if c['passed'] else '-'} | {_num(c['tokens_per_case'], ',.0f')} "
             f"| {_num(c['compute_s_mean'])} | {_num(c['wall_s_mean'])} | {_num(c['model_s_mean'])} |"
         )
     if any(c["zero_cost"] for c in summary["configs"].values()):
@@ -170,7 +167,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     wins = ", ".join(f"{k} {v}" for k, v in o["wins"].items()) or "none"
     lines += ["", "## Oracle", "",
               f"Cheapest solving config per case: {o['passed']}/{o['n']} = {_pct(o['pass_rate'])} "
-              f"(95% CI {100 * lo:.1f}–{100 * hi:.1f}%), {_usd(o['usd_per_case'])}/case{label}, "
+              f"(95% CI {100 * lo:.1f}–{100 * hi:.1f}%), {usd_text(o['usd_per_case'])}/case{label}, "
               f"{_num(o['compute_s_mean'])} CPU s/case. Picks: {wins}.", ""]
     if summary.get("by_checks"):
         lines += ["## By verification signal", "",
@@ -291,7 +288,7 @@ def render_html(summary: Mapping[str, Any], png: bytes) -> str:
         rows.append(
             f"<tr><td>{html.escape(name)}{' ★' if name in front else ''}</td><td>{c['n']}</td><td>{c['passed']}</td>"
             f"<td>{_pct(c['pass_rate'])}</td><td>{100 * lo:.1f}–{100 * hi:.1f}%</td>"
-            f"<td>{'-' if x is None else f'{x:.4g}'}</td><td>{_usd(c['usd_per_case'])}</td>"
+            f"<td>{'-' if x is None else f'{x:.4g}'}</td><td>{usd_text(c['usd_per_case'])}</td>"
             f"<td>{_num(c['compute_s_mean'])}</td></tr>"
         )
     title = "relay bench: Pareto" + (" (ESTIMATE)" if summary["estimate"] else "")

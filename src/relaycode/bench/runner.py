@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from relaycode import __version__
+from relaycode.atomic import atomic_write
 from relaycode.bench.cpu import CpuMeter, local_model_names
 from relaycode.bench.results import PairKey, append_record, pair_key, prepare_out_dir, read_records
 from relaycode.bench.stats import first_attempt_passed
 from relaycode.bench.suite import Case, materialise, write_files
+from relaycode.dollars import usd_text
 from relaycode.errors import ConfigError, RelayError, UsageError
 
 if TYPE_CHECKING:
@@ -404,8 +406,8 @@ class Progress:
         extra = f" ({rec['error_kind']})" if rec.get("error_kind") else ""
         if rec.get("timed_out"):
             extra += " (test timeout)"
-        cost = "$?" if usd is None else f"${Decimal(str(usd)):.4f}"
-        total = f"${self.usd:.4f}" + ("+?" if self.usd_unknown else "")
+        cost = usd_text(usd, unknown="$?")
+        total = usd_text(self.usd) + ("+?" if self.usd_unknown else "")
         self.line(f"[{self.done}/{self.total}] {rec['config']} {label} {verdict}{extra} "
                   f"{cost} {float(rec.get('wall_s') or 0):.1f}s | so far {total}, "
                   f"case time {self.seconds:.0f}s, elapsed {time.monotonic() - self.t0:.0f}s")
@@ -435,9 +437,7 @@ def _write_meta(out: Path, options: BenchOptions, pending: int, commit: str | No
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
     })
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(meta, indent=2), mode=0o644)
 
 
 def run_bench(options: BenchOptions) -> list[dict[str, Any]]:

@@ -93,9 +93,9 @@ def models(
 ) -> None:
     """List known models: the presets' and your config's, with prices per million tokens and their source."""
     from relaycode.config import load_config
-    from relaycode.models import profile_for, vendor_of
+    from relaycode.models import ModelRegistry
     from relaycode.presets import PRESETS
-    from relaycode.pricing import quote
+    from relaycode.pricing import quote_of
 
     cfg = load_config_or_exit(config, preset, repo)
     names: list[str] = []
@@ -106,16 +106,18 @@ def models(
     for spec in cfg.all_models():
         if spec not in names:
             names.append(spec)
+    registry = ModelRegistry(cfg)
     rows = []
     for spec in names:
-        q = quote(spec, cfg)
+        model = registry.get(spec)
+        q = quote_of(model)
         rows.append({
             "model": spec,
-            "vendor": vendor_of(spec, cfg),
+            "vendor": model.vendor,
             "input_per_mtok": None if q is None else float(q.input_per_mtok),
             "output_per_mtok": None if q is None else float(q.output_per_mtok),
             "price_source": None if q is None else q.source,
-            "context_tokens": profile_for(spec, cfg).context_tokens,
+            "context_tokens": model.profile.context_tokens,
         })
     if as_json:
         print_json(rows)

@@ -49,9 +49,8 @@ def resolve_reviewers(cfg: Config, option: str | None) -> list[str]:
     """Reviewer specs from --reviewers or the config; each must name a known model, and its key must be set."""
     from relaycode.config import PlanStage
     from relaycode.errors import ConfigError, RelayError
-    from relaycode.local.catalog import CATALOG
     from relaycode.local.readiness import require_installed
-    from relaycode.models import missing_keys, parse_model
+    from relaycode.models import missing_keys, resolve
 
     specs = [s.strip() for s in option.split(",") if s.strip()] if option else list(cfg.stages.review.models)
     if not specs:
@@ -59,10 +58,7 @@ def resolve_reviewers(cfg: Config, option: str | None) -> list[str]:
     specs = list(dict.fromkeys(specs))
     try:
         for spec in specs:
-            ref = parse_model(spec, cfg)
-            if ref.provider == "local" and ref.name not in CATALOG:
-                raise ConfigError(f"model {spec!r}: unknown local model; known: "
-                                  + ", ".join(f"local:{n}" for n in CATALOG))
+            resolve(spec, cfg)
     except ConfigError as exc:
         raise die(exc) from None
     # missing_keys checks a config's models; ask it about a copy whose only models are the reviewers.

@@ -22,14 +22,14 @@ class LocalNotInstalled(LocalModelError, UsageError):
 
 def local_models(config: Config, *, skip: Collection[str] = ()) -> list[str]:
     """Catalog names of the local models `config` uses (`local:NAME` specs), in stage order."""
-    from relaycode.models import parse_model
+    from relaycode.providers import parse_model
 
     names: list[str] = []
     for spec in config.all_models():
         if spec in skip:
             continue
-        ref = parse_model(spec, config)
-        if ref.provider == "local" and ref.name not in names:
+        ref = parse_model(spec, config.endpoints)
+        if ref.is_local and ref.name not in names:
             names.append(ref.name)
     return names
 

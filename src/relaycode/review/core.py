@@ -141,7 +141,7 @@ async def review_diff(
     plans = {}
     skipped: dict[str, list[str]] = {}
     for spec in reviewers:
-        budget = budget_chars(spec, session.config, plan, evidence=asks_evidence)
+        budget = budget_chars(session.models.get(spec), plan, evidence=asks_evidence)
         plans[spec], skipped[spec] = plan_chunks(files, budget, reader)
     for spec in reviewers:
         for reason in skipped[spec]:

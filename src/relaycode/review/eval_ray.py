@@ -37,9 +37,9 @@ def review_one_case(case: dict[str, Any], attempt: int, *, config: Config, revie
 
 
 def local_models(config: Config, reviewers: list[str]) -> frozenset[str]:
-    from relaycode.models import parse_model
+    from relaycode.providers import parse_model
 
-    return frozenset(ref.name for ref in (parse_model(s, config) for s in reviewers) if ref.provider == "local")
+    return frozenset(ref.name for ref in (parse_model(s, config.endpoints) for s in reviewers) if ref.is_local)
 
 
 def evaluate_on_ray(spec: ExecutorSpec, config: Config, cases: list[dict[str, Any]], *, start: EvalRun,

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from relaycode.config import Config
+from relaycode.dollars import usd_text
 from relaycode.errors import UsageError
 from relaycode.review.core import ReviewResult, review_diff
 from relaycode.review.evidence import EVIDENCE_WALL_S, EvidenceChecker, FilesTree, sandbox_for
@@ -470,7 +471,7 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
             "clean changes flagged | $ / review | tokens / review | s / review | failed reviews |")
     out = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
-        usd = "unknown" if s["usd_per_review"] is None else f"{s['usd_per_review']:.4f}"
+        usd = usd_text(s["usd_per_review"])
         fa = "n/a" if s["false_alarms_per_clean"] is None else f"{s['false_alarms_per_clean']:.2f}"
         out.append(
             f"| `{name}` | {s['found']}/{s['bugs']} | {_pct(s['recall'])} | {_pct(s['precision'])} "

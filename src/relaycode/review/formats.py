@@ -12,6 +12,7 @@ import json
 from typing import Any, Literal
 
 from relaycode import __version__
+from relaycode.dollars import usd_text
 from relaycode.review.core import ReviewResult
 from relaycode.review.findings import CATEGORIES, Finding
 
@@ -28,10 +29,6 @@ _RULE_TEXT = {
     "maintainability": "Code that is hard to change safely.",
     "style": "Naming, formatting and documentation.",
 }
-
-
-def usd_text(usd: float | None) -> str:
-    return "unknown" if usd is None else f"${usd:.4f}"
 
 
 def cost_rows(result: ReviewResult) -> list[dict[str, Any]]:

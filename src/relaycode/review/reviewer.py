@@ -14,9 +14,8 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-from relaycode.config import Config
 from relaycode.errors import LimitReached, MissingApiKey, ProviderError
-from relaycode.models import profile_for
+from relaycode.models import ResolvedModel
 from relaycode.review.context import CHARS_PER_TOKEN, Chunk, estimate_tokens
 from relaycode.review.findings import Evidence, Finding, ModelFinding, ModelReview
 from relaycode.session import ModelSession
@@ -113,10 +112,10 @@ def build_prompt(chunk: Chunk, plan: str | None = None) -> str:
     return "\n".join(parts)
 
 
-def budget_chars(spec: str, config: Config, plan: str | None = None, *, evidence: bool = False) -> int:
-    """Characters of code that fit one request of `spec`, after instructions, plan and room for the answer."""
-    context = profile_for(spec, config).context_tokens
-    reserve_output = min(config.settings_for(spec).max_tokens, max(512, context // 4))
+def budget_chars(model: ResolvedModel, plan: str | None = None, *, evidence: bool = False) -> int:
+    """Characters of code that fit one request of `model`, after instructions, plan and room for the answer."""
+    context = model.profile.context_tokens
+    reserve_output = min(model.settings.max_tokens, max(512, context // 4))
     overhead = estimate_tokens(instructions(evidence)) + estimate_tokens((plan or "")[:MAX_PLAN_CHARS]) + 150
     return max(0, int((context - reserve_output - overhead) * CHARS_PER_TOKEN))
 

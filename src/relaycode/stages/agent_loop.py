@@ -41,8 +41,8 @@ from relaycode.stages.verify import tool_env
 from relaycode.workspace import safe_path
 
 if TYPE_CHECKING:
-    from relaycode.config import Config
-    from relaycode.session import ModelSession
+    from relaycode.models import ResolvedModel
+    from relaycode.session import ModelSession, RequestOptions
     from relaycode.stages.attempt import Attempt
     from relaycode.stages.plan import Plan
     from relaycode.workspace import FileTree
@@ -287,7 +287,7 @@ def _count_retries(messages: list[ModelMessage]) -> int:
 
 
 async def _native_loop(session: ModelSession, spec: str, prompt: str, actions: Actions, *, attempt: int,
-                       max_steps: int, max_tokens: int | None) -> NoReturn:
+                       max_steps: int, max_tokens: int | None, options: RequestOptions) -> NoReturn:
     usage = RunUsage()  # updated in place, so what was spent is known however the run ends
 
     def act(action: ToolAction) -> str:
@@ -300,7 +300,8 @@ async def _native_loop(session: ModelSession, spec: str, prompt: str, actions: A
             answer = await session.run_tools(
                 "implement", spec, prompt, instructions=INSTRUCTIONS, tools=tools,
                 output_type=ToolOutput(finish, name="finish"), attempt=attempt, retries=max_steps,
-                usage_limits=UsageLimits(request_limit=max_steps, total_tokens_limit=max_tokens), usage=usage)
+                usage_limits=UsageLimits(request_limit=max_steps, total_tokens_limit=max_tokens), usage=usage,
+                options=options)
         except pai_exc.UsageLimitExceeded:
             if max_tokens is not None and usage.total_tokens > max_tokens:
                 raise TokenLimitExceeded(f"token limit: {usage.total_tokens} tokens used, the limit is "
@@ -314,7 +315,7 @@ async def _native_loop(session: ModelSession, spec: str, prompt: str, actions: A
 
 
 async def _json_loop(session: ModelSession, spec: str, prompt: str, actions: Actions, *, attempt: int,
-                     max_steps: int, max_tokens: int | None) -> NoReturn:
+                     max_steps: int, max_tokens: int | None, options: RequestOptions) -> NoReturn:
     outcome = actions.outcome
     first_entry = len(session.ledger.entries)
     history: list[ModelMessage] | None = None
@@ -329,7 +330,7 @@ async def _json_loop(session: ModelSession, spec: str, prompt: str, actions: Act
         outcome.turns += 1
         try:  # no output retries: one step is one request, and a bad answer is counted here
             answer = await session.ask("implement", spec, prompt, instructions=JSON_INSTRUCTIONS, output_type=Step,
-                                       attempt=attempt, history=history, output_retries=0)
+                                       attempt=attempt, history=history, output_retries=0, options=options)
         except ProviderError as exc:
             if not isinstance(exc.__cause__, pai_exc.UnexpectedModelBehavior):
                 raise
@@ -369,14 +370,12 @@ async def agent(session: ModelSession, spec: str, worktree: FileTree, attempt: A
         session, spec, worktree, task=attempt.task, plan=attempt.plan, files=list(attempt.files),
         feedback=attempt.feedback, attempt=attempt.number, max_steps=attempt.max_steps, policy=attempt.policy,
         limits=attempt.limits, max_tokens=attempt.max_tokens, max_wall_s=attempt.max_wall_s,
-        on_event=attempt.on_event, venv=attempt.venv, checks=list(attempt.checks))
+        on_event=attempt.on_event, venv=attempt.venv, checks=list(attempt.checks), temperature=attempt.temperature)
 
 
-def uses_agent(spec: str, config: Config) -> bool:
-    """Whether `spec` implements with this loop: its `protocol` setting, or with "auto" its profile's."""
-    from relaycode.models import profile_for
-
-    return profile_for(spec, config).protocol == "agent"
+def uses_agent(model: ResolvedModel) -> bool:
+    """Whether `model` implements with this loop: its `protocol` setting, or with "auto" its profile's."""
+    return model.profile.protocol == "agent"
 
 
 async def agent_implement(
@@ -397,17 +396,20 @@ async def agent_implement(
     on_event: EventSink | None = None,
     venv: Path | None = None,
     checks: list[str] | None = None,
+    temperature: float | None = None,
 ) -> ImplementOutcome:
     """Run the action loop until the model finishes or a limit stops it (model errors and budgets propagate).
 
-    `checks` are the commands the result will be verified by (the run's pinned ones), told to the model."""
-    from relaycode.models import profile_for
+    `checks` are the commands the result will be verified by (the run's pinned ones), told to the model;
+    `temperature` is the attempt's (None: the model's own setting)."""
+    from relaycode.session import RequestOptions
 
-    profile = profile_for(spec, session.config)
+    model = session.models.get(spec)
+    profile = model.profile
     outcome = ImplementOutcome(model=spec)
     # Every observation stays in the conversation: a small context gets smaller ones (~3 characters a token).
     actions = Actions(worktree, policy, limits, outcome, time.monotonic() + max_wall_s, on_event,
-                      observation_chars=min(OBSERVATION_CHARS, profile.context_tokens * 3 // 8), venv=venv)
+                      observation_chars=min(OBSERVATION_CHARS, model.context_chars(1 / 8)), venv=venv)
     prompt = agent_prompt(task, plan, {path: worktree.read_text(path) for path in files}, feedback,
                           worktree.list_files(), checks)
     # Models that make reliable native tool calls act through them; the others answer JSON actions.
@@ -415,7 +417,8 @@ async def agent_implement(
     exit_: LoopExit
     try:
         async with asyncio.timeout(max_wall_s) as deadline:
-            await loop(session, spec, prompt, actions, attempt=attempt, max_steps=max_steps, max_tokens=max_tokens)
+            await loop(session, spec, prompt, actions, attempt=attempt, max_steps=max_steps, max_tokens=max_tokens,
+                       options=RequestOptions(temperature=temperature))
     except LoopExit as exc:
         exit_ = exc
     except TimeoutError:

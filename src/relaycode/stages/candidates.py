@@ -88,7 +88,7 @@ async def _answers(session: ModelSession, spec: str, prompt: str, instructions: 
 
     sample_t = session.config.stages.implement.sample_temperature
     sample_t = DEFAULT_SAMPLE_TEMPERATURE if sample_t is None else sample_t
-    first_t = attempt.temperature if attempt.temperature is not None else session.config.settings_for(spec).temperature
+    first_t = attempt.temperature if attempt.temperature is not None else session.models.get(spec).settings.temperature
     # A model with no temperature of its own samples its first candidate like the others: the
     # requests then differ only in their seeds, which lets a local server answer them as one
     # prompt (`local/coalesce.py`); llama-server's own default is this same 0.8.
@@ -151,9 +151,10 @@ async def sampled_implement(session: ModelSession, spec: str, worktree: FileTree
     """Draw `attempt.samples` candidates, verify the distinct ones in preference order, write the chosen one."""
     contents = {path: worktree.read_text(path) for path in attempt.files}
     all_files = worktree.list_files()
-    whole, instructions = answer_format(spec, session.config, contents)
+    profile = session.models.get(spec).profile
+    whole, instructions = answer_format(profile, contents)
     prompt = implement_prompt(attempt.task, attempt.plan, contents, attempt.feedback, whole_file=whole)
-    base = answer_options(spec, session.config, whole, list(contents))
+    base = answer_options(profile, whole, list(contents))
     outcome = ImplementOutcome(model=spec)
     answers = await _answers(session, spec, prompt, instructions, attempt, base)
     outcome.turns = len(answers)

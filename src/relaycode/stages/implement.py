@@ -21,7 +21,7 @@ from relaycode.testfiles import is_test_path, task_is_about_tests
 if TYPE_CHECKING:
     from pydantic_ai.messages import ModelMessage
 
-    from relaycode.config import Config
+    from relaycode.models import ModelProfile
     from relaycode.session import ModelSession, RequestOptions
     from relaycode.stages.attempt import Attempt
     from relaycode.stages.plan import Plan
@@ -88,7 +88,20 @@ def _resolve(edit: Edit, known: list[str]) -> Edit:
     return replace(edit, path=matches[0]) if len(matches) == 1 else edit
 
 
-MAX_FILES_SHOWN = 3
+def max_files_shown(profile: ModelProfile) -> int:
+    """How many files the implementer is shown at most, by the model's context window.
+
+    Every file shown is a file a small model may echo back or break: the local models (8k to 16k tokens)
+    and self-hosted ones (32k assumed) keep the three they were measured with; a 128k model gets six and
+    a 200k-token or larger API model a dozen. The character budget (`choose_files`' `max_chars`, also
+    from the profile) still bounds what they add up to.
+    """
+    tokens = profile.context_tokens
+    if tokens <= 32_768:
+        return 3
+    if tokens <= 131_072:
+        return 6
+    return 12
 
 
 def _syntax_error(path: str, text: str) -> SyntaxError | None:
@@ -123,13 +136,13 @@ def check_syntax(before: dict[str, str], after: dict[str, str]) -> None:
                         + "\nSend the corrected change again.")
 
 
-def choose_files(all_files: list[str], plan: Plan | None, ranked: list[str], *, max_chars: int,
+def choose_files(all_files: list[str], plan: Plan | None, ranked: list[str], *, max_chars: int, max_files: int,
                  sizes: dict[str, int], task: str = "") -> list[str]:
-    """Files to show the implementer: the plan's first, then the most relevant, within a budget.
+    """Files to show the implementer: the plan's first, then the most relevant, within a budget of
+    characters and of files (both from the model's profile: `max_files_shown`).
 
     Test files are left out unless the task asks to change tests: the failing tests' output is in the
-    feedback already, and small models shown a test file tend to rewrite it. Few files, because every
-    file shown is a file a small model may echo back or break.
+    feedback already, and small models shown a test file tend to rewrite it.
     """
     wants_tests = task_is_about_tests(task)
     wanted: list[str] = []
@@ -140,7 +153,7 @@ def choose_files(all_files: list[str], plan: Plan | None, ranked: list[str], *, 
     used = 0
     for path in wanted:
         size = sizes.get(path, 0)
-        if len(chosen) >= MAX_FILES_SHOWN or (used + size > max_chars and chosen):
+        if len(chosen) >= max_files or (used + size > max_chars and chosen):
             continue
         chosen.append(path)
         used += size
@@ -165,23 +178,20 @@ def implement_prompt(task: str, plan: Plan | None, files: dict[str, str], feedba
     return "\n".join(parts)
 
 
-def answer_format(spec: str, config: Config, contents: dict[str, str]) -> tuple[bool, str]:
+def answer_format(profile: ModelProfile, contents: dict[str, str]) -> tuple[bool, str]:
     """Whole files (the profile says so and every shown file is small enough) or SEARCH/REPLACE; its instructions."""
-    from relaycode.models import profile_for
-
-    whole = profile_for(spec, config).edit_format == "whole-file" and all(
+    whole = profile.edit_format == "whole-file" and all(
         text.count("\n") <= WHOLE_FILE_MAX_LINES for text in contents.values())
     return whole, WHOLE_FILE_INSTRUCTIONS if whole else IMPLEMENT_INSTRUCTIONS
 
 
-def answer_options(spec: str, config: Config, whole: bool, shown: list[str],
+def answer_options(profile: ModelProfile, whole: bool, shown: list[str],
                    temperature: float | None = None, seed: int | None = None) -> RequestOptions:
     """The request options of an implement answer: a grammar for whole-file answers where the server takes one."""
     from relaycode.grammar import whole_file_grammar
-    from relaycode.models import profile_for
     from relaycode.session import RequestOptions
 
-    grammar = whole and bool(shown) and profile_for(spec, config).answer_grammar
+    grammar = whole and bool(shown) and profile.answer_grammar
     return RequestOptions(temperature=temperature, seed=seed,
                           extra_body={"grammar": whole_file_grammar(shown)} if grammar else None)
 
@@ -230,8 +240,9 @@ async def implement(
     contents = {path: worktree.read_text(path) for path in files}
     all_files = worktree.list_files()
     outcome = ImplementOutcome(model=spec)
-    whole, instructions = answer_format(spec, session.config, contents)
-    options = answer_options(spec, session.config, whole, files, temperature, seed)
+    profile = session.models.get(spec).profile
+    whole, instructions = answer_format(profile, contents)
+    options = answer_options(profile, whole, files, temperature, seed)
     prompt = implement_prompt(task, plan, contents, feedback, whole_file=whole)
     history: list[ModelMessage] | None = None
     previous: str | None = None

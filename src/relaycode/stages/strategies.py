@@ -20,6 +20,7 @@ from relaycode.stages.implement import edit_blocks
 
 if TYPE_CHECKING:
     from relaycode.config import Config
+    from relaycode.models import ResolvedModel
     from relaycode.stages.attempt import Implementer
 
 STRATEGIES: dict[str, Implementer] = {
@@ -29,14 +30,14 @@ STRATEGIES: dict[str, Implementer] = {
 }
 
 
-def samples_for(spec: str, config: Config) -> int:
-    """Candidates per attempt for `spec`: its own `samples`, else the implement stage's."""
-    own = config.settings_for(spec).samples
+def samples_for(model: ResolvedModel, config: Config) -> int:
+    """Candidates per attempt for `model`: its own `samples`, else the implement stage's."""
+    own = model.settings.samples
     return own if own is not None else config.stages.implement.samples
 
 
-def strategy_for(spec: str, config: Config) -> str:
-    """The name (a key of `STRATEGIES`) of the strategy `spec` implements with."""
-    if uses_agent(spec, config):
+def strategy_for(model: ResolvedModel, config: Config) -> str:
+    """The name (a key of `STRATEGIES`) of the strategy `model` implements with."""
+    if uses_agent(model):
         return "agent"
-    return "sampled" if samples_for(spec, config) > 1 else "edit-blocks"
+    return "sampled" if samples_for(model, config) > 1 else "edit-blocks"
