@@ -149,6 +149,16 @@ class ReviewStage(_Strict):
     """Findings at or above this severity go back to the implementer; "none" makes review advisory."""
     min_agree: int = Field(default=1, ge=1)
     """Only findings raised by at least this many reviewers count."""
+    judge: str = "none"
+    """Who gives merged findings a second opinion (`relay review`): "reviewers" (another reviewer of
+    the same review, one that did not raise the finding), a model (provider:name), or "none"."""
+
+    @field_validator("judge")
+    @classmethod
+    def _judge(cls, value: str) -> str:
+        if value not in ("none", "reviewers") and ":" not in value:
+            raise ValueError(f"judge {value!r}: give a model (provider:name), 'reviewers' or 'none'")
+        return value
 
 
 class VerifyStage(_Strict):
@@ -294,6 +304,10 @@ def check_diversity(config: Config) -> None:
     if config.diversity == "off":
         return
     implementers = [config.stages.implement.model, *config.stages.implement.escalate_to]
+    judge = config.stages.review.judge
+    if judge in implementers:
+        raise ValueError(f"stages.review judge {judge!r} is also the implementer (stages.implement): "
+                         "a model must not judge findings about its own work; pick another judge or set diversity = \"off\"")
     for reviewer in config.stages.review.models:
         for implementer in implementers:
             if reviewer == implementer:

@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 #: flags correct changes (F1 0.11 on HumanEvalFix, docs/benchmarks.md), and in the demo a false
 #: "major" of it blocked a fix the tests had verified until the run gave up (2026-12-01). Its
 #: findings are still shown; verification decides.
-ADVISORY_LOCAL_REVIEW: dict[str, Any] = {"models": ["local:qwen2.5-coder-0.5b"], "block_on": "none"}
+#: The judge (`relay review`) is "another reviewer of the same review": with `--reviewers` naming both
+#: local models each judges the other's findings; with the 0.5B alone there is no one to judge.
+ADVISORY_LOCAL_REVIEW: dict[str, Any] = {"models": ["local:qwen2.5-coder-0.5b"], "block_on": "none",
+                                         "judge": "reviewers"}
 
 QWEN_15 = "local:qwen2.5-coder-1.5b"
 QWEN_05 = "local:qwen2.5-coder-0.5b"

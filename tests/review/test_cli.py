@@ -413,3 +413,47 @@ def test_min_score_drops_low_scoring_findings(tmp_path: Path, server: FakeOpenAI
     assert kept["score"] == pytest.approx(0.64) and kept["status"] == "unchecked"
     assert json.loads(invoke(*base, "--min-score", "0.7").stdout)["findings"] == []
     assert invoke(*base, "--min-score", "1.5").exit_code == 2
+
+
+def judge_says(verdict: str) -> Any:
+    """Reviewers as `flag_first_added`; requests to model "j" are judgements answered with `verdict`."""
+
+    def handle(request: dict[str, Any]) -> Reply:
+        if request["model"] == "j":
+            return Reply.json_output({"why": "the loop is fine", "verdict": verdict}, input_tokens=100, output_tokens=9)
+        return flag_first_added(request)
+
+    return handle
+
+
+def test_judge_drops_a_finding_below_min_score_and_reports_it(tmp_path: Path) -> None:
+    diff = tmp_path / "change.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    with FakeOpenAI(default=judge_says("not_a_bug")) as fake:
+        cfg = write_config(tmp_path, fake)
+        base = ["review", "--diff", str(diff), "--config", str(cfg), "--reviewers", "fake:r1", "--judge", "fake:j"]
+        result = invoke(*base, "--format", "json", "--min-score", "0.25", "--fail-on", "major")
+        assert result.exit_code == 0, result.output  # the only finding was judged out: the gate passes
+        data = json.loads(result.stdout)
+        assert data["findings"] == [] and data["judged_out"][0]["judgement"]["judge"] == "fake:j"
+        assert data["judge_usage"]["fake:j"]["requests"] == 1
+        assert [r["model"] for r in fake.requests] == ["r1", "j"]
+        # Unweighted, the verdict marks the finding and keeps it.
+        kept = invoke(*base, "--format", "text")
+        assert kept.exit_code == 0 and "judge: not a bug (fake:j): the loop is fine" in kept.stdout
+        bad = invoke(*base[:-2], "--judge", "gpt")
+        assert bad.exit_code == 2 and "judge 'gpt'" in bad.output
+
+
+def test_review_eval_with_the_judge_prints_its_table(tmp_path: Path) -> None:
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text(json.dumps({"id": "t/b", "files": {"b.py": NEW}, "reference": {"b.py": OLD},
+                                 "bug_lines": {"b.py": [4]}}) + "\n")
+    with FakeOpenAI(default=judge_says("bug")) as fake:
+        result = invoke("review-eval", str(suite), "--config", str(write_config(tmp_path, fake)), "--reviewers",
+                        "fake:r1", "--judge", "fake:j", "--min-score", "0.25", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "bug / not a bug / unsure / not judged" in result.stdout
+    data = json.loads((tmp_path / "out" / "review_eval.json").read_text())
+    assert data["settings"]["judge"] == "fake:j"
+    assert data["summary"]["ensemble"]["verdicts"]["true"]["bug"] == 1

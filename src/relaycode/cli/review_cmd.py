@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from relaycode.config import Config
     from relaycode.review.core import ReviewResult
     from relaycode.review.evidence import EvidenceChecker
+    from relaycode.review.judge import JudgeSetting
     from relaycode.workspace import Repo
 
 ReviewersOpt = typer.Option(
@@ -37,6 +38,28 @@ FollowupOpt = typer.Option(
     False, "--evidence-followup", help="With --evidence: ask each reviewer once more per finding it left without "
     "evidence, for a call and its expected value (one more request per finding, at most 3 per file).",
 )
+
+
+JudgeOpt = typer.Option(
+    None, "--judge", help="Second opinion on each merged finding by a model that did not raise it: 'reviewers' "
+    "(another reviewer of this review), a model (provider:name) or 'none'. A finding judged not a bug scores 0: "
+    "dropped below --min-score when findings are weighted, else kept and marked.",
+)
+
+
+def resolve_judge(cfg: Config, option: str | None, *, default: str | None = None) -> JudgeSetting:
+    """The judge from --judge, else `default` (review: the config's `stages.review.judge`); a named model
+    must be known, installed (local) and have its key set, like a reviewer."""
+    from relaycode.errors import RelayError
+    from relaycode.review.judge import JudgeSetting
+
+    try:
+        setting = JudgeSetting.parse(option if option is not None else default)
+    except RelayError as exc:
+        raise die(exc) from None
+    if setting.model is not None:
+        resolve_reviewers(cfg, setting.model)
+    return setting
 
 
 def _usage(message: str) -> typer.Exit:
@@ -189,6 +212,7 @@ def review(
     min_score: float | None = MinScoreOpt,
     weights: Path | None = WeightsOpt,
     followup: bool = FollowupOpt,
+    judge: str | None = JudgeOpt,
     fail_confirmed_only: bool = typer.Option(False, "--fail-on-confirmed-only", help="With --fail-on: count only "
                                              "confirmed findings (needs --evidence)."),
 ) -> None:
@@ -228,6 +252,7 @@ def review(
         raise _usage("--evidence-followup needs --evidence")
     cfg = load_config_or_exit(config, preset, repo)
     specs = resolve_reviewers(cfg, reviewers)
+    judging = resolve_judge(cfg, judge, default=cfg.stages.review.judge)
     agree = min_agree if min_agree is not None else cfg.stages.review.min_agree
     try:
         if pr is not None:
@@ -259,7 +284,7 @@ def review(
                     session, text, reviewers=specs, min_agree=agree, read_source=reader, checker=checker,
                     weights=load_weights(weights) if weighting else None,
                     min_score=(DEFAULT_MIN_SCORE if min_score is None else min_score) if weighting else 0.0,
-                    followup=followup,
+                    followup=followup, judge=judging,
                 ))
         finally:
             if checker is not None:
@@ -335,6 +360,7 @@ def review_eval(
     min_score: float | None = MinScoreOpt,
     weights: Path | None = WeightsOpt,
     followup: bool = FollowupOpt,
+    judge: str | None = JudgeOpt,
 ) -> None:
     """Measure reviewers' recall, precision, false alarms, cost and time on labelled bug-fix cases."""
     import asyncio
@@ -349,6 +375,7 @@ def review_eval(
         EvalSettings,
         evaluate,
         evidence_table,
+        judge_table,
         load_suite,
         markdown_table,
         save,
@@ -369,6 +396,8 @@ def review_eval(
         raise _usage(f"--out {out}: holds an earlier evaluation; pass --resume to continue it or --force to replace it")
     cfg = load_config_or_exit(config, preset, repo)
     specs = resolve_reviewers(cfg, reviewers)
+    # What is measured is what the command line says: the config's judge does not apply here.
+    judging = resolve_judge(cfg, judge)
     weighted = evidence or min_score is not None or weights is not None
     try:
         # Ray without an address: a local instance with this machine's CPUs, one case per CPU.
@@ -376,20 +405,21 @@ def review_eval(
         settings = EvalSettings(
             cfg, min_agree=min_agree, evidence=evidence, weights=load_weights(weights) if weighted else None,
             min_score=(DEFAULT_MIN_SCORE if min_score is None else min_score) if weighted else 0.0,
-            followup=followup,
+            followup=followup, judge=judging,
         )
-        if spec.kind == "ray" and weighted:
-            raise _usage("--evidence, --min-score and --weights run with --executor local only (for now)")
+        if spec.kind == "ray" and (weighted or judging.mode != "none"):
+            raise _usage("--evidence, --min-score, --weights and --judge run with --executor local only (for now)")
         cases = load_suite(suite, limit)
         if not cases:
             raise _usage(f"{suite}: no bug-fix cases with bug_lines")
         commit = relay_commit()
         if resume and saved.exists():
             start = EvalRun.resume(saved, suite=suite.name, reviewers=specs, min_agree=min_agree, commit=commit,
-                                   settings=settings.identity() if weighted else None)
+                                   settings=settings.identity() if weighted or judging.mode != "none" else None)
             typer.echo(f"resume: {start.cases_done} cases already reviewed in {saved}", err=True)
         else:
-            start = EvalRun(list(specs), min_agree, suite.name, commit, settings.identity() if weighted else {})
+            start = EvalRun(list(specs), min_agree, suite.name, commit,
+                            settings.identity() if weighted or judging.mode != "none" else {})
         typer.echo(f"review-eval: {len(cases)} cases from {suite}, reviewers {', '.join(specs)}", err=True)
         t0 = time.perf_counter()
 
@@ -416,6 +446,8 @@ def review_eval(
     json_path, md_path = save(run, out, header=header(run))
     typer.echo(header(run))
     typer.echo(markdown_table(run.summary()))
-    if evidence:
+    if evidence or judging.mode != "none":
         typer.echo(evidence_table(run.summary()))
+    if judging.mode != "none":
+        typer.echo(judge_table(run.summary()))
     typer.echo(f"saved {json_path} and {md_path}", err=True)

@@ -13,8 +13,9 @@ from pydantic import BaseModel, Field
 from relaycode.errors import RelayError, UsageError
 from relaycode.ledger import Totals
 from relaycode.review.context import SourceReader, plan_chunks
-from relaycode.review.diff import DiffParseError, parse_diff
-from relaycode.review.findings import STATUSES, Finding, merge_findings
+from relaycode.review.diff import DiffParseError, FileDiff, parse_diff
+from relaycode.review.findings import STATUSES, VERDICTS, Finding, merge_findings
+from relaycode.review.judge import JudgeSetting, annotate_members, apply_verdicts, judge_findings
 from relaycode.review.reviewer import ReviewerOutcome, budget_chars, run_reviewer
 from relaycode.review.weights import Weights, scorer
 from relaycode.session import ModelSession
@@ -50,8 +51,14 @@ class ReviewResult(BaseModel):
     """Whether findings' evidence was run (False: every finding is unchecked)."""
     min_score: float | None = None
     """Merged findings scoring below this were dropped; None when findings were not weighted."""
+    judge: str = "none"
+    """Who judged the merged findings (`judge.JudgeSetting`): "reviewers", a model, or "none"."""
+    judged_out: list[Finding] = Field(default_factory=list)
+    """Merged findings the judge called not a bug (score 0), dropped below `min_score`: listed, not shown."""
+    judge_usage: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Judge model → ledger totals of its judgements (requests, tokens, usd) and `wall_seconds`."""
     seconds: float = 0.0
-    """Wall time of the whole review."""
+    """Wall time of the whole review (judging included)."""
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -60,16 +67,24 @@ class ReviewResult(BaseModel):
         """Merged findings per evidence status (confirmed, refuted, unchecked)."""
         return {s: sum(1 for f in self.findings if f.status == s) for s in STATUSES}
 
+    def verdict_counts(self) -> dict[str, int]:
+        """Judge verdicts on the merged findings, those judged out included, and how many were not judged."""
+        every = [*self.findings, *self.judged_out]
+        counts: dict[str, int] = {v: sum(1 for f in every if f.judgement is not None and f.judgement.verdict == v) for v in VERDICTS}
+        counts["not_judged"] = sum(1 for f in every if f.judgement is None)
+        return counts
+
     @property
     def failed(self) -> bool:
         """True when no reviewer produced a complete review."""
         return bool(self.reviewers) and all(r in self.errors for r in self.reviewers)
 
     def total_usage(self) -> dict[str, Any]:
-        """Sums over reviewers: requests, input/output tokens, usd (None if any request was unpriced)."""
+        """Sums over reviewers and judges: requests, input/output tokens, usd (None if any request was unpriced)."""
         keys = ("requests", "input_tokens", "output_tokens")
-        total: dict[str, Any] = {k: sum(int(u.get(k) or 0) for u in self.usage.values()) for k in keys}
-        usds = [u.get("usd") for u in self.usage.values()]
+        every = [*self.usage.values(), *self.judge_usage.values()]
+        total: dict[str, Any] = {k: sum(int(u.get(k) or 0) for u in every) for k in keys}
+        usds = [u.get("usd") for u in every]
         total["usd"] = None if any(u is None for u in usds) else round(sum(float(u or 0) for u in usds), 6)
         return total
 
@@ -106,6 +121,7 @@ async def review_diff(
     weights: Weights | None = None,
     min_score: float = 0.0,
     followup: bool = False,
+    judge: JudgeSetting | None = None,
 ) -> ReviewResult:
     """Review `diff` with every model in `reviewers` concurrently and merge their findings.
 
@@ -118,6 +134,8 @@ async def review_diff(
     `followup` also asks each reviewer, per finding it left without evidence, for a call and its
     expected value (one more request each, see `reviewer.run_reviewer`). With
     `weights`, merged findings get a `score` and those below `min_score` are dropped.
+    With a `judge`, each merged finding left is judged by a model that did not raise it (see
+    `judge.py`); one judged not a bug scores 0 and, with `min_score` above 0, moves to `judged_out`.
     Raises `UsageError` for an empty reviewer list or a malformed diff.
     """
     if not reviewers:
@@ -133,7 +151,8 @@ async def review_diff(
     reader = read_source or (disk_reader(repo_root) if repo_root is not None else None)
     result = ReviewResult(reviewers=list(reviewers), files=[f.path for f in files], min_agree=min_agree,
                           evidence_checked=checker is not None,
-                          min_score=min_score if weights is not None else None)
+                          min_score=min_score if weights is not None else None,
+                          judge=str(judge) if judge is not None else "none")
     asks_evidence = checker is not None
     first_entry = len(session.ledger.entries)
     started = time.perf_counter()
@@ -161,7 +180,7 @@ async def review_diff(
         return outcome
 
     outcomes = await asyncio.gather(*(review_then_check(spec) for spec in reviewers))
-    result.seconds = round(time.perf_counter() - started, 3)
+    judging_from = len(session.ledger.entries)
 
     every: list[Finding] = []
     for outcome in outcomes:
@@ -180,7 +199,29 @@ async def review_diff(
     result.not_reviewed = list(dict.fromkeys(result.not_reviewed))
     result.findings = merge_findings(every, reviewers=len(reviewers), min_agree=min_agree,
                                      scorer=None if weights is None else scorer(weights), min_score=min_score)
+    candidates = judge.candidates(reviewers) if judge is not None else []
+    if candidates and result.findings:
+        await _judge(session, result, files, reader, plan, candidates, attempt, judging_from)
+    result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+async def _judge(session: ModelSession, result: ReviewResult, files: list[FileDiff], reader: SourceReader | None,
+                 plan: str | None, candidates: list[str], attempt: int, first_entry: int) -> None:
+    """Judge `result.findings` in place: verdicts, judged-out findings, each reviewer's findings marked,
+    and the judges' usage (the ledger entries after `first_entry`: judging starts once reviews are done)."""
+    chunks = {spec: plan_chunks(files, budget_chars(session.models.get(spec), plan), reader)[0] for spec in candidates}
+    outcome = await judge_findings(session, result.findings, candidates=candidates, chunks=chunks, attempt=attempt)
+    result.findings, result.judged_out = apply_verdicts(outcome.findings, result.min_score or 0.0)
+    result.per_reviewer = annotate_members(result.per_reviewer, outcome.findings)
+    result.notes += outcome.notes
+    for spec in candidates:
+        totals = Totals()
+        for entry in session.ledger.entries[first_entry:]:
+            if entry.model == spec and entry.stage == "review":
+                totals.add(entry)
+        if totals.to_dict().get("requests"):
+            result.judge_usage[spec] = {**totals.to_dict(), "wall_seconds": round(outcome.seconds, 3)}
 
 
 def check_all(checker: FindingChecker, findings: list[Finding]) -> list[Finding]:

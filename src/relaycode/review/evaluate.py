@@ -43,6 +43,7 @@ from relaycode.errors import UsageError
 from relaycode.review.core import ReviewResult, review_diff
 from relaycode.review.evidence import EVIDENCE_WALL_S, EvidenceChecker, FilesTree, sandbox_for
 from relaycode.review.findings import STATUSES, Finding, Status, merge_findings
+from relaycode.review.judge import JudgeSetting
 from relaycode.review.weights import ReviewerWeight, Weights, scorer
 from relaycode.sandbox import Limits, SandboxPolicy
 from relaycode.session import ModelSession
@@ -90,12 +91,23 @@ def true_findings(findings: list[Finding], path: str, bug_lines: list[int]) -> i
     return sum(1 for f in findings if on_bug_line(f.model_dump(), path, bug_lines))
 
 
-#: The views of one system's findings that review-eval scores: all of them, refuted ones dropped, confirmed only.
-VIEWS: tuple[str, ...] = ("all", "kept", "confirmed")
+#: The views of one system's findings that review-eval scores: all of them, refuted ones dropped, confirmed
+#: only, and refuted ones and those the judge called not a bug (unless confirmed) dropped.
+VIEWS: tuple[str, ...] = ("all", "kept", "confirmed", "judged")
+#: A judge's verdicts, and findings it did not judge, as review-eval counts them.
+JUDGE_COLUMNS: tuple[str, ...] = ("bug", "not_a_bug", "unsure", "not_judged")
+
+
+def verdict_of(finding: Mapping[str, Any]) -> str:
+    """The judge's verdict on a saved finding, or "not_judged"."""
+    judgement = finding.get("judgement")
+    return str(judgement["verdict"]) if judgement else "not_judged"
 
 
 def in_view(finding: Mapping[str, Any], view: str) -> bool:
     status = finding.get("status", "unchecked")
+    if view == "judged":
+        return status != "refuted" and (verdict_of(finding) != "not_a_bug" or status == "confirmed")
     return view == "all" or (view == "kept" and status != "refuted") or (view == "confirmed" and status == "confirmed")
 
 
@@ -174,6 +186,9 @@ class Tally:
     statuses: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STATUSES})
     clean_statuses: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STATUSES})
     views: dict[str, ViewTally] = field(default_factory=lambda: {v: ViewTally() for v in VIEWS})
+    verdicts: dict[str, dict[str, int]] = field(default_factory=lambda: {
+        k: {v: 0 for v in JUDGE_COLUMNS} for k in ("true", "other_buggy", "clean")})
+    """Judge verdicts on findings on a bug line ("true"), other findings on buggy changes, findings on correct ones."""
 
     def add_cost(self, usage: dict[str, Any], seconds: float) -> None:
         self.reviews += 1
@@ -191,6 +206,9 @@ class Tally:
         counts = self.statuses if row["kind"] == "buggy" else self.clean_statuses
         for f in findings:
             counts[f.get("status", "unchecked")] += 1
+            where = ("clean" if row["kind"] != "buggy"
+                     else "true" if on_bug_line(f, row["path"], row["bug_lines"]) else "other_buggy")
+            self.verdicts[where][verdict_of(f)] += 1
         if row["kind"] == "buggy":
             self.bugs += 1
             self.found += int(hits > 0)
@@ -222,6 +240,7 @@ class Tally:
             "evidence_seconds_per_review": self.evidence_seconds / per,
             "statuses_on_buggy": dict(self.statuses), "statuses_on_clean": dict(self.clean_statuses),
             "views": {v: t.summary(self.bugs, self.clean_changes) for v, t in self.views.items()},
+            "verdicts": {k: dict(v) for k, v in self.verdicts.items()},
         }
 
 
@@ -239,6 +258,8 @@ class EvalSettings:
     min_score: float = 0.0
     followup: bool = False
     """With `evidence`: ask each reviewer for evidence per finding it left without (`review_diff(followup=)`)."""
+    judge: JudgeSetting | None = None
+    """Who judges the merged findings (`review_diff(judge=)`); None: nobody."""
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the saved one for its tallies to mean the same."""
@@ -246,6 +267,8 @@ class EvalSettings:
                                     "min_score": self.min_score}
         if self.followup:
             identity["followup"] = True
+        if self.judge is not None and self.judge.mode != "none":
+            identity["judge"] = str(self.judge)
         return identity
 
     def sandbox(self, wall_s: float) -> tuple[SandboxPolicy, Limits, dict[str, str]]:
@@ -265,7 +288,8 @@ def make_row(case_id: str, path: str, kind: str, bug_lines: list[int], result: R
     }
     total = result.total_usage()
     total["evidence_seconds"] = sum(float(u.get("evidence_seconds") or 0.0) for u in result.usage.values())
-    systems[ENSEMBLE] = (result.findings, total, result.seconds, result.failed)
+    # The judged-out findings stay in the saved ensemble (marked), so one run scores it with and without the judge.
+    systems[ENSEMBLE] = ([*result.findings, *result.judged_out], total, result.seconds, result.failed)
     row: dict[str, Any] = {"case": case_id, "path": path, "kind": kind, "bug_lines": bug_lines,
                            "not_reviewed": result.not_reviewed, "errors": result.errors,
                            "relay_commit": commit, "systems": {}}
@@ -502,6 +526,21 @@ def evidence_table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def judge_table(summary: dict[str, dict[str, Any]]) -> str:
+    """Per system: the judge's verdicts on true findings, other findings on buggy changes and false alarms
+    (bug / not a bug / unsure / not judged), and what the judged view keeps."""
+    out = ["| reviewer | on true findings | on other findings (buggy) | on false alarms (clean) | "
+           "judged view: bugs found | precision | F1 | false alarms / clean change |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        cells = ["/".join(str(s["verdicts"][k][v]) for v in JUDGE_COLUMNS) for k in ("true", "other_buggy", "clean")]
+        v = s["views"]["judged"]
+        fa = "n/a" if v["false_alarms_per_clean"] is None else f"{v['false_alarms_per_clean']:.2f}"
+        out.append(f"| `{name}` | {' | '.join(cells)} | {v['found']}/{s['bugs']} | {_pct(v['precision'])} "
+                   f"({v['true_findings']}/{v['findings_on_buggy']}) | {v['f1']:.2f} | {fa} |")
+    return "\n".join(out) + "\n\nVerdict columns: bug / not a bug / unsure / not judged.\n"
+
+
 def _constant(text: str) -> Callable[[str], str | None]:
     """A source reader for a one-file diff: the new side is `text`."""
 
@@ -546,7 +585,7 @@ async def review_case(
                 result = await review_diff(
                     session, unified_diff(path, old, new), reviewers=reviewers, min_agree=settings.min_agree,
                     read_source=_constant(new), checker=checker, weights=settings.weights, min_score=settings.min_score,
-                    followup=settings.followup,
+                    followup=settings.followup, judge=settings.judge,
                 )
             finally:
                 if checker is not None:
@@ -605,6 +644,8 @@ async def evaluate(
             hits = row["systems"][ENSEMBLE]["true"]
             confirmed = sum(1 for f in ensemble if f.get("status") == "confirmed")
             checked = f", {confirmed} confirmed" if settings.evidence else ""
+            vetoed = sum(1 for f in ensemble if f.get("judgement") and f["judgement"]["verdict"] == "not_a_bug")
+            checked += f", {vetoed} judged not a bug" if settings.judge is not None and settings.judge.mode != "none" else ""
             verdict = (f"{hits} true of {len(ensemble)}" if row["kind"] == "buggy"
                        else f"{len(ensemble)} false alarm(s)") + checked
             failed = "".join(f"; {spec} failed: {error[:160]}" for spec, error in row["errors"].items())
@@ -620,7 +661,9 @@ def save(run: EvalRun, out_dir: Path, *, header: str = "") -> tuple[Path, Path]:
     json_path, md_path = out_dir / "review_eval.json", out_dir / "review_eval.md"
     json_path.write_text(json.dumps(run.to_dict(), indent=2) + "\n", encoding="utf-8")
     tables = markdown_table(run.summary())
-    if run.settings.get("evidence"):
+    if run.settings.get("evidence") or run.settings.get("judge"):
         tables += "\n" + evidence_table(run.summary())
+    if run.settings.get("judge"):
+        tables += "\n" + judge_table(run.summary())
     md_path.write_text((header + "\n\n" if header else "") + tables, encoding="utf-8")
     return json_path, md_path

@@ -114,6 +114,23 @@ class Evidence(BaseModel):
 Status = Literal["confirmed", "refuted", "unchecked"]
 STATUSES: tuple[Status, ...] = ("confirmed", "refuted", "unchecked")
 
+Verdict = Literal["bug", "not_a_bug", "unsure"]
+VERDICTS: tuple[Verdict, ...] = ("bug", "not_a_bug", "unsure")
+VERDICT_WORDS: dict[Verdict, str] = {"bug": "a real bug", "not_a_bug": "not a bug", "unsure": "unsure"}
+
+
+class Judgement(BaseModel):
+    """A second opinion on a merged finding (see `judge.py`): another model's verdict and its reason."""
+
+    verdict: Verdict
+    why: str = ""
+    judge: str
+    """The model that judged (never one that raised the finding)."""
+
+    def describe(self) -> str:
+        """e.g. "not a bug (local:qwen2.5-coder-0.5b): the loop ends when n is 0"."""
+        return f"{VERDICT_WORDS[self.verdict]} ({self.judge})" + (f": {self.why}" if self.why else "")
+
 
 class ModelFinding(BaseModel):
     """One problem as a reviewer model reports it, for the file chunk it was shown."""
@@ -181,6 +198,8 @@ class Finding(BaseModel):
     """How `status` was reached, in words (what ran where and what happened)."""
     score: float | None = Field(default=None, ge=0, le=1)
     """Estimated probability that the finding is real (see `weights.py`); None when not weighted."""
+    judgement: Judgement | None = None
+    """The judge's verdict on the merged finding (see `judge.py`); None when it was not judged."""
 
     def touches(self, line: int, slack: int = 0) -> bool:
         return self.start_line - slack <= line <= self.end_line + slack

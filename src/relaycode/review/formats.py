@@ -14,7 +14,7 @@ from typing import Any, Literal
 from relaycode import __version__
 from relaycode.dollars import usd_text
 from relaycode.review.core import ReviewResult
-from relaycode.review.findings import CATEGORIES, Finding
+from relaycode.review.findings import CATEGORIES, VERDICT_WORDS, VERDICTS, Finding
 
 Format = Literal["text", "md", "json", "sarif"]
 FORMATS: tuple[str, ...] = ("text", "md", "json", "sarif")
@@ -47,6 +47,19 @@ def cost_rows(result: ReviewResult) -> list[dict[str, Any]]:
             "evidence_seconds": u.get("evidence_seconds", 0.0),
             "status": "error" if spec in result.errors else "ok",
         })
+    for spec, u in result.judge_usage.items():
+        rows.append({
+            "reviewer": f"judge {spec}",
+            "findings": sum(1 for f in [*result.findings, *result.judged_out]
+                            if f.judgement is not None and f.judgement.judge == spec),
+            "requests": u.get("requests", 0),
+            "input_tokens": u.get("input_tokens", 0),
+            "output_tokens": u.get("output_tokens", 0),
+            "usd": u.get("usd"),
+            "seconds": u.get("wall_seconds", 0.0),
+            "evidence_seconds": 0.0,
+            "status": "judge",
+        })
     return rows
 
 
@@ -56,12 +69,14 @@ def _printable(result: ReviewResult) -> ReviewResult:
     from relaycode.termsafe import clean
 
     def tidy(f: Finding) -> Finding:
+        judgement = None if f.judgement is None else f.judgement.model_copy(update={"why": clean(f.judgement.why)})
         return f.model_copy(update={"path": clean(f.path), "message": clean(f.message),
-                                    "suggestion": clean(f.suggestion), "check": clean(f.check)})
+                                    "suggestion": clean(f.suggestion), "check": clean(f.check), "judgement": judgement})
 
     return result.model_copy(update={
         "findings": [tidy(f) for f in result.findings],
         "per_reviewer": {k: [tidy(f) for f in v] for k, v in result.per_reviewer.items()},
+        "judged_out": [tidy(f) for f in result.judged_out],
         "errors": {k: clean(v) for k, v in result.errors.items()},
     })
 
@@ -103,6 +118,25 @@ def status_summary(result: ReviewResult) -> str:
     return f"{text} ({how})"
 
 
+def judge_summary(result: ReviewResult) -> str:
+    """e.g. "judge reviewers: 1 a real bug, 2 not a bug, 0 unsure, 1 not judged; 2 judged not a bug dropped
+    (below 0.25)"; empty when no judge was asked."""
+    if result.judge == "none":
+        return ""
+    counts = result.verdict_counts()
+    text = ", ".join(f"{counts[v]} {VERDICT_WORDS[v]}" for v in VERDICTS)
+    text = f"judge {result.judge}: {text}, {counts['not_judged']} not judged"
+    if result.judged_out:
+        text += f"; {len(result.judged_out)} judged not a bug dropped (below {result.min_score or 0:.2f})"
+    return text
+
+
+def judged_out_lines(result: ReviewResult) -> list[str]:
+    """One line per finding the judge removed: where, what, and the judge's reason."""
+    return [f"{_where(f)} [{f.severity}] {f.message} -- judge: {f.judgement.describe() if f.judgement else ''}"
+            for f in result.judged_out]
+
+
 def _score(f: Finding) -> str:
     return f"confidence {f.confidence:.2f}" + (f", score {f.score:.2f}" if f.score is not None else "")
 
@@ -134,8 +168,15 @@ def to_text(result: ReviewResult, *, color: bool = False, width: int = 100) -> s
         if result.evidence_checked or f.status != "unchecked":
             mark = {"confirmed": "green", "refuted": "red", "unchecked": "dim"}[f.status]
             console.print(f"        [{mark}]evidence:[/{mark}] {escape(evidence_text(f))}")
+        if f.judgement is not None:
+            style = {"bug": "red", "not_a_bug": "green", "unsure": "dim"}[f.judgement.verdict]
+            console.print(f"        [{style}]judge:[/{style}] {escape(f.judgement.describe())}")
     if result.findings:
         console.print(f"evidence: {escape(status_summary(result))}")
+    if judge_summary(result):
+        console.print(escape(judge_summary(result)))
+    for line in judged_out_lines(result):
+        console.print(f"[dim]judged out:[/dim] {escape(line)}")
     for item in result.not_reviewed:
         console.print(f"[yellow]not reviewed:[/yellow] {escape(item)}")
     for spec, error in result.errors.items():
@@ -179,12 +220,17 @@ def to_markdown(result: ReviewResult, *, title: str = "relay review", empty: str
         out += ["| severity | where | category | finding | evidence | reviewers |", "|---|---|---|---|---|---|"]
         for f in result.findings:
             text = _md_cell(f.message) + (f"<br>**suggestion:** {_md_cell(f.suggestion)}" if f.suggestion else "")
+            text += f"<br>**judge:** {_md_cell(f.judgement.describe())}" if f.judgement is not None else ""
             out.append(f"| {f.severity} | `{_where(f)}` | {f.category} | {text} | "
                        f"**{f.status}**" + (f": {_md_cell(evidence_detail(f))}" if evidence_detail(f) else "") + " | "
                        f"{', '.join(f.models)} ({_score(f)}) |")
         out += ["", f"Evidence: {status_summary(result)}."]
     else:
         out.append(empty if empty_headline(result) == NO_FINDINGS else empty_headline(result))
+    if judge_summary(result):
+        out += ["", f"Judge: {_md_cell(judge_summary(result))}."]
+    if result.judged_out:
+        out += ["", "**Judged not a bug (dropped):**", *[f"- {_md_cell(x)}" for x in judged_out_lines(result)]]
     out.append("")
     if result.not_reviewed:
         out += ["**Not reviewed:**", *[f"- {_md_cell(x)}" for x in result.not_reviewed], ""]
@@ -233,6 +279,9 @@ def to_sarif(result: ReviewResult) -> dict[str, Any]:
                 "models": f.models, "severity": f.severity, "confidence": f.confidence, "score": f.score,
                 "evidenceStatus": f.status, "evidenceCheck": f.check,
                 "evidence": None if f.evidence is None else f.evidence.model_dump(),
+                "judgeVerdict": None if f.judgement is None else f.judgement.verdict,
+                "judgeReason": None if f.judgement is None else f.judgement.why,
+                "judge": None if f.judgement is None else f.judgement.judge,
             },
         })
     notifications = [{"level": "warning", "message": {"text": f"not reviewed: {x}"}} for x in result.not_reviewed]
@@ -254,6 +303,8 @@ def to_sarif(result: ReviewResult) -> dict[str, Any]:
             "results": results,
             "properties": {"reviewers": cost_rows(result), "total": result.total_usage(),
                            "evidenceChecked": result.evidence_checked, "evidenceCounts": result.status_counts(),
-                           "minScore": result.min_score},
+                           "minScore": result.min_score, "judge": result.judge,
+                           "judgeCounts": result.verdict_counts() if result.judge != "none" else None,
+                           "judgedOut": [f.model_dump(mode="json") for f in result.judged_out]},
         }],
     }

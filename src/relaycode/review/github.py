@@ -144,6 +144,8 @@ def inline_comment(finding: Finding, files: dict[str, FileDiff]) -> dict[str, An
     body = f"**{_SEVERITY_BADGE[finding.severity]}** · {finding.category} · {', '.join(finding.models)}\n\n"
     body += finding.message + (f"\n\n**Suggestion:** {finding.suggestion}" if finding.suggestion else "")
     body += f"\n\n**Evidence:** {evidence_text(finding)}"
+    if finding.judgement is not None:
+        body += f"\n\n**Judge:** {finding.judgement.describe()}"
     comment: dict[str, Any] = {"path": finding.path, "side": "RIGHT", "body": body}
     if end_hunk is not None and end_hunk == start_hunk and finding.end_line > finding.start_line:
         comment.update(start_line=finding.start_line, start_side="RIGHT", line=finding.end_line)
