@@ -95,6 +95,9 @@ class RunResult:
     commits: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     """The verification pinned at baseline (command display names); empty: nothing was checked."""
+    generated_checks: list[str] = field(default_factory=list)
+    """Checks a model wrote to rank candidates when nothing pinned could fail a change (`call == expected`);
+    evidence for choosing, never verification (`generated-checks.json` and the `candidates` events say more)."""
 
     def cost_dict(self) -> dict[str, Any]:
         data = self.ledger.to_dict()
@@ -109,7 +112,8 @@ class RunResult:
             "worktree": str(self.worktree),
             "iterations": self.iterations,
             "cost": self.cost_dict(),
-            "verify": {"passed": self.verify_passed, "checks": self.checks},
+            "verify": {"passed": self.verify_passed, "checks": self.checks,
+                       "generated_checks": self.generated_checks},
             "review": {"findings": self.findings},
             "escalations": self.escalations,
             "models_used": self.models_used,
@@ -197,6 +201,8 @@ class _Run:
             baseline = self.verify(name="verify-baseline.json") if not self.options.stop_after_plan else None
             self.state["baseline"] = None if baseline is None or baseline.passed else baseline.summary()
             self.save()
+        if "generated_checks" not in self.state and not self.options.stop_after_plan:
+            await self.pin_generated_checks()
         plan = await self.plan()
         if self.options.stop_after_plan:
             self.result.status = "succeeded"
@@ -351,6 +357,7 @@ class _Run:
         """One implementer attempt, by the strategy the model and the config choose (`stages/strategies.py`)."""
         from relaycode.repomap import relevant_files
         from relaycode.session import derive_seed
+        from relaycode.stages import generated_checks
         from relaycode.stages.attempt import Attempt
         from relaycode.stages.implement import choose_files
         from relaycode.stages.strategies import STRATEGIES, samples_for, strategy_for
@@ -373,7 +380,8 @@ class _Run:
                 max_steps=impl_cfg.max_steps, max_tokens=impl_cfg.max_tokens_per_attempt,
                 max_wall_s=impl_cfg.max_wall_s, samples=samples_for(spec, cfg),
                 seed=None if cfg.seed is None else derive_seed(cfg.seed, "implement", spec, iteration),
-                temperature=retry_t, on_event=self.emit)
+                temperature=retry_t, on_event=self.emit,
+                generated=generated_checks.from_state(self.state.get("generated_checks")))
             outcome = await STRATEGIES[strategy_for(spec, cfg)](self.session, spec, self.worktree, attempt)
         self.store.write_text(f"attempts/{iteration}-implement.md", "\n\n---\n\n".join(
             f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
@@ -425,6 +433,26 @@ class _Run:
         self.state["verify_venv"] = str(venv) if venv else None
         if doc_examples.COMMAND_NAME in commands:
             self.state["doc_examples"] = doc_examples.collect(self.worktree.root)
+
+    async def pin_generated_checks(self) -> None:
+        """With nothing pinned that can fail a change, have the implementer's model write checks to rank
+        candidates by (`stages/generated_checks.py`); once per run, kept in state.json."""
+        from relaycode.session import derive_seed
+        from relaycode.stages import generated_checks
+
+        pinned = None
+        if generated_checks.wanted(self.config, has_checks=self.has_checks()):
+            spec = generated_checks.checks_model(self.config)
+            policy, limits = self.sandbox_settings()
+            seed = None if self.config.seed is None else derive_seed(self.config.seed, "generated-checks", spec)
+            with self.stage("generate-checks", spec):
+                pinned = await generated_checks.pin(self.session, spec, self.worktree, self.options.task,
+                                                    policy=policy, limits=limits, venv=self.verify_venv(),
+                                                    seed=seed, on_event=self.emit)
+            if pinned is not None:
+                self.store.write_json("generated-checks.json", pinned.to_dict())
+        self.state["generated_checks"] = None if pinned is None else pinned.to_dict()
+        self.save()
 
     def has_checks(self) -> bool:
         """Whether the pinned verification can fail a wrong change (a linter alone cannot)."""
@@ -649,6 +677,10 @@ def _finish(run: _Run, started: float, t0: float, history: History | None) -> No
     result.model_s = run.ledger.total().seconds
     result.malformed_outputs = run.state.get("malformed", result.malformed_outputs)
     result.checks = list(run.state.get("verify_commands") or [])
+    from relaycode.stages.generated_checks import from_state
+
+    pinned = from_state(run.state.get("generated_checks"))
+    result.generated_checks = [] if pinned is None else [c.display() for c in pinned.checks]
     run.state["status"] = result.status
     run.state["wall_before"] = result.wall_s
     run.state["ended_at"] = time.time()
