@@ -234,6 +234,7 @@ def test_generated_checks_overrule_a_more_common_wrong_answer(tmp_path: Path,
     # answered in no fixed order: which numbers drew which answer varies.)
     assert [(len(d["candidates"]), d["score"]) for d in event["distinct"]] == [(2, 2), (1, 3)]
     assert len(event["winner"]) == 1 and event["generated_checks"] == {"checks": 4, "weighted": [0, 2, 3]}
+    assert len(event["preferred"]) == 2  # what the preference order alone would have chosen
 
 
 def test_without_generated_checks_the_common_answer_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -235,6 +235,9 @@ def _report(attempt: Attempt, ranked: list[Candidate], errors: list[str], winner
     extra: dict[str, object] = {}
     if evidence is not None:
         extra["generated_checks"] = {"checks": len(evidence.checks), "weighted": list(evidence.weighted)}
+        # What the preference order alone would have chosen: measures what the generated checks changed.
+        preferred = next((c for c in ranked if c.verify is not None and c.verify.passed), None)
+        extra["preferred"] = None if preferred is None else [n + 1 for n in preferred.numbers]
     attempt.on_event("candidates", attempt=attempt.number, drawn=drawn, unusable=len(errors),
                      distinct=[{"candidates": [n + 1 for n in c.numbers], "changed_lines": c.changed_lines,
                                 "verified": None if c.verify is None else c.verify.passed,
