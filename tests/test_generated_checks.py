@@ -67,9 +67,10 @@ def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(var, "test-key")
 
 
-def pinned(checks: list[tuple[str, str]], baseline: list[str]) -> GeneratedChecks:
+def pinned(checks: list[tuple[str, str]], baseline: list[str], task_names: tuple[str, ...] = ()) -> GeneratedChecks:
     return GeneratedChecks(model=API, files=("clampx.py",), modules=(("clampx", "."),),
-                           checks=tuple(GeneratedCheck(c, e) for c, e in checks), baseline=tuple(baseline))
+                           checks=tuple(GeneratedCheck(c, e) for c, e in checks), baseline=tuple(baseline),
+                           task_names=task_names)
 
 
 # --------------------------------------------------------------------------- pure logic
@@ -106,7 +107,7 @@ def test_select_keeps_one_check_per_call_and_drops_empty_ones() -> None:
 
 
 def test_pinned_checks_survive_state_json_and_weigh_only_what_failed_unchanged() -> None:
-    checks = pinned([("clamp(5, 0, 10)", "5"), ("clamp(-3, 0, 10)", "0")], ["fail", "pass"])
+    checks = pinned([("clamp(5, 0, 10)", "5"), ("clamp(-3, 0, 10)", "0")], ["fail", "pass"], ("clamp", "x"))
     again = gc.from_state(json.loads(json.dumps(checks.to_dict())))
     assert again == checks and again.weighted == (0,)
     assert gc.from_state(None) is None
@@ -166,6 +167,15 @@ def test_the_model_is_asked_once_with_a_bounded_schema_and_a_failed_answer_is_no
     session = ModelSession(cfg, model_overrides={API: FunctionModel(broken)})
     assert asyncio.run(gc.propose(session, API, TASK, {"clampx.py": CLAMP}, seed=None)) == []
 
+    def invalid(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append(info)
+        return ModelResponse(parts=[ToolCallPart(info.output_tools[0].name, {"checks": "not a list"})])
+
+    seen.clear()
+    session = ModelSession(cfg, model_overrides={API: FunctionModel(invalid)})
+    assert asyncio.run(gc.propose(session, API, TASK, {"clampx.py": CLAMP}, seed=None)) == []
+    assert len(seen) == 1  # asked once: an unusable answer is not asked for again
+
 
 # --------------------------------------------------------------------------- the sandboxed runner
 
@@ -179,9 +189,15 @@ def test_the_runner_reports_each_check_on_its_own(tmp_path: Path, enabled: bool,
     checks = pinned([("clamp(-3, 0, 10)", "0"), ("clamp(5, 0, 10)", "5"), ("clamp(5, 0, 10", "5"),
                      ("1 + 1", "2"), ("clamp(1, 0, 10)", "[1"), ("missing(1)", "1"), ("forever()", "None"),
                      ("upto(3)", "[0, 1, 2]"), ("print('x' * 10**6) or clamp(0, 0, 1)", "0"),
-                     ("__import__('os')._exit(0)", "1")], ["error"] * 10)
+                     ("__import__('os')._exit(0)", "1"),
+                     # Not self-contained: a variable the check never defines.
+                     ("clamp(value, 0, 10)", "5"),
+                     # Names bound inside the expression (the buggy clamp gives 0 for 5), and a name the task asks for that does not exist yet.
+                     ("[clamp(v, 0, 1) for v in (5, -5)] + list(map(lambda w: w, [2]))", "[0, 0, 2]"),
+                     ("widen(1)", "2")], ["error"] * 13, task_names=("widen",))
     statuses = run_checks(tmp_path, checks, policy=SandboxPolicy(enabled=enabled), limits=Limits(wall_s=120))
-    assert statuses == ["pass", "fail", "invalid", "invalid", "invalid", "error", "timeout", "pass", "pass", "error"]
+    assert statuses == ["pass", "fail", "invalid", "invalid", "invalid", "invalid", "timeout", "pass", "pass",
+                        "error", "invalid", "pass", "error"]
     (tmp_path / "clampx.py").write_text("raise ImportError('broken')\n")
     assert run_checks(tmp_path, checks, policy=SandboxPolicy(enabled=enabled),
                       limits=Limits(wall_s=120))[:2] == ["import", "import"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shlex
 import shutil
 import tempfile
@@ -52,10 +53,11 @@ if TYPE_CHECKING:
 COMMAND_NAME = "relay:generated-checks"
 """The display name of the sandboxed run of the generated checks."""
 
-MAX_CHECKS = 8
+MAX_CHECKS = 6
 """Checks asked for and kept at most (the schema bounds the model's answer too)."""
-MAX_EXPRESSION_CHARS = 300
-"""A call or an expected value longer than this is not a small check (and bounds a runaway answer)."""
+MAX_EXPRESSION_CHARS = 200
+"""A call or an expected value longer than this is not a small check (and bounds a runaway answer:
+on a loaded 2-core machine the 1.5B took 484 s for one 215-token answer of checks)."""
 CHECK_TIMEOUT_S = 5.0
 """Per check: the bugs these checks meet include functions that never return."""
 MAX_SHOWN_CHARS = 12_000
@@ -64,7 +66,11 @@ MAX_SHOWN_FILES = 3
 
 STATUSES = ("pass", "fail", "error", "timeout", "invalid", "import")
 """A check's result: returned the expected value, returned another, raised, took longer than
-`CHECK_TIMEOUT_S`, is not a call and a literal (dropped at pin time), or the files did not import."""
+`CHECK_TIMEOUT_S`, is not a self-contained call and a literal (dropped at pin time), or the files did
+not import. Self-contained: every name it uses is defined by the shown files, a builtin, bound inside
+the expression, or named in the task (a function the task asks for may not exist yet). Small models
+write calls on variables they never define (`breadth_first_search(graph, startnode)`): such a check
+errors on every tree and could only waste time."""
 
 REPORT_MARKER = "relay-generated-checks:"
 """Starts the runner's one report line (the last line of its output)."""
@@ -75,7 +81,9 @@ concrete inputs (`call`, e.g. `gcd(12, 18)`), and the exact value it must return
 Python literal (`expected`, e.g. `6`). Every top-level name of the shown files is available: no imports.
 Work the expected values out by hand from the task and the code's own documentation (docstrings, comments,
 examples): the current code may be wrong, so never copy what it would return. Prefer small inputs and edge
-cases. Write at most {MAX_CHECKS} checks, each a different call."""
+cases. Each check must be self-contained: build every input inside the call itself (e.g.
+`f([3, 1, 2], key=len)` or `g(Node("a", successors=[Node("b")]))`), never use a variable you did not define.
+Write at most {MAX_CHECKS} checks, each a different call."""
 
 
 class ProposedCheck(BaseModel):
@@ -117,7 +125,9 @@ class GeneratedChecks:
     baseline: tuple[str, ...]
     """Each check's status on the unchanged tree."""
     dropped: int = 0
-    """Checks the model wrote that were not a call and a literal, or repeated an earlier call."""
+    """Checks the model wrote that were not a self-contained call and a literal, or repeated an earlier call."""
+    task_names: tuple[str, ...] = ()
+    """Identifiers of the task: a check may use them even when the shown files do not define them."""
 
     @property
     def weighted(self) -> tuple[int, ...]:
@@ -128,7 +138,7 @@ class GeneratedChecks:
         return {"model": self.model, "files": list(self.files), "modules": [list(m) for m in self.modules],
                 "checks": [{"call": c.call, "expected": c.expected, "baseline": s, "weighted": s != "pass"}
                            for c, s in zip(self.checks, self.baseline, strict=True)],
-                "dropped": self.dropped}
+                "dropped": self.dropped, "task_names": list(self.task_names)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> GeneratedChecks:
@@ -137,13 +147,15 @@ class GeneratedChecks:
         files = data.get("files")
         modules = data.get("modules")
         dropped = data.get("dropped")
+        names = data.get("task_names")
         return cls(model=str(data.get("model", "")),
                    files=tuple(str(f) for f in files) if isinstance(files, list) else (),
                    modules=tuple((str(m[0]), str(m[1])) for m in modules if isinstance(m, list) and len(m) == 2)
                    if isinstance(modules, list) else (),
                    checks=tuple(GeneratedCheck(str(c.get("call", "")), str(c.get("expected", ""))) for c in checks),
                    baseline=tuple(str(c.get("baseline", "error")) for c in checks),
-                   dropped=dropped if isinstance(dropped, int) else 0)
+                   dropped=dropped if isinstance(dropped, int) else 0,
+                   task_names=tuple(str(n) for n in names) if isinstance(names, list) else ())
 
 
 def from_state(data: object) -> GeneratedChecks | None:
@@ -222,12 +234,16 @@ def select(proposed: Sequence[ProposedCheck]) -> tuple[list[GeneratedCheck], int
 
 async def propose(session: ModelSession, spec: str, task: str, contents: Mapping[str, str], *,
                   seed: int | None) -> list[ProposedCheck]:
-    """One request for checks; [] when the model's answer cannot be used (a failed request is no check)."""
+    """One request for checks; [] when the model's answer cannot be used (a failed request is no check).
+
+    No output retries: the checks are optional evidence, and a local model's schema-constrained answer
+    that still fails validation was cut off at its token limit, which asking again would repeat."""
     from relaycode.session import RequestOptions
 
     try:
         answer = await session.ask("implement", spec, checks_prompt(task, contents), instructions=INSTRUCTIONS,
-                                   output_type=ProposedChecks, attempt=0, options=RequestOptions(seed=seed))
+                                   output_type=ProposedChecks, attempt=0, output_retries=0,
+                                   options=RequestOptions(seed=seed))
     except ProviderError as exc:
         if exc.kind == "auth":
             raise
@@ -262,15 +278,16 @@ async def pin(session: ModelSession, spec: str, worktree: Worktree, task: str, *
         return (worktree.root / rel).is_file()
 
     modules = tuple(module_name(p, exists) for p in contents)
+    task_names = tuple(sorted(set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", task))))
     draft = GeneratedChecks(model=spec, files=tuple(contents), modules=modules, checks=tuple(checks),
-                            baseline=("error",) * len(checks))
+                            baseline=("error",) * len(checks), task_names=task_names)
     baseline = await asyncio.to_thread(_run_in_copy, worktree.root, draft, policy, limits, venv)
     valid = [i for i, status in enumerate(baseline) if status != "invalid"]
     pinned = GeneratedChecks(model=spec, files=draft.files, modules=modules,
                              checks=tuple(checks[i] for i in valid), baseline=tuple(baseline[i] for i in valid),
-                             dropped=dropped + len(checks) - len(valid))
+                             dropped=dropped + len(checks) - len(valid), task_names=task_names)
     if not pinned.checks:
-        _emit(on_event, spec, pinned, "no check the model wrote is a call and a literal")
+        _emit(on_event, spec, pinned, "no check the model wrote is a self-contained call and a literal")
         return None
     _emit(on_event, spec, pinned, None)
     return pinned
@@ -315,6 +332,7 @@ def run_checks(root: Path, pinned: GeneratedChecks, *, policy: SandboxPolicy, li
     extra_env, policy = tool_env(venv, policy)
     payload = json.dumps({"modules": [m for m, _ in pinned.modules],
                           "roots": list(dict.fromkeys(r for _, r in pinned.modules)),
+                          "task_names": list(pinned.task_names),
                           "checks": [{"call": c.call, "expected": c.expected} for c in pinned.checks],
                           "timeout": CHECK_TIMEOUT_S})
     command = "python -c " + shlex.quote(_RUNNER) + " " + shlex.quote(payload) + " </dev/null"
@@ -356,7 +374,7 @@ _RUNNER = r'''
 import json, os, signal, subprocess, sys
 
 CHILD = """
-import ast, importlib, os, sys
+import ast, builtins, importlib, os, sys
 report = os.fdopen(os.dup(1), "w")
 devnull = os.open(os.devnull, os.O_WRONLY)
 os.dup2(devnull, 1)
@@ -387,6 +405,17 @@ for name in data["modules"]:
         pass
 if not imported:
     done("import")
+bound = set(data["task_names"]) | set(namespace) | set(dir(builtins))
+for node in ast.walk(tree):
+    if isinstance(node, ast.comprehension):
+        bound |= {n.id for n in ast.walk(node.target) if isinstance(n, ast.Name)}
+    elif isinstance(node, ast.Lambda):
+        a = node.args
+        bound |= {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg] if x is not None}
+    elif isinstance(node, ast.NamedExpr):
+        bound.add(node.target.id)
+if any(isinstance(n, ast.Name) and n.id not in bound for n in ast.walk(tree)):
+    done("invalid")
 try:
     got = eval(code, namespace)
     if isinstance(expected, list) and not isinstance(got, (list, str, bytes, dict)) and hasattr(got, "__iter__"):
@@ -401,7 +430,7 @@ data = json.loads(sys.argv[1])
 statuses = []
 for check in data["checks"]:
     payload = json.dumps({"call": check["call"], "expected": check["expected"], "modules": data["modules"],
-                          "roots": data["roots"]})
+                          "roots": data["roots"], "task_names": data["task_names"]})
     proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
