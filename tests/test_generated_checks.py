@@ -101,9 +101,9 @@ def test_only_a_well_formed_last_report_line_is_believed() -> None:
 def test_select_keeps_one_check_per_call_and_drops_empty_ones() -> None:
     proposed = [ProposedCheck(call=" f(1) ", expected="1"), ProposedCheck(call="f(1)", expected="2"),
                 ProposedCheck(call="", expected="1"), ProposedCheck(call="f(2)", expected=" "),
-                ProposedCheck(call="f(3)", expected="3")]
+                ProposedCheck(call="f(3)", expected="3"), ProposedCheck(call="f(4)", expected="[" + "4, " * 100 + "]")]
     kept, dropped = select(proposed)
-    assert kept == [GeneratedCheck("f(1)", "1"), GeneratedCheck("f(3)", "3")] and dropped == 3
+    assert kept == [GeneratedCheck("f(1)", "1"), GeneratedCheck("f(3)", "3")] and dropped == 4
 
 
 def test_pinned_checks_survive_state_json_and_weigh_only_what_failed_unchanged() -> None:
@@ -159,6 +159,8 @@ def test_the_model_is_asked_once_with_a_bounded_schema_and_a_failed_answer_is_no
     assert [c.call for c in got] == ["clamp(5, 0, 10)", "clamp(-3, 0, 10)"] and len(seen) == 1
     schema = seen[0].output_tools[0].parameters_json_schema
     assert schema["properties"]["checks"]["maxItems"] == gc.MAX_CHECKS
+    # No string length bound: llama-server's grammar for it slowed every token (see ProposedCheck).
+    assert "maxLength" not in json.dumps(schema)
     assert [e.stage for e in session.ledger.entries] == ["implement"]
 
     def broken(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:

@@ -56,8 +56,7 @@ COMMAND_NAME = "relay:generated-checks"
 MAX_CHECKS = 6
 """Checks asked for and kept at most (the schema bounds the model's answer too)."""
 MAX_EXPRESSION_CHARS = 200
-"""A call or an expected value longer than this is not a small check (and bounds a runaway answer:
-on a loaded 2-core machine the 1.5B took 484 s for one 215-token answer of checks)."""
+"""A call or an expected value longer than this is not a small check (`select` drops it)."""
 CHECK_TIMEOUT_S = 5.0
 """Per check: the bugs these checks meet include functions that never return."""
 MAX_SHOWN_CHARS = 12_000
@@ -87,16 +86,21 @@ Write at most {MAX_CHECKS} checks, each a different call."""
 
 
 class ProposedCheck(BaseModel):
-    """One check as the model writes it (the JSON schema a local model's answer is constrained by)."""
+    """One check as the model writes it (the JSON schema a local model's answer is constrained by).
 
-    call: str = Field(max_length=MAX_EXPRESSION_CHARS)
-    """A Python expression calling the code under test."""
-    expected: str = Field(max_length=MAX_EXPRESSION_CHARS)
-    """The value the call must return, as a Python literal."""
+    No `maxLength` in the schema: llama-server turns it into a bounded repetition of characters, a
+    known cost in grammar sampling; with it, on a loaded 2-core machine, one answer of checks slowed
+    from 0.6 to 0.2 tokens/s within 200 tokens and the next did not finish in 900 s. `select` drops
+    long ones instead, and the model's token limit bounds them."""
+
+    call: str
+    """A Python expression calling the code under test (at most 200 characters)."""
+    expected: str
+    """The value the call must return, as a Python literal (at most 200 characters)."""
 
 
 class ProposedChecks(BaseModel):
-    """The model's whole answer."""
+    """The model's whole answer (at most `MAX_CHECKS` items: a small bound llama-server handles well)."""
 
     checks: list[ProposedCheck] = Field(max_length=MAX_CHECKS)
 
@@ -217,7 +221,7 @@ def checks_prompt(task: str, contents: Mapping[str, str]) -> str:
 
 
 def select(proposed: Sequence[ProposedCheck]) -> tuple[list[GeneratedCheck], int]:
-    """The checks worth running (stripped, non-empty, one per call) and how many were dropped.
+    """The checks worth running (stripped, non-empty, short, one per call) and how many were dropped.
 
     Whether a check parses is decided in the sandbox, where the runner compiles it: nothing a model
     wrote is parsed as Python outside it."""
@@ -225,7 +229,8 @@ def select(proposed: Sequence[ProposedCheck]) -> tuple[list[GeneratedCheck], int
     calls: set[str] = set()
     for check in proposed:
         call, expected = check.call.strip(), check.expected.strip()
-        if not call or not expected or call in calls or len(kept) >= MAX_CHECKS:
+        too_long = max(len(call), len(expected)) > MAX_EXPRESSION_CHARS
+        if not call or not expected or too_long or call in calls or len(kept) >= MAX_CHECKS:
             continue
         calls.add(call)
         kept.append(GeneratedCheck(call, expected))
