@@ -196,10 +196,13 @@ def test_the_runner_reports_each_check_on_its_own(tmp_path: Path, enabled: bool,
                      ("clamp(value, 0, 10)", "5"),
                      # Names bound inside the expression (the buggy clamp gives 0 for 5), and a name the task asks for that does not exist yet.
                      ("[clamp(v, 0, 1) for v in (5, -5)] + list(map(lambda w: w, [2]))", "[0, 0, 2]"),
-                     ("widen(1)", "2")], ["error"] * 13, task_names=("widen",))
+                     ("widen(1)", "2"),
+                     # A tuple literal for a returned sequence (the 1.5B wrote `2, 3, 5` for sieve's list).
+                     ("upto(3)", "0, 1, 2"), ("[clamp(0, 0, 1)]", "(0,)"), ("upto(2)", "{0, 1}")],
+                    ["error"] * 16, task_names=("widen",))
     statuses = run_checks(tmp_path, checks, policy=SandboxPolicy(enabled=enabled), limits=Limits(wall_s=120))
     assert statuses == ["pass", "fail", "invalid", "invalid", "invalid", "invalid", "timeout", "pass", "pass",
-                        "error", "invalid", "pass", "error"]
+                        "error", "invalid", "pass", "error", "pass", "pass", "fail"]
     (tmp_path / "clampx.py").write_text("raise ImportError('broken')\n")
     assert run_checks(tmp_path, checks, policy=SandboxPolicy(enabled=enabled),
                       limits=Limits(wall_s=120))[:2] == ["import", "import"]

@@ -423,8 +423,9 @@ if any(isinstance(n, ast.Name) and n.id not in bound for n in ast.walk(tree)):
     done("invalid")
 try:
     got = eval(code, namespace)
-    if isinstance(expected, list) and not isinstance(got, (list, str, bytes, dict)) and hasattr(got, "__iter__"):
-        got = list(got)
+    # A sequence is a sequence: models write `2, 3, 5` (a tuple) for a list, and generators are drained.
+    if isinstance(expected, (list, tuple)) and not isinstance(got, (str, bytes, dict)) and hasattr(got, "__iter__"):
+        got, expected = list(got), list(expected)
     same = bool(got == expected)
 except BaseException:
     done("error")
