@@ -89,9 +89,9 @@ class ProposedCheck(BaseModel):
     """One check as the model writes it (the JSON schema a local model's answer is constrained by).
 
     No `maxLength` in the schema: llama-server turns it into a bounded repetition of characters, a
-    known cost in grammar sampling; with it, on a loaded 2-core machine, one answer of checks slowed
-    from 0.6 to 0.2 tokens/s within 200 tokens and the next did not finish in 900 s. `select` drops
-    long ones instead, and the model's token limit bounds them."""
+    cost in grammar sampling others have reported (with it, on a loaded 2-core machine, one request
+    for checks slowed from 0.6 to 0.2 tokens/s and timed out; the load was not ruled out). `select`
+    drops long ones instead, and the model's token limit bounds them."""
 
     call: str
     """A Python expression calling the code under test (at most 200 characters)."""
