@@ -441,7 +441,8 @@ class _Run:
         from relaycode.stages import generated_checks
 
         pinned = None
-        if generated_checks.wanted(self.config, has_checks=self.has_checks()):
+        # Only on the untouched tree: a resumed run may already hold an attempt's change (it goes without).
+        if not self.options.resume and generated_checks.wanted(self.config, has_checks=self.has_checks()):
             spec = generated_checks.checks_model(self.config)
             policy, limits = self.sandbox_settings()
             seed = None if self.config.seed is None else derive_seed(self.config.seed, "generated-checks", spec)
