@@ -134,6 +134,12 @@ class ImplementStage(_Strict):
     (`stages/candidates.py`); 1: one answer, retried in the same conversation when it does not apply."""
     sample_temperature: float | None = Field(default=None, ge=0, le=2)
     """Temperature of candidates 2..N (candidate 1 keeps the attempt's temperature). Unset: 0.8."""
+    generate_checks: bool = False
+    """When nothing pinned can fail a wrong change (no tests, no `>>>` examples) and an implementer samples,
+    ask its model once per run for small checks (a call and its expected value), run them in the sandbox,
+    and rank candidates by them (CodeT's dual agreement; `stages/generated_checks.py`). Evidence for
+    choosing only: such a run still ends `unverified`. On in the presets that sample. A repository's
+    relay.toml may turn it off, not on (it costs a model request)."""
     max_steps: int = Field(default=12, ge=1)
     """Limit on model turns inside one implement attempt (edit retries, agent steps)."""
     max_tokens_per_attempt: int | None = Field(default=None, gt=0)
@@ -343,6 +349,7 @@ RESTRICTED: tuple[tuple[str, ...], ...] = (
 
 #: Limits a repository may only lower (below what the earlier layers, or the field's default, allow):
 #: dollars, requests and tokens, and everything that bounds how long relay runs outside the sandbox.
+#: A switch (bool) here may only be turned off.
 LOWER_ONLY: tuple[tuple[str, ...], ...] = (
     ("budget",),
     ("max_iterations",),
@@ -351,6 +358,7 @@ LOWER_ONLY: tuple[tuple[str, ...], ...] = (
     ("stages", "implement", "max_steps"),
     ("stages", "implement", "max_tokens_per_attempt"),
     ("stages", "implement", "max_wall_s"),
+    ("stages", "implement", "generate_checks"),
     ("models", "*", "timeout_s"),
 )
 
@@ -439,10 +447,15 @@ class _Layered:
             return False
         if any(_matches(path, r) for r in LOWER_ONLY) and value != {}:
             current = self.leaves.get(path, _default_for(path))
-            if current is not None and (not _is_number(value) or value > current):
+            if isinstance(current, bool) and isinstance(value, bool):
+                raised = value and not current  # a switch that costs requests: a repository may turn it off only
+            else:
+                raised = current is not None and (not _is_number(value) or value > current)
+            if raised:
                 where = self.origins.get(path, "the default")
+                what = "turn this off" if isinstance(current, bool) else "lower this limit"
                 self.notices.append(f"{layer.name}: ignored {dotted} = {value!r}: a repository's config may only "
-                                    f"lower this limit ({where}: {current!r})")
+                                    f"{what} ({where}: {current!r})")
                 return False
         return True
 

@@ -102,6 +102,9 @@ class RunResult:
     commits: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     """The verification pinned at baseline (command display names); empty: nothing was checked."""
+    generated_checks: list[str] = field(default_factory=list)
+    """Checks a model wrote to rank candidates when nothing pinned could fail a change (`call == expected`);
+    evidence for choosing, never verification (`generated-checks.json` and the `candidates` events say more)."""
 
     def cost_dict(self) -> dict[str, Any]:
         data = self.ledger.to_dict()
@@ -116,7 +119,8 @@ class RunResult:
             "worktree": str(self.worktree),
             "iterations": self.iterations,
             "cost": self.cost_dict(),
-            "verify": {"passed": self.verify_passed, "checks": self.checks},
+            "verify": {"passed": self.verify_passed, "checks": self.checks,
+                       "generated_checks": self.generated_checks},
             "review": {"findings": self.findings},
             "escalations": self.escalations,
             "models_used": self.models_used,
@@ -237,6 +241,8 @@ class _Run:
             st.baseline = None if baseline is None or baseline.passed else baseline.summary()
             st.baseline_checked = True
             self.save()
+        if not st.generated_checked and not self.options.stop_after_plan:
+            await self.pin_generated_checks()
         plan = await self.plan()
         if self.options.stop_after_plan:
             self.result.status = "succeeded"
@@ -388,6 +394,7 @@ class _Run:
         """One implementer attempt, by the strategy the model and the config choose (`stages/strategies.py`)."""
         from relaycode.repomap import relevant_files
         from relaycode.session import derive_seed
+        from relaycode.stages import generated_checks
         from relaycode.stages.attempt import Attempt
         from relaycode.stages.implement import choose_files, max_files_shown
         from relaycode.stages.strategies import samples_for, strategy_for
@@ -412,7 +419,8 @@ class _Run:
                 max_steps=impl_cfg.max_steps, max_tokens=impl_cfg.max_tokens_per_attempt,
                 max_wall_s=impl_cfg.max_wall_s, samples=samples_for(model, cfg),
                 seed=None if cfg.seed is None else derive_seed(cfg.seed, "implement", spec, iteration),
-                temperature=retry_t, on_event=self.emit)
+                temperature=retry_t, on_event=self.emit,
+                generated=generated_checks.from_state(self.state.generated_checks))
             outcome = await self.strategies[strategy_for(model, cfg)](self.session, spec, self.worktree, attempt)
         self.store.write_text(f"attempts/{iteration}-implement.md", "\n\n---\n\n".join(
             f"## answer {i + 1} ({spec})\n\n{text}" for i, text in enumerate(outcome.answers)))
@@ -468,6 +476,29 @@ class _Run:
         if self.state.checks is None:
             self.state.checks = self.verifier.pin()
         return self.state.checks
+
+    async def pin_generated_checks(self) -> None:
+        """With nothing pinned that can fail a change, have the implementer's model write checks to rank
+        candidates by (`stages/generated_checks.py`); once per run, kept in state.json."""
+        from relaycode.session import derive_seed
+        from relaycode.stages import generated_checks
+
+        pinned = None
+        # Only on the untouched tree: a resumed run may already hold an attempt's change (it goes without).
+        if not self.options.resume and generated_checks.wanted(self.config, has_checks=self.has_checks()):
+            spec = generated_checks.checks_model(self.config)
+            policy, limits = self.sandbox_settings()
+            seed = None if self.config.seed is None else derive_seed(self.config.seed, "generated-checks", spec)
+            with self.stage("generate-checks", spec):
+                pinned = await generated_checks.pin(self.session, spec, self.worktree, self.options.task,
+                                                    policy=policy, limits=limits,
+                                                    venv=self.pinned_checks().venv_path(),
+                                                    seed=seed, on_event=self.emit)
+            if pinned is not None:
+                self.store.write_json("generated-checks.json", pinned.to_dict())
+        self.state.generated_checks = None if pinned is None else pinned.to_dict()
+        self.state.generated_checked = True
+        self.save()
 
     def has_checks(self) -> bool:
         """Whether the pinned verification can fail a wrong change (a linter alone cannot)."""
@@ -643,6 +674,10 @@ def _finish(run: _Run, started: float, t0: float, history: History | None) -> No
     result.model_s = run.ledger.total().seconds
     result.malformed_outputs = st.malformed
     result.checks = list(st.checks.commands) if st.checks is not None else []
+    from relaycode.stages.generated_checks import from_state
+
+    pinned = from_state(st.generated_checks)
+    result.generated_checks = [] if pinned is None else [c.display() for c in pinned.checks]
     st.status = result.status
     st.wall_before = result.wall_s
     st.ended_at = time.time()

@@ -72,7 +72,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         # and a reviewer may never be an implementer.
         "diversity": "off",
         "stages": {
-            "implement": {"model": QWEN_05, "escalate_to": [QWEN_15], "escalate_after": 1, "samples": 3},
+            # With nothing pinned that can fail a change, candidates are ranked by checks the model writes.
+            "implement": {"model": QWEN_05, "escalate_to": [QWEN_15], "escalate_after": 1, "samples": 3,
+                          "generate_checks": True},
         },
     },
     "solo-local": {

@@ -246,7 +246,53 @@ def run_details(run_dir: Path) -> dict[str, Any]:
         out.update({k: state[k] for k in ("base", "branch", "repo") if state.get(k)})
     with contextlib.suppress(OSError):
         out["diffstat"] = diffstat((run_dir / "patch.diff").read_text(encoding="utf-8", errors="replace"))
+    generated = read("generated-checks.json")
+    if isinstance(generated, dict):
+        out["generated_checks"] = {"pinned": generated, "attempts": _ranked_attempts(run_dir)}
     return out
+
+
+def _ranked_attempts(run_dir: Path) -> list[dict[str, Any]]:
+    """The `candidates` events of attempts ranked by generated checks (events.jsonl)."""
+    found: list[dict[str, Any]] = []
+    with contextlib.suppress(OSError):
+        for line in (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines():
+            if '"candidates"' not in line:
+                continue
+            with contextlib.suppress(json.JSONDecodeError):
+                event = json.loads(line)
+                if isinstance(event, dict) and event.get("kind") == "candidates" and event.get("generated_checks"):
+                    found.append(event)
+    return found
+
+
+def _generated_md(generated: Mapping[str, Any]) -> list[str]:
+    """Which checks a model wrote, how they did on the unchanged tree, and how each attempt's candidates did."""
+    pinned = generated.get("pinned") or {}
+    checks = [c for c in pinned.get("checks") or [] if isinstance(c, Mapping)]
+    parts = ["", "## Generated checks", "",
+             f"Written by {_md_text(str(pinned.get('model') or DASH))} because nothing pinned could fail a wrong "
+             "change; run in the sandbox to choose among candidates, never as verification."]
+    for check in checks:
+        baseline = str(check.get("baseline"))
+        note = "passed on the unchanged tree, so no weight" if baseline == "pass" else f"{baseline} on the unchanged tree"
+        parts.append(f"- `{_md_text(_one_line(str(check.get('call')), 120))} == "
+                     f"{_md_text(_one_line(str(check.get('expected')), 120))}`: {note}")
+    for event in generated.get("attempts") or []:
+        weighted = len((event.get("generated_checks") or {}).get("weighted") or [])
+        winner = event.get("winner")
+        for c in event.get("distinct") or []:
+            numbers = ", ".join(str(n) for n in c.get("candidates") or [])
+            statuses = c.get("generated")
+            if statuses is None:
+                how = "failed verification" if c.get("verified") is False else "not run"
+            else:
+                passed = sum(1 for i in (event.get("generated_checks") or {}).get("weighted") or []
+                             if isinstance(i, int) and i < len(statuses) and statuses[i] == "pass")
+                how = f"passed {passed} of {weighted} weighted checks, score {c.get('score')}"
+            chosen = " (chosen)" if winner == c.get("candidates") else ""
+            parts.append(f"- attempt {event.get('attempt')}, candidates {numbers}: {how}{chosen}")
+    return parts
 
 
 def _header_path(rest: str) -> str:
@@ -375,6 +421,9 @@ def _outcome_md(run: Mapping[str, Any]) -> list[str]:
         parts += [f"- {_md_text(_finding_line(f))}" for f in findings] or ["No findings."]
         parts += [f"- reviewer {_md_text(m)} failed: {_md_text(_one_line(e))}" for m, e in
                   (review.get("errors") or {}).items()]
+    generated = run.get("generated_checks")
+    if isinstance(generated, Mapping):
+        parts += _generated_md(generated)
     stat = run.get("diffstat")
     commands = take_commands(run)
     if stat or (commands and run.get("status") == "succeeded"):

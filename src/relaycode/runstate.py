@@ -59,6 +59,11 @@ class RunState(BaseModel):
     """Whether the baseline verification ran (or was skipped for good, with `stop_after_plan`)."""
     baseline: str | None = None
     """The baseline verification's failures, as the model reads them; None when it passed."""
+    generated_checked: bool = False
+    """Whether the generated-checks step is done (it runs once, on the untouched tree)."""
+    generated_checks: dict[str, object] | None = None
+    """Checks a model wrote to rank candidates by when nothing pinned can fail a change
+    (`stages/generated_checks.py`, its `to_dict`); None: none were made."""
     planned: bool = False
     """Whether the plan step is done (`plan` None then: no planner, or its answer never validated)."""
     plan: Plan | None = None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from relaycode.sandbox import Limits, SandboxPolicy
     from relaycode.session import ModelSession
+    from relaycode.stages.generated_checks import GeneratedChecks
     from relaycode.stages.implement import ImplementOutcome
     from relaycode.stages.plan import Plan
     from relaycode.workspace import FileTree
@@ -57,6 +58,9 @@ class Attempt:
     temperature: float | None = None
     """Sampling temperature for this attempt's requests (None: the model's own setting)."""
     on_event: EventSink | None = None
+    generated: GeneratedChecks | None = None
+    """Checks a model wrote for a run with none that can fail a change (`stages/generated_checks.py`):
+    the sampling strategy ranks candidates by them; they never decide whether the attempt passed."""
 
 
 class Implementer(Protocol):

@@ -13,6 +13,13 @@ no candidate is verified after the winner is found. None passing: the most promi
 failing commands and tests, then preference) is written, so the run loop's own verification
 fails it and its failing output becomes the next attempt's feedback (or escalation follows).
 
+When nothing pinned can fail a wrong change, every candidate that compiles passes and that order is
+blind. If the run has generated checks (`stages/generated_checks.py`) that did not already pass on
+the unchanged tree, every distinct candidate is verified, each passing one also runs the generated
+checks in its scratch copy, and the winner is the passing one with the highest CodeT dual-agreement
+score (answers agreeing on which checks pass x checks passed), then the same preference. The checks
+only choose among candidates that passed: they never make one pass or fail.
+
 Candidate 1 uses the attempt's temperature (the model's own setting on a first attempt: a greedy
 model's first candidate is exactly its single answer; with no setting, the sample temperature);
 the others sample at `stages.implement.sample_temperature`. Each request's seed is the attempt's seed plus the
@@ -46,6 +53,7 @@ from relaycode.workspace import open_in_root
 if TYPE_CHECKING:
     from relaycode.session import Answer, ModelSession
     from relaycode.stages.attempt import Attempt
+    from relaycode.stages.generated_checks import GeneratedChecks
     from relaycode.stages.verify import VerifyResult
     from relaycode.workspace import FileTree
 
@@ -58,6 +66,10 @@ class Candidate:
     numbers: list[int] = field(default_factory=list)
     changed_lines: int = 0
     verify: VerifyResult | None = None
+    generated: list[str] | None = None
+    """Its generated checks' statuses (None: not run, because it failed verification or there are none)."""
+    score: int | None = None
+    """Its dual-agreement score among the passing candidates (None: not ranked by generated checks)."""
 
     def failures(self) -> tuple[int, int]:
         """Failing commands, then failing tests: fewer is more promising."""
@@ -128,8 +140,11 @@ def _write(root: Path, files: dict[str, str]) -> None:
             fh.write(text)
 
 
-def _verify(worktree: FileTree, candidate: Candidate, current: dict[str, str], attempt: Attempt) -> VerifyResult:
-    """The pinned checks and the basic checks, on a scratch copy of the tree with the candidate written."""
+def _verify(worktree: FileTree, candidate: Candidate, current: dict[str, str], attempt: Attempt,
+            evidence: GeneratedChecks | None) -> tuple[VerifyResult, list[str] | None]:
+    """The pinned checks and the basic checks, on a scratch copy of the tree with the candidate written;
+    then, if it passed and there are `evidence` checks, their statuses on the same copy."""
+    from relaycode.stages.generated_checks import run_checks
     from relaycode.stages.sanity import plan_checks, run_sanity
     from relaycode.stages.verify import run_verify
 
@@ -143,7 +158,10 @@ def _verify(worktree: FileTree, candidate: Candidate, current: dict[str, str], a
         basic = run_sanity(root, checks, policy=attempt.policy, limits=attempt.limits, venv=attempt.venv)
         if basic is not None:
             result.results.append(basic)
-    return result
+        statuses = None
+        if evidence is not None and result.passed:
+            statuses = run_checks(root, evidence, policy=attempt.policy, limits=attempt.limits, venv=attempt.venv)
+    return result, statuses
 
 
 async def sampled_implement(session: ModelSession, spec: str, worktree: FileTree,
@@ -181,13 +199,19 @@ async def sampled_implement(session: ModelSession, spec: str, worktree: FileTree
             distinct[key] = Candidate(files=files, changed_lines=_changed_lines(current, files))
         distinct[key].numbers.append(number)
     ranked = sorted(distinct.values(), key=lambda c: (-len(c.numbers), c.changed_lines, c.numbers[0]))
+    # Generated checks choose only when some of them did not already pass on the unchanged tree.
+    evidence = attempt.generated if attempt.generated is not None and attempt.generated.weighted else None
     winner: Candidate | None = None
     for candidate in ranked:
-        candidate.verify = await asyncio.to_thread(_verify, worktree, candidate, current, attempt)
-        if candidate.verify.passed:
+        verified, candidate.generated = await asyncio.to_thread(
+            _verify, worktree, candidate, current, attempt, evidence)
+        candidate.verify = verified
+        if verified.passed and evidence is None:
             winner = candidate
             break
-    _report(attempt, ranked, errors, winner, len(answers))
+    if evidence is not None:
+        winner = _by_agreement(ranked, evidence)
+    _report(attempt, ranked, errors, winner, len(answers), evidence)
     chosen = winner or min(ranked, key=lambda c: c.failures(), default=None)
     if chosen is None:
         outcome.last_error = errors[0] if errors else "No candidate changed anything."
@@ -198,11 +222,30 @@ async def sampled_implement(session: ModelSession, spec: str, worktree: FileTree
     return outcome
 
 
+def _by_agreement(ranked: list[Candidate], evidence: GeneratedChecks) -> Candidate | None:
+    """The passing candidate with the highest dual-agreement score; ties keep the preference order."""
+    from relaycode.stages.generated_checks import Scored, dual_agreement
+
+    passing = [c for c in ranked if c.verify is not None and c.verify.passed]
+    scores = dual_agreement([Scored(len(c.numbers), c.generated or []) for c in passing], evidence.weighted)
+    for candidate, score in zip(passing, scores, strict=True):
+        candidate.score = score
+    return max(passing, key=lambda c: c.score or 0, default=None)  # max keeps the first of equals
+
+
 def _report(attempt: Attempt, ranked: list[Candidate], errors: list[str], winner: Candidate | None,
-            drawn: int) -> None:
+            drawn: int, evidence: GeneratedChecks | None) -> None:
     if attempt.on_event is None:
         return
+    extra: dict[str, object] = {}
+    if evidence is not None:
+        extra["generated_checks"] = {"checks": len(evidence.checks), "weighted": list(evidence.weighted)}
+        # What the preference order alone would have chosen: measures what the generated checks changed.
+        preferred = next((c for c in ranked if c.verify is not None and c.verify.passed), None)
+        extra["preferred"] = None if preferred is None else [n + 1 for n in preferred.numbers]
     attempt.on_event("candidates", attempt=attempt.number, drawn=drawn, unusable=len(errors),
                      distinct=[{"candidates": [n + 1 for n in c.numbers], "changed_lines": c.changed_lines,
-                                "verified": None if c.verify is None else c.verify.passed} for c in ranked],
-                     winner=None if winner is None else [n + 1 for n in winner.numbers])
+                                "verified": None if c.verify is None else c.verify.passed,
+                                **({"generated": c.generated, "score": c.score} if evidence is not None else {})}
+                               for c in ranked],
+                     winner=None if winner is None else [n + 1 for n in winner.numbers], **extra)
