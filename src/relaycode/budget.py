@@ -40,8 +40,6 @@ class BudgetGuard:
         self.spent_before = spent_before
         """Spend of earlier processes of the same run (resume)."""
         self._open: list[Reservation] = []
-        self.refused: BudgetExceeded | StepLimit | None = None
-        """The last limit that refused a request, even if a caller (a reviewer) swallowed the error."""
 
     def _reserved(self, stage: str | None = None) -> tuple[Decimal, int]:
         usd = sum((r.usd for r in self._open if stage is None or r.stage == stage), Decimal(0))
@@ -50,13 +48,6 @@ class BudgetGuard:
 
     def reserve(self, stage: str, model: ResolvedModel, input_tokens: int, max_output_tokens: int) -> Reservation:
         """Reserve the worst case of one request or raise BudgetExceeded / StepLimit."""
-        try:
-            return self._reserve(stage, model, input_tokens, max_output_tokens)
-        except (BudgetExceeded, StepLimit) as exc:
-            self.refused = exc
-            raise
-
-    def _reserve(self, stage: str, model: ResolvedModel, input_tokens: int, max_output_tokens: int) -> Reservation:
         budget = self.config.budget
         worst = price_of(model, Tokens(input=input_tokens, output=max_output_tokens))
         worst_usd = worst if worst is not None else Decimal(0)

@@ -533,9 +533,9 @@ class _Run:
                 min_agree=cfg.stages.review.min_agree,
             )
         self.store.write_json("review.json", result.to_dict())
-        if self.session.budget.refused is not None:
+        if result.limit is not None:
             # A reviewer hit a limit: the review is incomplete, and the run must stop as the limit says.
-            raise self.session.budget.refused
+            raise result.limit
         return list(result.findings)
 
 

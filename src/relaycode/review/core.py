@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from relaycode.errors import RelayError, UsageError
+from relaycode.errors import LimitReached, RelayError, UsageError
 from relaycode.ledger import Totals
 from relaycode.review.context import SourceReader, plan_chunks
 from relaycode.review.diff import DiffParseError, FileDiff, parse_diff
@@ -30,6 +30,8 @@ class FindingChecker(Protocol):
 class ReviewResult(BaseModel):
     """The outcome of one review: merged findings, each reviewer's own, and what was not reviewed."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True)  # `limit` holds the exception itself
+
     findings: list[Finding] = Field(default_factory=list)
     """Merged across reviewers (see `findings.merge_findings`), filtered by `min_agree`."""
     per_reviewer: dict[str, list[Finding]] = Field(default_factory=dict)
@@ -38,6 +40,8 @@ class ReviewResult(BaseModel):
     """Files, hunks or chunks not reviewed, each with the reason (and the reviewer when it is one's)."""
     errors: dict[str, str] = Field(default_factory=dict)
     """Reviewer → error message, for reviewers that failed on some or all chunks."""
+    limit: LimitReached | None = Field(default=None, exclude=True)
+    """The first run limit (budget, steps) that refused a reviewer's request, if any: a run stops on it."""
     notes: list[str] = Field(default_factory=list)
     """Findings moved onto the nearest reviewed line or dropped because they cited lines not reviewed."""
     reviewers: list[str] = Field(default_factory=list)
@@ -190,6 +194,7 @@ async def review_diff(
         result.not_reviewed += outcome.not_reviewed
         if outcome.errors:
             result.errors[outcome.spec] = "; ".join(outcome.errors)
+        result.limit = result.limit or outcome.limit
         totals = Totals()
         for entry in session.ledger.entries[first_entry:]:
             if entry.model == outcome.spec and entry.stage == "review":

@@ -167,6 +167,9 @@ class ReviewerOutcome:
     not_reviewed: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    limit: LimitReached | None = None
+    """A run limit (budget, steps) that refused this reviewer's request: the review is incomplete, and a
+    run must stop as the limit says (the reviewer itself only records it)."""
 
 
 async def _follow_up(session: ModelSession, spec: str, chunk: Chunk, finding: Finding, attempt: int,
@@ -218,6 +221,8 @@ async def run_reviewer(
             )
         except Exception as exc:  # one reviewer's failure must not sink the review
             outcome.errors.append(f"{chunk.label}: {exc}")
+            if isinstance(exc, LimitReached) and outcome.limit is None:
+                outcome.limit = exc
             outcome.not_reviewed.append(f"{chunk.label}: not reviewed by {spec}: {type(exc).__name__}")
             if _fatal(exc):
                 outcome.not_reviewed += [f"{c.label}: not reviewed by {spec}: skipped after the error above"
