@@ -202,3 +202,12 @@ def test_a_typoed_model_is_unknown_with_the_closest_names(tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert "unknown model 'openai:gpt-5-mnii'" in result.stderr and "openai:gpt-5-mini" in result.stderr
     assert "add [models" not in result.stderr  # no invitation to price a typo
+
+
+def test_a_repository_may_not_multiply_review_requests(tmp_path: Path) -> None:
+    # Each sampled answer is a request the user pays for: a repository may ask for fewer, never more.
+    cfg = load_config(repo=repo_with(tmp_path, "[stages.review]\nsamples = 9\n"))
+    assert cfg.stages.review.samples == 1 and any("samples" in n and "may only lower" in n for n in cfg.notices)
+    user_config("[stages.review]\nsamples = 3\n")
+    (tmp_path / "two").mkdir()
+    assert load_config(repo=repo_with(tmp_path / "two", "[stages.review]\nsamples = 2\n")).stages.review.samples == 2

@@ -155,6 +155,10 @@ class ReviewStage(_Strict):
     """Findings at or above this severity go back to the implementer; "none" makes review advisory."""
     min_agree: int = Field(default=1, ge=1)
     """Only findings raised by at least this many reviewers count."""
+    samples: int = Field(default=1, ge=1, le=9)
+    """Answers asked of each reviewer per chunk (self-consistency). Above 1, a reviewer's finding counts
+    only when more than half of its answers raise it (same file, nearby lines): a real problem tends to
+    be seen again, an imagined one rarely twice. A local server answers them as one prompt."""
     judge: str = "none"
     """Who gives merged findings a second opinion (`relay review`): "reviewers" (another reviewer of
     the same review, one that did not raise the finding), a model (provider:name), or "none"."""
@@ -359,6 +363,7 @@ LOWER_ONLY: tuple[tuple[str, ...], ...] = (
     ("stages", "implement", "max_tokens_per_attempt"),
     ("stages", "implement", "max_wall_s"),
     ("stages", "implement", "generate_checks"),
+    ("stages", "review", "samples"),
     ("models", "*", "timeout_s"),
 )
 

@@ -530,7 +530,7 @@ class _Run:
             result = await review_diff(
                 self.session, self.worktree.diff(), reviewers=cfg.stages.review.models,
                 repo_root=self.worktree.root, plan=plan.to_markdown() if plan else None, attempt=iteration,
-                min_agree=cfg.stages.review.min_agree,
+                min_agree=cfg.stages.review.min_agree, samples=cfg.stages.review.samples,
             )
         self.store.write_json("review.json", result.to_dict())
         if result.limit is not None:

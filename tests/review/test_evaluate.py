@@ -250,3 +250,32 @@ def test_remerge_keeps_a_members_passing_fix_for_the_strict_score() -> None:
     r["systems"][ENSEMBLE] = {**r["systems"]["m1"], "findings": []}
     s = remerge([r], ["m1", "m2"]).summary()[ENSEMBLE]["views"]["all"]
     assert (s["findings_on_buggy"], s["strict_found"]) == (1, 1)
+
+
+def test_sampled_reviewers_are_scored_by_their_vote_and_by_their_first_answers(allow_model_requests: None) -> None:
+    from relaycode.review.core import ReviewResult
+    from relaycode.review.evaluate import EvalRun, EvalSettings, first_answer_name
+
+    q05 = "local:qwen2.5-coder-0.5b"
+    lone = finding(2)  # raised by the first answer only: the vote dropped it
+    result = ReviewResult(reviewers=[q05], per_reviewer={q05: []}, first_answers={q05: [lone]}, samples=3,
+                          usage={q05: {"requests": 3, "input_tokens": 30, "output_tokens": 9, "wall_seconds": 1.5}})
+    run = EvalRun([q05], 1)
+    run.record("t/f", "f.py", "buggy", [2], result)
+    run.record("t/f", "f.py", "clean", [2], result)
+    s = run.summary()
+    assert list(s) == [q05, first_answer_name(q05), "ensemble"]
+    assert (s[q05]["found"], s[q05]["clean_findings"]) == (0, 0)
+    single = s[first_answer_name(q05)]
+    assert (single["found"], single["precision"], single["clean_findings"]) == (1, 1.0, 1)
+    # Both are charged the same requests: the first answers came with the others.
+    assert single["tokens_per_review"] == s[q05]["tokens_per_review"] == 39
+    assert EvalSettings(samples=3).identity()["samples"] == 3 and "samples" not in EvalSettings().identity()
+
+    # End to end: a sampled evaluation saves both systems in every row.
+    buggy, fixed = "def f(x):\n    return x - 1\n", "def f(x):\n    return x + 1\n"
+    cases = [{"id": "t/f", "files": {"f.py": buggy}, "reference": {"f.py": fixed}, "bug_lines": {"f.py": [2]}}]
+    run = asyncio.run(evaluate(lambda: ModelSession(config(), model_overrides={q05: reviewer(flag_added())}), cases,
+                               reviewers=[q05], settings=EvalSettings(samples=3)))
+    assert all(set(row["systems"]) == {q05, first_answer_name(q05), "ensemble"} for row in run.reviews)
+    assert run.summary()[q05]["found"] == 1 and run.summary()[q05]["clean_findings"] == 1  # 3 of 3 agree

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from relaycode.review.findings import Finding, ModelFinding, ModelReview, merge_findings, similar
+from relaycode.review.findings import (
+    Finding,
+    ModelFinding,
+    ModelReview,
+    consistent,
+    majority,
+    merge_findings,
+    similar,
+)
 
 
 def f(model: str, start: int, end: int | None = None, *, severity: str = "major", category: str = "bug",
@@ -82,3 +90,31 @@ def test_lead_message_is_from_the_most_severe() -> None:
     merged = merge_findings([f("m1", 5, severity="nit", message="nit msg"), f("m2", 5, message="major msg")],
                             reviewers=2)
     assert merged[0].message == "major msg"
+
+
+def _found(line: int, category: str = "bug", message: str = "wrong operator") -> Finding:
+    return Finding(path="a.py", start_line=line, end_line=line, severity="major", category=category,
+                   message=message, models=["m"])
+
+
+def test_consistent_keeps_what_most_answers_raise_counting_each_answer_once() -> None:
+    real, imagined = _found(10), _found(30, "performance", "slow loop")
+    answers = [[real, imagined], [_found(11), _found(11, message="wrong operator again")], [_found(50, "style", "name")]]
+    [kept] = consistent(answers, majority(len(answers)))
+    # The member from the earliest answer represents the group; one answer raising it twice is one vote.
+    assert (kept.start_line, kept.votes) == (10, 2)
+    assert consistent(answers, 1) == sorted([kept, imagined.model_copy(update={"votes": 1}),
+                                             _found(50, "style", "name").model_copy(update={"votes": 1})],
+                                            key=lambda f: f.start_line)
+    assert consistent([[real, real], [], []], 2) == []
+
+
+def test_majority_is_more_than_half() -> None:
+    assert [majority(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+
+
+def test_a_merged_finding_keeps_the_highest_vote_count() -> None:
+    a, b = _found(10).model_copy(update={"votes": 2}), _found(10).model_copy(update={"models": ["n"], "votes": 3})
+    [merged] = merge_findings([a, b], reviewers=2)
+    assert merged.votes == 3
+    assert merge_findings([_found(10)], reviewers=1)[0].votes is None

@@ -60,7 +60,7 @@ def test_sarif_content() -> None:
     assert location["artifactLocation"]["uri"] == "src/a.py"
     assert location["region"] == {"startLine": 3, "endLine": 5}
     assert first["properties"] == {"models": ["m1", "m2"], "severity": "blocker", "confidence": 1.0, "score": None,
-                                   "evidenceStatus": "unchecked", "evidenceCheck": "", "evidence": None,
+                                   "votes": None, "evidenceStatus": "unchecked", "evidenceCheck": "", "evidence": None,
                                    "judgeVerdict": None, "judgeReason": None, "judge": None}
     assert run["properties"]["reviewers"][0]["usd"] == 0.0123
     assert run["invocations"][0]["executionSuccessful"] is True

@@ -327,3 +327,62 @@ def test_a_check_that_cannot_run_leaves_findings_unchecked() -> None:
                  checker=broken)
     [finding] = result.findings
     assert finding.status == "unchecked" and finding.check.startswith("evidence not run:")
+
+
+def test_sampled_answers_vote_and_the_first_answers_are_kept_apart() -> None:
+    seen: list[AgentInfo] = []
+
+    def script(prompt: str, info: AgentInfo) -> Answer:
+        # Consecutive seeds: each answer's residue is its own. Two of three see the real bug; one
+        # also imagines another problem.
+        residue = int((info.model_settings or {})["seed"]) % 3
+        bug = {"line": 4, "severity": "major", "category": "bug", "message": "wrong operator", "suggestion": ""}
+        imagined = {"line": 1, "severity": "minor", "category": "performance", "message": "slow loop", "suggestion": ""}
+        return {"findings": {0: [bug, imagined], 1: [bug], 2: []}[residue]}
+
+    session = ModelSession(config(seed=11), model_overrides={Q05: reviewer(script, calls=seen)})
+    result = run(session, reviewers=[Q05], samples=3)
+    assert [(f.start_line, f.votes) for f in result.findings] == [(4, 2)]
+    assert [(f.start_line, f.votes) for f in result.per_reviewer[Q05]] == [(4, 2)]
+    assert len(seen) == 3 and result.samples == 3
+    seeds = sorted(int((i.model_settings or {})["seed"]) for i in seen)
+    assert seeds == list(range(seeds[0], seeds[0] + 3))  # consecutive: one n-request on a local server
+    assert {(i.model_settings or {})["temperature"] for i in seen} == {0.8}
+    first = result.first_answers[Q05]
+    # The first answer is the one seeded with the lowest seed.
+    assert all(f.votes is None for f in first) and len(first) == {0: 2, 1: 1, 2: 0}[seeds[0] % 3]
+    # Seeded config: the same seeds again.
+    again: list[AgentInfo] = []
+    run(ModelSession(config(seed=11), model_overrides={Q05: reviewer(script, calls=again)}), reviewers=[Q05], samples=3)
+    assert sorted(int((i.model_settings or {})["seed"]) for i in again) == seeds
+
+
+def test_one_answer_is_the_default_and_asks_nothing_of_sampling() -> None:
+    seen: list[AgentInfo] = []
+    session = ModelSession(config(), model_overrides={Q05: reviewer(flag_added(), calls=seen)})
+    result = run(session, reviewers=[Q05])
+    assert len(seen) == 1 and "seed" not in (seen[0].model_settings or {})
+    assert result.first_answers == {} and [f.votes for f in result.findings] == [None]
+
+
+def test_a_failed_sample_is_one_answer_fewer_and_all_failed_is_the_reviewers_error() -> None:
+    def flaky(prompt: str, info: AgentInfo) -> Answer:
+        if int((info.model_settings or {})["seed"]) % 3 == 0:
+            raise RuntimeError("sample exploded")
+        return flag_added()(prompt, info)
+
+    result = run(ModelSession(config(seed=5), model_overrides={Q05: reviewer(flaky)}), reviewers=[Q05], samples=3)
+    # Two answers left, both raise it: a majority of two.
+    assert [(f.start_line, f.votes) for f in result.findings] == [(4, 2)] and result.errors == {}
+
+    def broken(_prompt: str, _info: AgentInfo) -> Answer:
+        raise RuntimeError("model exploded")
+
+    result = run(ModelSession(config(seed=5), model_overrides={Q05: reviewer(broken), GPT: reviewer(flag_added())}),
+                 samples=2)
+    assert Q05 in result.errors and [f.models for f in result.findings] == [[GPT]]
+
+
+def test_samples_below_one_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="samples"):
+        run(ModelSession(config()), samples=0)

@@ -39,6 +39,11 @@ FollowupOpt = typer.Option(
     "evidence, for a call and its expected value (one more request per finding, at most 3 per file).",
 )
 
+SamplesOpt = typer.Option(
+    None, "--samples", min=1, max=9, help="Answers asked of each reviewer per chunk; above 1 a finding counts only "
+    "when most of a reviewer's answers raise it (self-consistency; default: stages.review.samples).",
+)
+
 
 JudgeOpt = typer.Option(
     None, "--judge", help="Second opinion on each merged finding by a model that did not raise it: 'reviewers' "
@@ -213,6 +218,7 @@ def review(
     weights: Path | None = WeightsOpt,
     followup: bool = FollowupOpt,
     judge: str | None = JudgeOpt,
+    samples: int | None = SamplesOpt,
     fail_confirmed_only: bool = typer.Option(False, "--fail-on-confirmed-only", help="With --fail-on: count only "
                                              "confirmed findings (needs --evidence)."),
 ) -> None:
@@ -285,6 +291,7 @@ def review(
                     weights=load_weights(weights) if weighting else None,
                     min_score=(DEFAULT_MIN_SCORE if min_score is None else min_score) if weighting else 0.0,
                     followup=followup, judge=judging,
+                    samples=samples if samples is not None else cfg.stages.review.samples,
                 ))
         finally:
             if checker is not None:
@@ -361,6 +368,8 @@ def review_eval(
     weights: Path | None = WeightsOpt,
     followup: bool = FollowupOpt,
     judge: str | None = JudgeOpt,
+    samples: int = typer.Option(1, "--samples", min=1, max=9, help="Answers per reviewer and chunk; above 1, "
+                                "each reviewer is scored by its vote and by its first answers alone (<model>@1)."),
 ) -> None:
     """Measure reviewers' recall, precision, false alarms, cost and time on labelled bug-fix cases."""
     import asyncio
@@ -405,21 +414,23 @@ def review_eval(
         settings = EvalSettings(
             cfg, min_agree=min_agree, evidence=evidence, weights=load_weights(weights) if weighted else None,
             min_score=(DEFAULT_MIN_SCORE if min_score is None else min_score) if weighted else 0.0,
-            followup=followup, judge=judging,
+            followup=followup, judge=judging, samples=samples,
         )
-        if spec.kind == "ray" and (weighted or judging.mode != "none"):
-            raise _usage("--evidence, --min-score, --weights and --judge run with --executor local only (for now)")
+        identified = weighted or judging.mode != "none" or samples > 1
+        if spec.kind == "ray" and identified:
+            raise _usage("--evidence, --min-score, --weights, --judge and --samples run with --executor local only "
+                         "(for now)")
         cases = load_suite(suite, limit)
         if not cases:
             raise _usage(f"{suite}: no bug-fix cases with bug_lines")
         commit = relay_commit()
         if resume and saved.exists():
             start = EvalRun.resume(saved, suite=suite.name, reviewers=specs, min_agree=min_agree, commit=commit,
-                                   settings=settings.identity() if weighted or judging.mode != "none" else None)
+                                   settings=settings.identity() if identified else None)
             typer.echo(f"resume: {start.cases_done} cases already reviewed in {saved}", err=True)
         else:
             start = EvalRun(list(specs), min_agree, suite.name, commit,
-                            settings.identity() if weighted or judging.mode != "none" else {})
+                            settings.identity() if identified else {})
         typer.echo(f"review-eval: {len(cases)} cases from {suite}, reviewers {', '.join(specs)}", err=True)
         t0 = time.perf_counter()
 

@@ -51,6 +51,10 @@ class ReviewResult(BaseModel):
     """Reviewer → ledger totals of this review (requests, tokens, usd) plus `wall_seconds` and
     `evidence_seconds` (time spent running its findings' evidence in the sandbox)."""
     min_agree: int = 1
+    samples: int = 1
+    """Answers asked of each reviewer per chunk; above 1, each reviewer's findings are those most answers raised."""
+    first_answers: dict[str, list[Finding]] = Field(default_factory=dict)
+    """With `samples` above 1: reviewer → the findings of its first answers alone (before the vote)."""
     evidence_checked: bool = False
     """Whether findings' evidence was run (False: every finding is unchecked)."""
     min_score: float | None = None
@@ -126,6 +130,7 @@ async def review_diff(
     min_score: float = 0.0,
     followup: bool = False,
     judge: JudgeSetting | None = None,
+    samples: int = 1,
 ) -> ReviewResult:
     """Review `diff` with every model in `reviewers` concurrently and merge their findings.
 
@@ -140,12 +145,16 @@ async def review_diff(
     `weights`, merged findings get a `score` and those below `min_score` are dropped.
     With a `judge`, each merged finding left is judged by a model that did not raise it (see
     `judge.py`); one judged not a bug scores 0 and, with `min_score` above 0, moves to `judged_out`.
+    With `samples` above 1, each reviewer answers each chunk that many times and keeps the findings
+    most of its answers raise (self-consistency, `findings.consistent`) before the merge.
     Raises `UsageError` for an empty reviewer list or a malformed diff.
     """
     if not reviewers:
         raise UsageError("no reviewers: pass --reviewers or set stages.review.models in the config")
     if min_agree < 1:
         raise UsageError("min_agree must be at least 1")
+    if samples < 1:
+        raise UsageError("samples must be at least 1")
     if not 0.0 <= min_score <= 1.0:
         raise UsageError(f"min_score must be between 0 and 1, not {min_score}")
     try:
@@ -154,7 +163,7 @@ async def review_diff(
         raise UsageError(f"cannot parse the diff: {exc}") from None
     reader = read_source or (disk_reader(repo_root) if repo_root is not None else None)
     result = ReviewResult(reviewers=list(reviewers), files=[f.path for f in files], min_agree=min_agree,
-                          evidence_checked=checker is not None,
+                          samples=samples, evidence_checked=checker is not None,
                           min_score=min_score if weights is not None else None,
                           judge=str(judge) if judge is not None else "none")
     asks_evidence = checker is not None
@@ -176,7 +185,7 @@ async def review_diff(
 
     async def review_then_check(spec: str) -> ReviewerOutcome:
         outcome = await run_reviewer(session, spec, plans[spec], plan=plan, attempt=attempt, weight=weight,
-                                     evidence=asks_evidence, followup=followup and asks_evidence)
+                                     evidence=asks_evidence, followup=followup and asks_evidence, samples=samples)
         if checker is not None:
             t0 = time.perf_counter()
             outcome.findings = await asyncio.to_thread(check_all, checker, outcome.findings)
@@ -189,6 +198,8 @@ async def review_diff(
     every: list[Finding] = []
     for outcome in outcomes:
         result.per_reviewer[outcome.spec] = outcome.findings
+        if outcome.first_answers is not None:
+            result.first_answers[outcome.spec] = outcome.first_answers
         every += outcome.findings
         result.notes += outcome.notes
         result.not_reviewed += outcome.not_reviewed

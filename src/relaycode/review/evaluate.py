@@ -260,6 +260,9 @@ class EvalSettings:
     """With `evidence`: ask each reviewer for evidence per finding it left without (`review_diff(followup=)`)."""
     judge: JudgeSetting | None = None
     """Who judges the merged findings (`review_diff(judge=)`); None: nobody."""
+    samples: int = 1
+    """Answers per reviewer and chunk (`review_diff(samples=)`); above 1, each reviewer's first answers
+    alone are also scored, as `<reviewer>@1`, so one run measures the vote against a single answer."""
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the saved one for its tallies to mean the same."""
@@ -269,6 +272,8 @@ class EvalSettings:
             identity["followup"] = True
         if self.judge is not None and self.judge.mode != "none":
             identity["judge"] = str(self.judge)
+        if self.samples > 1:
+            identity["samples"] = self.samples
         return identity
 
     def sandbox(self, wall_s: float) -> tuple[SandboxPolicy, Limits, dict[str, str]]:
@@ -276,6 +281,11 @@ class EvalSettings:
         from relaycode.config import SandboxSettings
 
         return sandbox_for(self.config.sandbox if self.config is not None else SandboxSettings(), wall_s)
+
+
+def first_answer_name(spec: str) -> str:
+    """The system name of a sampled reviewer's first answers alone."""
+    return f"{spec}@1"
 
 
 def make_row(case_id: str, path: str, kind: str, bug_lines: list[int], result: ReviewResult,
@@ -290,6 +300,9 @@ def make_row(case_id: str, path: str, kind: str, bug_lines: list[int], result: R
     total["evidence_seconds"] = sum(float(u.get("evidence_seconds") or 0.0) for u in result.usage.values())
     # The judged-out findings stay in the saved ensemble (marked), so one run scores it with and without the judge.
     systems[ENSEMBLE] = ([*result.findings, *result.judged_out], total, result.seconds, result.failed)
+    for spec, first in result.first_answers.items():
+        # The same requests' first answers alone: costs are the reviewer's (one prompt, several answers).
+        systems[first_answer_name(spec)] = (first, *systems[spec][1:])
     row: dict[str, Any] = {"case": case_id, "path": path, "kind": kind, "bug_lines": bug_lines,
                            "not_reviewed": result.not_reviewed, "errors": result.errors,
                            "relay_commit": commit, "systems": {}}
@@ -351,7 +364,8 @@ class EvalRun:
         return {commit: len(ids) for commit, ids in cases.items()}
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        return {name: self.tallies[name].summary() for name in [*self.reviewers, ENSEMBLE] if name in self.tallies}
+        names = [*self.reviewers, *(first_answer_name(r) for r in self.reviewers), ENSEMBLE]
+        return {name: self.tallies[name].summary() for name in names if name in self.tallies}
 
     def to_dict(self) -> dict[str, Any]:
         return {"suite": self.suite, "reviewers": self.reviewers, "min_agree": self.min_agree,
@@ -585,7 +599,7 @@ async def review_case(
                 result = await review_diff(
                     session, unified_diff(path, old, new), reviewers=reviewers, min_agree=settings.min_agree,
                     read_source=_constant(new), checker=checker, weights=settings.weights, min_score=settings.min_score,
-                    followup=settings.followup, judge=settings.judge,
+                    followup=settings.followup, judge=settings.judge, samples=settings.samples,
                 )
             finally:
                 if checker is not None:

@@ -200,6 +200,8 @@ class Finding(BaseModel):
     """Estimated probability that the finding is real (see `weights.py`); None when not weighted."""
     judgement: Judgement | None = None
     """The judge's verdict on the merged finding (see `judge.py`); None when it was not judged."""
+    votes: int | None = None
+    """How many of its reviewer's sampled answers raised it (`stages.review.samples`); None: one answer."""
 
     def touches(self, line: int, slack: int = 0) -> bool:
         return self.start_line - slack <= line <= self.end_line + slack
@@ -223,6 +225,42 @@ def same_issue(a: Finding, b: Finding) -> bool:
     if a.start_line - ADJACENT > b.end_line + ADJACENT or b.start_line - ADJACENT > a.end_line + ADJACENT:
         return False
     return a.category == b.category or similar(a.message, b.message) >= SIMILAR
+
+
+def majority(answers: int) -> int:
+    """Answers that must raise a finding for it to count: more than half."""
+    return answers // 2 + 1
+
+
+def consistent(answers: Sequence[Sequence[Finding]], min_votes: int) -> list[Finding]:
+    """One reviewer's findings that recur across its sampled answers to the same prompt (self-consistency).
+
+    The answers' findings are grouped by `same_issue` (transitively); a group raised by at least
+    `min_votes` distinct answers is kept as its member from the earliest answer, with `votes` set.
+    A real problem tends to be seen again when the reviewer is asked again; a hallucinated one
+    rarely lands on the same lines twice."""
+    flat = [(i, f) for i, found in enumerate(answers) for f in found]
+    parent = list(range(len(flat)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for a in range(len(flat)):
+        for b in range(a + 1, len(flat)):
+            if same_issue(flat[a][1], flat[b][1]):
+                parent[root(b)] = root(a)
+    groups: dict[int, list[tuple[int, Finding]]] = {}
+    for k, member in enumerate(flat):
+        groups.setdefault(root(k), []).append(member)
+    kept = []
+    for group in groups.values():
+        votes = len({i for i, _ in group})
+        if votes >= min_votes:
+            kept.append(min(group, key=lambda m: m[0])[1].model_copy(update={"votes": votes}))
+    return sorted(kept, key=lambda f: (f.path, f.start_line, severity_rank(f.severity)))
 
 
 #: Scores a merged group from each distinct reviewer's strongest evidence status (see `weights.score`).
@@ -302,4 +340,5 @@ def _merge_group(group: list[Finding], *, reviewers: int, min_agree: int, scorer
         status=status,
         check=how,
         score=None if scorer is None else scorer(claims),
+        votes=max((f.votes for f in group if f.votes is not None), default=None),
     )

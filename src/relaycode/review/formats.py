@@ -138,7 +138,8 @@ def judged_out_lines(result: ReviewResult) -> list[str]:
 
 
 def _score(f: Finding) -> str:
-    return f"confidence {f.confidence:.2f}" + (f", score {f.score:.2f}" if f.score is not None else "")
+    return (f"confidence {f.confidence:.2f}" + (f", score {f.score:.2f}" if f.score is not None else "")
+            + (f", raised in {f.votes} answers" if f.votes is not None else ""))
 
 
 def _where(f: Finding) -> str:
@@ -277,6 +278,7 @@ def to_sarif(result: ReviewResult) -> dict[str, Any]:
             }],
             "properties": {
                 "models": f.models, "severity": f.severity, "confidence": f.confidence, "score": f.score,
+                "votes": f.votes,
                 "evidenceStatus": f.status, "evidenceCheck": f.check,
                 "evidence": None if f.evidence is None else f.evidence.model_dump(),
                 "judgeVerdict": None if f.judgement is None else f.judgement.verdict,
@@ -303,7 +305,7 @@ def to_sarif(result: ReviewResult) -> dict[str, Any]:
             "results": results,
             "properties": {"reviewers": cost_rows(result), "total": result.total_usage(),
                            "evidenceChecked": result.evidence_checked, "evidenceCounts": result.status_counts(),
-                           "minScore": result.min_score, "judge": result.judge,
+                           "minScore": result.min_score, "judge": result.judge, "samples": result.samples,
                            "judgeCounts": result.verdict_counts() if result.judge != "none" else None,
                            "judgedOut": [f.model_dump(mode="json") for f in result.judged_out]},
         }],

@@ -10,15 +10,18 @@ environment, no secrets.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import time
 from dataclasses import dataclass, field
 
+from relaycode.config import DEFAULT_SAMPLE_TEMPERATURE
 from relaycode.errors import LimitReached, MissingApiKey, ProviderError
 from relaycode.models import ResolvedModel
 from relaycode.review.context import CHARS_PER_TOKEN, Chunk, estimate_tokens
-from relaycode.review.findings import Evidence, Finding, ModelFinding, ModelReview
-from relaycode.session import ModelSession
+from relaycode.review.findings import Evidence, Finding, ModelFinding, ModelReview, consistent, majority
+from relaycode.session import ModelSession, RequestOptions, derive_seed
 
 #: How far (lines) a cited line may be from a shown line and still be moved onto it.
 CLAMP = 3
@@ -170,6 +173,9 @@ class ReviewerOutcome:
     limit: LimitReached | None = None
     """A run limit (budget, steps) that refused this reviewer's request: the review is incomplete, and a
     run must stop as the limit says (the reviewer itself only records it)."""
+    first_answers: list[Finding] | None = None
+    """With several samples: the findings of each chunk's first answer alone, before the vote (what one
+    answer would have reported; review-eval scores both)."""
 
 
 async def _follow_up(session: ModelSession, spec: str, chunk: Chunk, finding: Finding, attempt: int,
@@ -194,6 +200,32 @@ def _fatal(exc: Exception) -> bool:
     return isinstance(exc, ProviderError) and exc.kind in ("auth", "connection")
 
 
+async def _answers(session: ModelSession, spec: str, chunk: Chunk, *, plan: str | None, attempt: int,
+                   evidence: bool, samples: int) -> list[ModelReview]:
+    """The reviewer's answers for one chunk: one, or `samples` sampled ones asked at once.
+
+    Samples are the same request at the sample temperature with consecutive seeds, so a local server
+    answers them as one prompt (`local/coalesce.py`). Raises when no sample answered, or when one hit
+    a run limit (the review must stop as it says); a sample that failed otherwise is one answer fewer."""
+    prompt, rules = build_prompt(chunk, plan), instructions(evidence)
+    if samples <= 1:
+        answer = await session.ask("review", spec, prompt, instructions=rules, output_type=ModelReview, attempt=attempt)
+        return [answer.output]
+    seed = session.config.seed
+    base = (derive_seed(seed, "review", spec, attempt, chunk.label) if seed is not None
+            else random.randrange(1 << 30))  # unseeded config: fresh samples, still consecutive
+    results = await asyncio.gather(*(
+        session.ask("review", spec, prompt, instructions=rules, output_type=ModelReview, attempt=attempt,
+                    options=RequestOptions(temperature=DEFAULT_SAMPLE_TEMPERATURE, seed=(base + i) % (1 << 31)))
+        for i in range(samples)), return_exceptions=True)
+    reviews = [r.output for r in results if not isinstance(r, BaseException)]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in failures:
+        if not reviews or not isinstance(failure, Exception) or isinstance(failure, LimitReached):
+            raise failure
+    return reviews
+
+
 async def run_reviewer(
     session: ModelSession,
     spec: str,
@@ -204,21 +236,22 @@ async def run_reviewer(
     weight: float,
     evidence: bool = False,
     followup: bool = False,
+    samples: int = 1,
 ) -> ReviewerOutcome:
     """Review `chunks` one after another with `spec`. Never raises for a model failure: it is recorded.
 
+    With `samples` above 1, each chunk is answered that many times and a finding is kept only when
+    most of the answers raise it (`findings.consistent`); `first_answers` keeps the first answer's.
     With `followup`, each finding that claims wrong behaviour but came without evidence gets one more
     request to the same reviewer (at most `MAX_FOLLOWUPS` per chunk): its own finding and the code,
     asking only for a call and its expected value. It never sees other reviewers' findings.
     """
-    outcome = ReviewerOutcome(spec)
+    outcome = ReviewerOutcome(spec, first_answers=[] if samples > 1 else None)
     t0 = time.perf_counter()
     for i, chunk in enumerate(chunks):
         try:
-            answer = await session.ask(
-                "review", spec, build_prompt(chunk, plan),
-                instructions=instructions(evidence), output_type=ModelReview, attempt=attempt,
-            )
+            reviews = await _answers(session, spec, chunk, plan=plan, attempt=attempt, evidence=evidence,
+                                     samples=samples)
         except Exception as exc:  # one reviewer's failure must not sink the review
             outcome.errors.append(f"{chunk.label}: {exc}")
             if isinstance(exc, LimitReached) and outcome.limit is None:
@@ -229,8 +262,12 @@ async def run_reviewer(
                                          for c in chunks[i + 1:]]
                 break
             continue
-        review: ModelReview = answer.output
-        found, notes = to_findings(review, chunk, spec, weight)
+        per_answer = [to_findings(review, chunk, spec, weight) for review in reviews]
+        found, notes = per_answer[0]
+        if outcome.first_answers is not None:
+            outcome.first_answers += found
+            found = consistent([f for f, _ in per_answer], majority(len(per_answer)))
+            notes = list(dict.fromkeys(n for _, answer_notes in per_answer for n in answer_notes))
         if followup:
             found = [await _follow_up(session, spec, chunk, f, attempt, outcome) if n < MAX_FOLLOWUPS else f
                      for n, f in enumerate(found)]
