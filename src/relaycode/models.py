@@ -227,7 +227,8 @@ def openai_compatible_model(name: str, base_url: str, api_key: str, *, coalesce_
 
     `coalesce_candidates` (relay's own llama-servers): concurrent requests that differ only in their
     consecutive seeds go out as one request with `n` answers (`local/coalesce.py`), so the server
-    processes the shared prompt once."""
+    processes the shared prompt once; and relay's servers take turns (`local/turns.py`), so two of
+    them never fight over the same cores."""
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -237,7 +238,9 @@ def openai_compatible_model(name: str, base_url: str, api_key: str, *, coalesce_
 
     from relaycode.local.coalesce import CoalescingTransport
     from relaycode.local.server import slot_count
+    from relaycode.local.turns import TurnTakingTransport
 
-    # pydantic-ai's own client (its timeouts), sending through the coalescing transport.
-    client = create_async_httpx2_client(transport=CoalescingTransport(max_n=slot_count()))
+    # pydantic-ai's own client (its timeouts), sending through the coalescing transport, which sends
+    # each (merged) request in its server's turn.
+    client = create_async_httpx2_client(transport=CoalescingTransport(TurnTakingTransport(), max_n=slot_count()))
     return OpenAIChatModel(name, provider=OpenAIProvider(base_url=base_url, api_key=api_key, http_client=client))
