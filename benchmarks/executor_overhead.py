@@ -99,7 +99,7 @@ def main() -> None:
             for kind, jobs in variants:  # in turns, so a change of load hits every variant alike
                 results[f"{kind} --jobs {jobs}"].append(one_bench(suite, config, root / f"out-{kind}-{jobs}-{run}",
                                                                   kind, jobs))
-    summary = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} | {
+    summary: dict[str, dict[str, Any]] = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} | {
         "per_pair_s_range": [min(r["per_pair_s"] for r in runs), max(r["per_pair_s"] for r in runs)]}
         for name, runs in results.items()}
     startup = statistics.median(startups)

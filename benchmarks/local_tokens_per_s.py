@@ -77,7 +77,7 @@ def bench_model(name: str, runs: int, max_tokens: int) -> dict[str, Any]:
         rss_after = process_rss(handle.pid)
 
     def median(key: str) -> float | None:
-        values = [r[key] for r in rows if r[key] is not None]
+        values = [v for r in rows if (v := r[key]) is not None]
         return statistics.median(values) if values else None
 
     return {

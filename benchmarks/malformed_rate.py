@@ -49,8 +49,9 @@ async def ask(config: Any, spec: str, case: Any, seed: int, temperature: float) 
 
     session = ModelSession(config)
     contents = dict(case.files)
-    whole, instructions = answer_format(spec, config, contents)
-    base = answer_options(spec, config, whole, list(contents))
+    profile = session.models.get(spec).profile
+    whole, instructions = answer_format(profile, contents)
+    base = answer_options(profile, whole, list(contents))
     options = RequestOptions(temperature=temperature, seed=seed, extra_body=base.extra_body)
     prompt = implement_prompt(case.instruction, None, contents, None, whole_file=whole)
     t0 = time.perf_counter()

@@ -32,6 +32,7 @@ from relaycode.review.evaluate import (
     judge_table,
     markdown_table,
     remerge,
+    saved_rows,
     unified_diff,
 )
 from relaycode.review.findings import Finding
@@ -53,7 +54,7 @@ async def rejudge(rows: list[dict[str, Any]], cases: dict[str, dict[str, Any]], 
         old, new = ((case["reference"][path], case["files"][path]) if row["kind"] == "buggy"
                     else (case["files"][path], case["reference"][path]))
         files = parse_diff(unified_diff(path, old, new))
-        chunks = {spec: plan_chunks(files, budget_chars(spec, session.config), lambda _p: new)[0] for spec in candidates}
+        chunks = {spec: plan_chunks(files, budget_chars(session.models.get(spec)), lambda _p: new)[0] for spec in candidates}
         merged = [Finding.model_validate(f) for f in row["systems"][ENSEMBLE]["findings"]]
         fixes = {(f.path, f.start_line, f.end_line): f2.get("fix_passes")
                  for f, f2 in zip(merged, row["systems"][ENSEMBLE]["findings"], strict=True)}
@@ -91,12 +92,7 @@ def main() -> None:
     parser.add_argument("--rows-at-once", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    data: dict[str, Any] = json.loads(args.run.read_text(encoding="utf-8"))
-    reviewers: list[str] = data["reviewers"]
-    rows = data["reviews"]
-    if args.cases is not None:
-        keep = list(dict.fromkeys(r["case"] for r in rows))[: args.cases]
-        rows = [r for r in rows if r["case"] in keep]
+    reviewers, rows = saved_rows(args.run, args.cases)
     cases = {c["id"]: c for c in map(json.loads, args.suite.read_text(encoding="utf-8").splitlines()) if c}
     weighted = remerge(rows, reviewers, weights=load_weights(), min_score=args.min_score)
     config = load_config(preset=args.preset)

@@ -14,11 +14,9 @@ relay's reviewer weights, or FILE over them), the ensemble's line-overlap and st
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
-from relaycode.review.evaluate import ENSEMBLE, evidence_table, markdown_table, remerge
+from relaycode.review.evaluate import ENSEMBLE, evidence_table, markdown_table, remerge, saved_rows
 from relaycode.review.weights import load_weights
 
 
@@ -30,12 +28,7 @@ def main() -> None:
     parser.add_argument("--min-agree", type=int, nargs="*", default=[2])
     parser.add_argument("--min-score", type=float, nargs="*", default=[0.25, 0.5])
     args = parser.parse_args()
-    data: dict[str, Any] = json.loads(args.run.read_text(encoding="utf-8"))
-    reviewers: list[str] = data["reviewers"]
-    rows = data["reviews"]
-    if args.cases is not None:
-        keep = list(dict.fromkeys(r["case"] for r in rows))[: args.cases]
-        rows = [r for r in rows if r["case"] in keep]
+    reviewers, rows = saved_rows(args.run, args.cases)
     weights = load_weights(args.weights)
     runs = {"union (min_agree 1)": remerge(rows, reviewers)}
     for k in args.min_agree:

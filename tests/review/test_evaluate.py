@@ -279,3 +279,16 @@ def test_sampled_reviewers_are_scored_by_their_vote_and_by_their_first_answers(a
                                reviewers=[q05], settings=EvalSettings(samples=3)))
     assert all(set(row["systems"]) == {q05, first_answer_name(q05), "ensemble"} for row in run.reviews)
     assert run.summary()[q05]["found"] == 1 and run.summary()[q05]["clean_findings"] == 1  # 3 of 3 agree
+
+
+def test_saved_rows_load_a_run_or_its_first_cases(tmp_path: Path) -> None:
+    from relaycode.review.evaluate import saved_rows
+
+    rows = [{"case": c, "kind": k} for c in ("a", "b", "c") for k in ("buggy", "clean")]
+    path = tmp_path / "review_eval.json"
+    path.write_text(json.dumps({"reviewers": ["m"], "reviews": rows}))
+    assert saved_rows(path) == (["m"], rows)
+    assert [r["case"] for r in saved_rows(path, 2)[1]] == ["a", "a", "b", "b"]
+    path.write_text("{")
+    with pytest.raises(UsageError, match="not a saved review-eval run"):
+        saved_rows(path)

@@ -395,6 +395,20 @@ class EvalRun:
         return run
 
 
+def saved_rows(path: Path, cases: int | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """A saved review-eval run (review_eval.json): its reviewers and its rows, those of its first `cases`
+    cases only when given (for re-tallying or re-judging part of a run)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: not a saved review-eval run: {exc}") from None
+    rows: list[dict[str, Any]] = data["reviews"]
+    if cases is not None:
+        keep = set(list(dict.fromkeys(r["case"] for r in rows))[:cases])
+        rows = [r for r in rows if r["case"] in keep]
+    return list(data["reviewers"]), rows
+
+
 def remerge(rows: Iterable[Mapping[str, Any]], reviewers: list[str], *, min_agree: int = 1,
             weights: Weights | None = None, min_score: float = 0.0) -> EvalRun:
     """The saved rows with the ensemble merged again from each reviewer's saved findings under other
