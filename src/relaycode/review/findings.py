@@ -227,6 +227,27 @@ def same_issue(a: Finding, b: Finding) -> bool:
     return a.category == b.category or similar(a.message, b.message) >= SIMILAR
 
 
+def same_issue_groups(findings: Sequence[Finding]) -> list[list[int]]:
+    """Indices of `findings` grouped by `same_issue`, transitively (union-find); each group and the
+    groups in order of first appearance."""
+    parent = list(range(len(findings)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(findings)):
+        for j in range(i + 1, len(findings)):
+            if same_issue(findings[i], findings[j]):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(findings)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
 def majority(answers: int) -> int:
     """Answers that must raise a finding for it to count: more than half."""
     return answers // 2 + 1
@@ -239,27 +260,13 @@ def consistent(answers: Sequence[Sequence[Finding]], min_votes: int) -> list[Fin
     `min_votes` distinct answers is kept as its member from the earliest answer, with `votes` set.
     A real problem tends to be seen again when the reviewer is asked again; a hallucinated one
     rarely lands on the same lines twice."""
-    flat = [(i, f) for i, found in enumerate(answers) for f in found]
-    parent = list(range(len(flat)))
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for a in range(len(flat)):
-        for b in range(a + 1, len(flat)):
-            if same_issue(flat[a][1], flat[b][1]):
-                parent[root(b)] = root(a)
-    groups: dict[int, list[tuple[int, Finding]]] = {}
-    for k, member in enumerate(flat):
-        groups.setdefault(root(k), []).append(member)
+    answer_of = [i for i, found in enumerate(answers) for _ in found]
+    flat = [f for found in answers for f in found]
     kept = []
-    for group in groups.values():
-        votes = len({i for i, _ in group})
+    for group in same_issue_groups(flat):
+        votes = len({answer_of[k] for k in group})
         if votes >= min_votes:
-            kept.append(min(group, key=lambda m: m[0])[1].model_copy(update={"votes": votes}))
+            kept.append(flat[min(group)].model_copy(update={"votes": votes}))
     return sorted(kept, key=lambda f: (f.path, f.start_line, severity_rank(f.severity)))
 
 
@@ -278,22 +285,8 @@ def merge_findings(findings: Sequence[Finding], *, reviewers: int, min_agree: in
                    scorer: Scorer | None = None, min_score: float = 0.0) -> list[Finding]:
     """Merge duplicates (see module docstring); keep groups raised by at least `min_agree` reviewers
     and, with a `scorer`, scoring at least `min_score`."""
-    parent = list(range(len(findings)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(findings)):
-        for j in range(i + 1, len(findings)):
-            if same_issue(findings[i], findings[j]):
-                parent[root(j)] = root(i)
-    groups: dict[int, list[Finding]] = {}
-    for i, finding in enumerate(findings):
-        groups.setdefault(root(i), []).append(finding)
-    merged = [_merge_group(g, reviewers=reviewers, min_agree=min_agree, scorer=scorer) for g in groups.values()]
+    merged = [_merge_group([findings[k] for k in group], reviewers=reviewers, min_agree=min_agree, scorer=scorer)
+              for group in same_issue_groups(findings)]
     kept = [m for m in merged if m is not None and (m.score is None or m.score >= min_score)]
     return sorted(kept, key=lambda f: (f.path, f.start_line, severity_rank(f.severity)))
 
