@@ -165,3 +165,16 @@ def test_the_demo_is_seeded_and_sampled_whatever_its_preset() -> None:
     assert demo.stages.implement.model == load_config(preset="local").stages.implement.model
     seeded = load_config(preset="local").model_copy(update={"seed": 5})
     assert demo_config(seeded).seed == 5  # a seed the user set wins
+
+
+def test_the_measured_sampled_design_and_its_preset_are_the_same_config() -> None:
+    # docs/benchmarks.md measures benchmarks/configs/local-1.5b-sampled.toml; the preset users pick must be that design.
+    root = Path(__file__).resolve().parent.parent
+    measured = load_config(config_file=root / "benchmarks" / "configs" / "local-1.5b-sampled.toml")
+    preset = load_config(preset="local-1.5b-sampled")
+    # (block_on and judge differ, and mean nothing without reviewers)
+    for stage in ("plan", "implement", "verify"):
+        assert getattr(measured.stages, stage) == getattr(preset.stages, stage)
+    assert measured.stages.review.models == preset.stages.review.models and measured.models == preset.models
+    assert preset.stages.implement.samples == 3 and preset.stages.review.models == []
+    assert preset.stages.plan.model is None

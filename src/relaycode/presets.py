@@ -77,6 +77,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                           "generate_checks": True},
         },
     },
+    "local-1.5b-sampled": {
+        "models": LOCAL_MODELS,
+        # The best local design measured on QuixBugs (docs/benchmarks.md): the 1.5B alone draws 3
+        # grammar-constrained candidates per attempt and verification chooses. No planner (it did not
+        # pay on one-function bugs) and no reviewer (the 0.5B's review was measured useless as a gate;
+        # add one with [stages.review] if you want its opinion).
+        "diversity": "model",
+        "stages": {
+            "implement": {"model": QWEN_15, "samples": 3},
+        },
+    },
     "solo-local": {
         "models": LOCAL_MODELS,
         "diversity": "off",

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from relaycode.errors import RelayError
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (TOML), layered over the preset, ~/.config/relay/config.toml and the repository's relay.toml (see `relay config show`).")
-PresetOpt = typer.Option(None, "--preset", "-p", help="Built-in preset: local, local-noplan, local-cascade, solo-local, smoke, api, solo.")
+PresetOpt = typer.Option(None, "--preset", "-p", help="Built-in preset: local, local-noplan, local-cascade, local-sampled, local-1.5b-sampled, solo-local, smoke, api, solo.")
 RepoOpt = typer.Option(Path("."), "--repo", "-r", help="The git repository to work on.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON on stdout.")
 
