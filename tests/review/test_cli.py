@@ -457,3 +457,33 @@ def test_review_eval_with_the_judge_prints_its_table(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "out" / "review_eval.json").read_text())
     assert data["settings"]["judge"] == "fake:j"
     assert data["summary"]["ensemble"]["verdicts"]["true"]["bug"] == 1
+
+
+def test_samples_vote_over_real_http_and_every_format_says_how_many_answers_raised_it(tmp_path: Path) -> None:
+    def two_of_three(request: dict[str, Any]) -> Reply:
+        # The real bug in every answer; an imagined one in the answer with seed ≡ 0 (mod 3) only.
+        reply = flag_first_added(request)
+        if int(request["seed"]) % 3 != 0:
+            return reply
+        data = json.loads(reply.content or "{}")
+        data["findings"].append({"line": 1, "severity": "minor", "category": "performance",
+                                 "message": "slow loop", "suggestion": ""})
+        return Reply.json_output(data, input_tokens=300, output_tokens=60)
+
+    diff = tmp_path / "change.diff"
+    diff.write_text(unified_diff("bitcount.py", OLD, NEW))
+    with FakeOpenAI(default=two_of_three) as server:
+        cfg = write_config(tmp_path, server, models='["fake:r1"]')
+        result = invoke("review", "--diff", str(diff), "--config", str(cfg), "--format", "json", "--samples", "3")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert [(f["start_line"], f["votes"]) for f in data["findings"]] == [(4, 3)] and data["samples"] == 3
+        seeds = sorted(int(r["seed"]) for r in server.requests)
+        assert len(seeds) == 3 and seeds == list(range(seeds[0], seeds[0] + 3))
+        text = invoke("review", "--diff", str(diff), "--config", str(cfg), "--samples", "3")
+        assert "raised in 3 answers" in text.stdout and "slow loop" not in text.stdout
+        sarif = json.loads(invoke("review", "--diff", str(diff), "--config", str(cfg), "--format", "sarif",
+                                  "--samples", "3").stdout)
+        assert sarif["runs"][0]["results"][0]["properties"]["votes"] == 3
+        assert sarif["runs"][0]["properties"]["samples"] == 3
+    assert invoke("review", "--diff", str(diff), "--config", str(cfg), "--samples", "0").exit_code == 2
