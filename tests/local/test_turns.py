@@ -97,6 +97,30 @@ def test_a_cancelled_waiter_gives_way_and_the_gate_stays_usable() -> None:
     assert asyncio.run(main()) == ["in a", "in a", "in c"]
 
 
+def test_a_waiter_cancelled_just_before_the_turn_passes_to_it_does_not_break_the_gate() -> None:
+    # The waiter's future is cancelled at once, its except-clause runs only on its next step: a
+    # release in between (here the holder leaving in the same step) must skip it, not grant it.
+    async def main() -> tuple[str | None, int]:
+        turns = ServerTurns()
+
+        async def use(server: str) -> None:
+            async with turns.turn(server):
+                await asyncio.sleep(0)
+
+        async with turns.turn("a"):
+            waiting = asyncio.create_task(use("b"))
+            behind = asyncio.create_task(use("c"))
+            await asyncio.sleep(0)
+            waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await asyncio.wait_for(behind, 1)  # c's turn came, b's did not eat it
+        await asyncio.wait_for(use("b"), 1)
+        return turns.holder, turns.active
+
+    assert asyncio.run(main()) == (None, 0)
+
+
 def test_each_event_loop_has_its_own_gate() -> None:
     async def gate() -> ServerTurns:
         return turns_for_this_loop()

@@ -61,7 +61,8 @@ class ServerTurns:
             if waiter.granted.done() and not waiter.granted.cancelled():
                 self._release()  # granted, then cancelled before it could use its turn
             else:
-                self._queue.remove(waiter)
+                if waiter in self._queue:  # a release since the cancel may have dropped it already
+                    self._queue.remove(waiter)
                 self._grant()  # it may have been the one keeping others of the current server waiting
             raise
 
@@ -72,6 +73,9 @@ class ServerTurns:
         self._grant()
 
     def _grant(self) -> None:
+        # A waiter cancelled since it queued has a cancelled future but runs its except-clause only on
+        # its next step: it must not be granted (nor decide whose turn it is) in between.
+        self._queue = deque(w for w in self._queue if not w.granted.cancelled())
         if self.holder is None and self._queue:
             self.holder = self._queue[0].server
         if self.holder is None:
