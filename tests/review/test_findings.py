@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from relaycode.review.findings import (
+    Evidence,
     Finding,
     ModelFinding,
     ModelReview,
@@ -107,6 +108,18 @@ def test_consistent_keeps_what_most_answers_raise_counting_each_answer_once() ->
                                              _found(50, "style", "name").model_copy(update={"votes": 1})],
                                             key=lambda f: f.start_line)
     assert consistent([[real, real], [], []], 2) == []
+
+
+def test_a_kept_finding_keeps_the_evidence_a_later_answer_gave_for_it() -> None:
+    # With --evidence, the earliest answer may word the issue without a check while another answer
+    # attached one: the vote keeps the wording and the check, or the checkable claim is lost.
+    check = Evidence(call="f(3)", expected="6")
+    answers = [[_found(10)], [_found(11).model_copy(update={"evidence": check})], []]
+    [kept] = consistent(answers, majority(len(answers)))
+    assert (kept.start_line, kept.votes, kept.evidence) == (10, 2, check)
+    own = Evidence(call="f(1)", expected="2")
+    [kept] = consistent([[_found(10).model_copy(update={"evidence": own})], answers[1]], 2)
+    assert kept.evidence == own  # the earliest answer's own check stays
 
 
 def test_majority_is_more_than_half() -> None:

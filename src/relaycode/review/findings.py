@@ -257,7 +257,8 @@ def consistent(answers: Sequence[Sequence[Finding]], min_votes: int) -> list[Fin
     """One reviewer's findings that recur across its sampled answers to the same prompt (self-consistency).
 
     The answers' findings are grouped by `same_issue` (transitively); a group raised by at least
-    `min_votes` distinct answers is kept as its member from the earliest answer, with `votes` set.
+    `min_votes` distinct answers is kept as its member from the earliest answer, with `votes` set
+    (and, when that member has no evidence, the evidence of the earliest member that has some).
     A real problem tends to be seen again when the reviewer is asked again; a hallucinated one
     rarely lands on the same lines twice."""
     answer_of = [i for i, found in enumerate(answers) for _ in found]
@@ -266,7 +267,9 @@ def consistent(answers: Sequence[Sequence[Finding]], min_votes: int) -> list[Fin
     for group in same_issue_groups(flat):
         votes = len({answer_of[k] for k in group})
         if votes >= min_votes:
-            kept.append(flat[min(group)].model_copy(update={"votes": votes}))
+            lead = flat[min(group)]
+            evidence = lead.evidence or next((flat[k].evidence for k in sorted(group) if flat[k].evidence), None)
+            kept.append(lead.model_copy(update={"votes": votes, "evidence": evidence}))
     return sorted(kept, key=lambda f: (f.path, f.start_line, severity_rank(f.severity)))
 
 
