@@ -357,6 +357,25 @@ def test_sampled_answers_vote_and_the_first_answers_are_kept_apart() -> None:
     assert sorted(int((i.model_settings or {})["seed"]) for i in again) == seeds
 
 
+def test_with_evidence_the_first_answers_are_checked_as_one_answer_would_be() -> None:
+    # review-eval scores the first answers as `<model>@1` in the evidence views too: a first answer's
+    # claim left unchecked would count as never confirmed, and the vote would look better than it is.
+    def script(prompt: str, info: AgentInfo) -> Answer:
+        residue = int((info.model_settings or {})["seed"]) % 3
+        check = {"call": "bitcount(3)", "expected": "2"}
+        bug = {"line": 4, "category": "bug", "message": "wrong operator", "evidence": check}
+        lone = {"line": 1, "category": "performance", "message": "slow loop", "evidence": check}
+        return {"findings": [bug] + ([lone] * (residue == 0 or residue == 1))}
+
+    checker = ConfirmingChecker()
+    result = run(ModelSession(config(seed=11), model_overrides={Q05: reviewer(script)}), reviewers=[Q05],
+                 checker=checker, samples=3)
+    assert [(f.start_line, f.status) for f in result.findings] == [(1, "confirmed"), (4, "confirmed")]
+    first = result.first_answers[Q05]
+    assert first and all(f.status == "confirmed" for f in first)
+    assert len(checker.seen) == 2  # the first answer's findings are the voted ones: checked once
+
+
 def test_one_answer_is_the_default_and_asks_nothing_of_sampling() -> None:
     seen: list[AgentInfo] = []
     session = ModelSession(config(), model_overrides={Q05: reviewer(flag_added(), calls=seen)})

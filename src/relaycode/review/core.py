@@ -189,6 +189,14 @@ async def review_diff(
         if checker is not None:
             t0 = time.perf_counter()
             outcome.findings = await asyncio.to_thread(check_all, checker, outcome.findings)
+            if outcome.first_answers is not None:
+                # What one answer would have reported is checked as it would have been (review-eval
+                # scores it as `<model>@1`); a claim the vote kept as it was is not run twice.
+                done = {_claim(f): f for f in outcome.findings}
+                outcome.first_answers = [
+                    f.model_copy(update={"status": done[_claim(f)].status, "check": done[_claim(f)].check})
+                    if _claim(f) in done else (await asyncio.to_thread(check_all, checker, [f]))[0]
+                    for f in outcome.first_answers]
             checking[spec] = time.perf_counter() - t0
         return outcome
 
@@ -238,6 +246,11 @@ async def _judge(session: ModelSession, result: ReviewResult, files: list[FileDi
                 totals.add(entry)
         if totals.to_dict().get("requests"):
             result.judge_usage[spec] = {**totals.to_dict(), "wall_seconds": round(outcome.seconds, 3)}
+
+
+def _claim(finding: Finding) -> str:
+    """A finding as its checker sees it: without what checking and voting add."""
+    return finding.model_dump_json(exclude={"status", "check", "votes"})
 
 
 def check_all(checker: FindingChecker, findings: list[Finding]) -> list[Finding]:
