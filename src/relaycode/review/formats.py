@@ -139,7 +139,7 @@ def judged_out_lines(result: ReviewResult) -> list[str]:
 
 def _score(f: Finding) -> str:
     return (f"confidence {f.confidence:.2f}" + (f", score {f.score:.2f}" if f.score is not None else "")
-            + (f", raised in {f.votes} answers" if f.votes is not None else ""))
+            + (f", raised in {f.votes} answer{'s' if f.votes != 1 else ''}" if f.votes is not None else ""))
 
 
 def _where(f: Finding) -> str:
