@@ -20,7 +20,7 @@ class Servers:
         self.overlap_of_servers = False
 
     async def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        name = f"{request.url.port}{request.url.path}"
+        name = f"{request.url.port}{request.url.params['id']}"
         server = str(request.url.port)
         if any(r.split("/")[0] != server for r in self.running):
             self.overlap_of_servers = True
@@ -32,9 +32,10 @@ class Servers:
         return httpx2.Response(200, json={"from": name})
 
 
-async def send(client: httpx2.AsyncClient, port: int, path: str, delay: float = 0.0) -> str:
+async def send(client: httpx2.AsyncClient, port: int, path: str, delay: float = 0.0,
+               endpoint: str = "/v1/chat/completions") -> str:
     await asyncio.sleep(delay)
-    response = await client.post(f"http://127.0.0.1:{port}{path}", json={})
+    response = await client.post(f"http://127.0.0.1:{port}{endpoint}", params={"id": path}, json={})
     return str(response.json()["from"])
 
 
@@ -65,6 +66,20 @@ def test_a_waiting_server_is_not_starved_by_new_requests_to_the_busy_one() -> No
     starts = [name for kind, name in servers.events if kind == "start"]
     assert starts == ["1/a1", "2/b1", "1/a2"]  # a2 arrived after b1 began waiting: it waits its turn
     assert not servers.overlap_of_servers
+
+
+def test_token_counts_and_health_checks_do_not_wait_for_a_turn() -> None:
+    servers = Servers()
+
+    async def main() -> list[str]:
+        async with httpx2.AsyncClient(transport=TurnTakingTransport(httpx2.MockTransport(servers))) as client:
+            return await asyncio.gather(send(client, 1, "/a1"), send(client, 2, "/count", delay=0.01,
+                                                                         endpoint="/tokenize"))
+
+    asyncio.run(main())
+    # Server 2's /tokenize ran while server 1 computed: cheap requests are not held back by the gate.
+    assert servers.overlap_of_servers
+    assert servers.events[:2] == [("start", "1/a1"), ("start", "2/count")]
 
 
 def test_a_cancelled_waiter_gives_way_and_the_gate_stays_usable() -> None:

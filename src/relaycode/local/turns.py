@@ -26,6 +26,9 @@ import httpx2
 
 __all__ = ["ServerTurns", "TurnTakingTransport", "turns_for_this_loop"]
 
+#: The requests that make a server compute (and so take turns): chat completions.
+_COMPUTE_PATH = "/chat/completions"
+
 
 @dataclass
 class _Waiter:
@@ -112,6 +115,10 @@ class TurnTakingTransport(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if not request.url.path.endswith(_COMPUTE_PATH):
+            # Health checks and /tokenize (the coalescing transport counts merged answers' tokens) cost
+            # the server nothing worth a turn; waiting for one would hold finished answers back.
+            return await self._inner.handle_async_request(request)
         turns = self._turns or turns_for_this_loop()
         async with turns.turn(f"{request.url.host}:{request.url.port}"):
             response = await self._inner.handle_async_request(request)
