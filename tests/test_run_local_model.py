@@ -21,6 +21,8 @@ from relaycode.testing.sample_repos import DEMO_TASK, make_demo_repo
 
 pytestmark = pytest.mark.local_model
 
+AGENT_SEED = 20261201
+
 
 def test_relay_run_with_a_real_local_model(tmp_path: Path, allow_model_requests: None) -> None:
     if not runtime_status().present or not model_status(get("smollm2-135m")).verified:
@@ -56,6 +58,9 @@ def test_agent_loop_with_a_real_local_model_speaks_json_actions(tmp_path: Path, 
     data["stages"]["plan"] = {"model": None}
     data["stages"]["review"] = {"models": []}
     data["stages"]["implement"]["max_steps"] = 3
+    # Seeded: at the server's own randomness the 135M sometimes spends all three steps on answers
+    # the loop counts as malformed, and the test would depend on the draw.
+    data["seed"] = AGENT_SEED
     config = config_from_dict(data)
     repo = make_demo_repo(tmp_path / "shop")
     result = run_task(RunOptions(repo=repo, task=DEMO_TASK, config=config, yes=True, history=False))

@@ -33,8 +33,21 @@ def relay_toml(server: FakeOpenAI) -> str:
 def relay(repo: Path, *args: str) -> subprocess.Popen[str]:
     # The fake API is the user's own config (a repository's relay.toml may not define endpoints).
     env = {**os.environ, "PYTHONPATH": str(SRC), "TERM": "dumb", "XDG_CONFIG_HOME": str(repo.parent / "xdg")}
-    return subprocess.Popen([sys.executable, "-m", "relaycode", "run", *args, "--repo", str(repo), "--yes"],
+    # -X faulthandler: a process that does not end in time is sent SIGABRT (see `finish`), and its
+    # threads' stacks say where it was stuck.
+    return subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "relaycode", "run", *args,
+                             "--repo", str(repo), "--yes"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """The process's output once it ends; a test failure with its stacks if it has not ended in `timeout` s."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"relay did not end within {timeout} s; its stacks:\n{err}\n{out}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -50,7 +63,7 @@ def test_a_signal_mid_request_pauses_the_run_and_resume_finishes_it(tmp_path: Pa
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
+        _, err = finish(proc, 60)
         assert proc.returncode == 130, err
         match = re.search(r"continue it with: relay run --resume (\S+) --repo (\S+)$", err, flags=re.M)
         assert match and match[2] == str(repo), err
@@ -58,6 +71,6 @@ def test_a_signal_mid_request_pauses_the_run_and_resume_finishes_it(tmp_path: Pa
         assert state["status"] == "interrupted"
 
         resumed = relay(repo, "--resume", match[1], "--json")
-        out, err = resumed.communicate(timeout=120)
+        out, err = finish(resumed, 120)
         assert resumed.returncode == 0, err
         assert json.loads(out)["status"] == "succeeded"
