@@ -112,8 +112,60 @@ def test_a_cancelled_caller_does_not_take_the_others_answers_with_it() -> None:
             first.cancel()
             return [content(await second)]
 
-    assert asyncio.run(scenario()) == ["answer for seed 2 " * 2]
-    assert server.chats[0]["n"] == 2
+    # The same answer the group would have given it (seed 2), and the given-up answer is not asked for.
+    assert asyncio.run(scenario()) == ["answer for seed 2 "]
+    assert server.chats == [{**BODY, "seed": 2}]
+
+
+def test_a_group_whose_callers_all_gave_up_is_never_sent() -> None:
+    server = FakeServer()
+
+    async def scenario() -> None:
+        transport = CoalescingTransport(httpx2.MockTransport(server), window_s=0.05)
+        async with httpx2.AsyncClient(transport=transport) as client:
+            tasks = [asyncio.create_task(client.post(URL, json={**BODY, "seed": s})) for s in (1, 2)]
+            await asyncio.sleep(0.01)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0.1)  # past the window
+
+    asyncio.run(scenario())
+    assert server.chats == []
+
+
+def test_a_request_in_flight_is_cancelled_when_all_its_callers_give_up_and_only_then() -> None:
+    stopped: list[int] = []  # seeds of requests the server saw cancelled
+
+    async def scenario() -> list[str]:
+        arrived, release = asyncio.Event(), asyncio.Event()
+
+        async def slow(request: httpx2.Request) -> httpx2.Response:
+            body = json.loads(request.content)
+            arrived.set()
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                stopped.append(body["seed"])
+                raise
+            return FakeServer()(request)
+
+        transport = CoalescingTransport(httpx2.MockTransport(slow), window_s=0.01)
+        async with httpx2.AsyncClient(transport=transport) as client:
+            tasks = [asyncio.create_task(client.post(URL, json={**BODY, "seed": s})) for s in (1, 2, 3)]
+            await arrived.wait()
+            tasks[0].cancel()
+            tasks[1].cancel()
+            await asyncio.sleep(0.02)
+            assert stopped == []  # one caller still waits: its answer is still coming
+            tasks[2].cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.sleep(0.02)
+            release.set()
+            return [str(t.cancelled()) for t in tasks]
+
+    assert asyncio.run(scenario()) == ["True", "True", "True"]
+    assert stopped == [1]  # the one merged request (seeds 1-3, n = 3) was cancelled
 
 
 def test_a_transport_failure_reaches_every_caller() -> None:

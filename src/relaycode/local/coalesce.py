@@ -16,6 +16,10 @@ cached tokens and its answer's length as the server's tokenizer counts it (`/tok
 
 Anything else (streaming, a request already asking for `n`, no seed, a body that is not JSON)
 passes through untouched.
+
+A caller that gives up (cancelled: Ctrl-C, a budget, a deadline) withdraws its answer: one cancelled
+before its group is sent is left out of it, and a request in flight whose callers have all given up
+is cancelled, so the server is not kept busy with answers nobody will read.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ class _Member:
     body: dict[str, Any]
     request: httpx2.Request
     answer: asyncio.Future[httpx2.Response]
+    run: list[_Member] = field(default_factory=list)
+    """The members sent with it as one request (itself included), once its group is sent."""
+    sender: asyncio.Task[None] | None = None
+    """The task sending that request, once its group is sent."""
 
 
 @dataclass
@@ -76,14 +84,27 @@ class CoalescingTransport(httpx2.AsyncBaseTransport):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         group.members.append(member)
-        return await asyncio.shield(member.answer)
+        try:
+            return await asyncio.shield(member.answer)
+        except asyncio.CancelledError:
+            _withdraw(member)
+            raise
 
     async def _send_later(self, key: tuple[str, str], group: _Group) -> None:
         await asyncio.sleep(self._window_s)
         if self._open.get(key) is group:
             del self._open[key]
-        runs = _consecutive_runs(sorted(group.members, key=lambda m: m.seed), self._max_n)
-        await asyncio.gather(*(self._send_run(run) for run in runs))
+        waiting = [m for m in group.members if not m.answer.done()]  # the others' callers gave up
+        runs = _consecutive_runs(sorted(waiting, key=lambda m: m.seed), self._max_n)
+        senders = []
+        for run in runs:
+            sender = asyncio.create_task(self._send_run(run))
+            for member in run:
+                member.run, member.sender = run, sender
+            senders.append(sender)
+        # Each run's outcome reaches its members through their futures; a run cancelled because all
+        # its callers gave up is not the other runs' failure.
+        await asyncio.gather(*senders, return_exceptions=True)
 
     async def _send_run(self, run: list[_Member]) -> None:
         try:
@@ -185,6 +206,13 @@ def _copy(response: httpx2.Response, content: bytes) -> httpx2.Response:
     headers["Content-Length"] = str(len(content))
     headers.pop("Content-Encoding", None)
     return httpx2.Response(response.status_code, headers=headers, content=content, extensions=response.extensions)
+
+
+def _withdraw(member: _Member) -> None:
+    """`member`'s caller gave up: drop its answer, and cancel its request if nobody else waits for it."""
+    member.answer.cancel()
+    if member.sender is not None and all(m.answer.done() for m in member.run):
+        member.sender.cancel()
 
 
 def _resolve(member: _Member, response: httpx2.Response) -> None:
