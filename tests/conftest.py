@@ -59,7 +59,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     # `scripts/dev test` are shared. The run history goes to a per-test file.
     monkeypatch.setenv("RELAY_HISTORY_DB", str(tmp_path_factory.mktemp("history") / "history.db"))
     # The user's own config and trusted repositories must not shape a test (nor a test write them).
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
 
 
@@ -70,3 +69,19 @@ def allow_model_requests() -> Iterator[None]:
 
     with override_allow_model_requests(True):
         yield
+
+
+@pytest.fixture
+def resolved_specs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The model names `models.resolve` is called with during the test, in order (it still resolves them)."""
+    from relaycode import models
+
+    calls: list[str] = []
+    real = models.resolve
+
+    def counting(spec: str, config: object = None) -> models.ResolvedModel:
+        calls.append(spec)
+        return real(spec, config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(models, "resolve", counting)
+    return calls

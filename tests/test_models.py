@@ -66,15 +66,8 @@ def test_unknown_names_are_config_errors_naming_the_model() -> None:
         parse_model("gpt")
 
 
-def test_the_registry_resolves_each_configured_model_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real = models.resolve
-
-    def counting(spec: str, config: object = None) -> models.ResolvedModel:
-        calls.append(spec)
-        return real(spec, config)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(models, "resolve", counting)
+def test_the_registry_resolves_each_configured_model_once(resolved_specs: list[str]) -> None:
+    calls = resolved_specs
     cfg = config_from_dict({"stages": {"implement": {"model": LOCAL, "escalate_to": ["anthropic:claude-sonnet-4-6"]},
                                        "review": {"models": ["openai:gpt-5-mini"]}}})
     registry = ModelRegistry(cfg)

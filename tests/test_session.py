@@ -312,18 +312,8 @@ def test_temperature_travels_with_the_request(allow_model_requests: None) -> Non
     assert not hasattr(session, "sampling")  # no temperature on the shared session
 
 
-def test_each_model_is_resolved_once_per_session(allow_model_requests: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from relaycode import models
-
-    resolved: list[str] = []
-    real = models.resolve
-
-    def counting(spec: str, config: object = None) -> models.ResolvedModel:
-        resolved.append(spec)
-        return real(spec, config)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(models, "resolve", counting)
+def test_each_model_is_resolved_once_per_session(allow_model_requests: None, resolved_specs: list[str]) -> None:
     session = ModelSession(cfg(), model_overrides={"openai:gpt-5-mini": scripted("a", "b", "c")})
     for _ in range(3):
         asyncio.run(session.ask("implement", "openai:gpt-5-mini", "hi", instructions="x"))
-    assert resolved == ["openai:gpt-5-mini"] and len(session.ledger.entries) == 3
+    assert resolved_specs == ["openai:gpt-5-mini"] and len(session.ledger.entries) == 3
