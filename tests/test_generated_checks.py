@@ -317,6 +317,8 @@ def test_a_run_without_tests_ranks_candidates_by_generated_checks_and_stays_unve
         ("clamp(5, 0, 10)", "fail", True), ("clamp(-3, 0, 10)", "pass", False),
         ("clamp(20, 0, 10)", "fail", True), ("clamp(11, 0, 10)", "fail", True)]
     assert pinned_event["dropped"] == 2
+    # What the runner refused is shown as the model wrote it (the duplicate call never reached it).
+    assert pinned_event["invalid"] == [{"call": "clamp(1, 0, 10)", "expected": "[1"}]
     [chosen] = [e for e in events if e["kind"] == "candidates"]
     assert len(chosen["winner"]) == 1 and [d["score"] for d in chosen["distinct"]] == [2, 3]
     # The run's files and --json say which checks were generated and how the candidates did.

@@ -292,10 +292,12 @@ async def pin(session: ModelSession, spec: str, worktree: FileTree, task: str, *
     pinned = GeneratedChecks(model=spec, files=draft.files, modules=modules,
                              checks=tuple(checks[i] for i in valid), baseline=tuple(baseline[i] for i in valid),
                              dropped=dropped + len(checks) - len(valid), task_names=task_names)
+    # What the model wrote that the runner refused, so a run's events say why its checks were dropped.
+    invalid = [checks[i] for i, status in enumerate(baseline) if status == "invalid"]
     if not pinned.checks:
-        _emit(on_event, spec, pinned, "no check the model wrote is a self-contained call and a literal")
+        _emit(on_event, spec, pinned, "no check the model wrote is a self-contained call and a literal", invalid)
         return None
-    _emit(on_event, spec, pinned, None)
+    _emit(on_event, spec, pinned, None, invalid)
     return pinned
 
 
@@ -308,14 +310,17 @@ def _read(worktree: FileTree, path: str) -> str | None:
         return None
 
 
-def _emit(on_event: EventSink | None, spec: str, pinned: GeneratedChecks | None, skipped: str | None) -> None:
+def _emit(on_event: EventSink | None, spec: str, pinned: GeneratedChecks | None, skipped: str | None,
+          invalid: Sequence[GeneratedCheck] = ()) -> None:
     if on_event is None:
         return
     if pinned is None:
         on_event("generated_checks", model=spec, checks=[], skipped=skipped)
         return
     data = pinned.to_dict()
-    on_event("generated_checks", model=spec, checks=data["checks"], dropped=pinned.dropped, skipped=skipped)
+    # Bounded: `select` keeps at most MAX_CHECKS checks of at most MAX_EXPRESSION_CHARS each.
+    on_event("generated_checks", model=spec, checks=data["checks"], dropped=pinned.dropped, skipped=skipped,
+             invalid=[{"call": c.call, "expected": c.expected} for c in invalid])
 
 
 def _run_in_copy(root: Path, pinned: GeneratedChecks, policy: SandboxPolicy, limits: Limits,
