@@ -79,17 +79,14 @@ def analyse(out: Path, cases: dict[str, Case]) -> list[dict[str, Any]]:
                 verdicts[number] = candidate_passes(case, text, config, Path(tmp))
         distinct = [d for d in event.get("distinct") or [] if d.get("candidates")]
 
-        def passes(group: dict[str, Any] | None) -> bool | None:
-            return None if group is None else verdicts.get(group["candidates"][0])
-
         by_size = sorted(distinct, key=lambda d: int(d.get("changed_lines") or 0))
         winner = event.get("winner")
         row.update({
             "candidates": {str(k): v for k, v in sorted(verdicts.items())},
             "any": any(v for v in verdicts.values()),
             "chosen": None if not winner else verdicts.get(winner[0]),
-            "smallest": passes(by_size[0] if by_size else None),
-            "largest": passes(by_size[-1] if by_size else None),
+            "smallest": verdicts.get(by_size[0]["candidates"][0]) if by_size else None,
+            "largest": verdicts.get(by_size[-1]["candidates"][0]) if by_size else None,
         })
         rows.append(row)
     return rows
