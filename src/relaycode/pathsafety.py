@@ -181,8 +181,9 @@ def open_in_root(root: Path, rel: str, mode: str = "r", *, make_parents: bool = 
 
 
 def read_text_in_root(root: Path, rel: str, *, max_bytes: int = 1 << 20) -> str | None:
-    """The text of `rel` inside `root`, or None when it is missing, not a regular file, reached through
-    a symlink, larger than `max_bytes` or outside the root.
+    """The text of `rel` inside `root`, or None when it is missing, not a regular file, larger than
+    `max_bytes` or outside the root (also through a symlink; a link to another file of the tree is
+    followed, and one swapped in while opening is refused).
 
     Every read relay makes of a tree outside the sandbox (repo map, doc examples, config sniffing)
     goes through here: a repository must not make relay read a file outside it (a link to

@@ -405,3 +405,17 @@ def test_a_failed_sample_is_one_answer_fewer_and_all_failed_is_the_reviewers_err
 def test_samples_below_one_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="samples"):
         run(ModelSession(config()), samples=0)
+
+
+def test_the_disk_reader_reads_text_files_of_the_tree_and_nothing_oversized_binary_or_outside(tmp_path: Path) -> None:
+    from relaycode.review.core import MAX_SOURCE_BYTES, disk_reader
+
+    (tmp_path / "ok.py").write_text("x = 1\n")
+    with (tmp_path / "huge.py").open("wb") as fh:  # sparse: a PR's gigabytes of zeros cost it nothing
+        fh.truncate(MAX_SOURCE_BYTES + 1)
+    (tmp_path / "blob.bin").write_bytes(b"\xff\xfe\x00binary")
+    (tmp_path / "secret").write_text("key\n")
+    (tmp_path / "link.py").symlink_to(tmp_path / "secret")
+    read = disk_reader(tmp_path, visible=frozenset({"ok.py", "huge.py", "blob.bin", "link.py"}))
+    assert read("ok.py") == "x = 1\n"
+    assert [read(p) for p in ("huge.py", "blob.bin", "link.py", "secret", "../etc/passwd")] == [None] * 5

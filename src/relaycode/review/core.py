@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -97,18 +98,32 @@ class ReviewResult(BaseModel):
         return total
 
 
+MAX_SOURCE_BYTES = 1 << 20
+"""A changed file larger than this is reviewed from its diff alone (its whole text is not read)."""
+
+
 def disk_reader(root: Path, *, visible: frozenset[str] | None = None) -> SourceReader:
     """Read new-side files from the working tree. `visible`: the only paths that may be read (what git
     tracks or would add); an ignored file (a `.env`) must not reach a prompt because a patch names it."""
+    from relaycode.pathsafety import safe_path
     from relaycode.workspace import open_in_root
+
+    real_root = root.resolve()
 
     def read(path: str) -> str | None:
         if visible is not None and path not in visible:
             return None
         try:
-            with open_in_root(root, path, "r") as fh:
-                text: str = fh.read()
-                return text
+            # Not through a link, even one inside the tree: a PR's tracked `settings.py -> .env` would
+            # otherwise put the ignored file's secrets in a reviewer's prompt.
+            if safe_path(root, path) != real_root / path:
+                return None
+            with open_in_root(root, path, "rb") as fh:
+                # A file far larger than any prompt (a PR can add gigabytes of zeros) is not read at all.
+                if os.fstat(fh.fileno()).st_size > MAX_SOURCE_BYTES:
+                    return None
+                data: bytes = fh.read(MAX_SOURCE_BYTES + 1)
+            return None if len(data) > MAX_SOURCE_BYTES else data.decode("utf-8")
         except (OSError, ValueError, RelayError):  # missing, not text, or a path leaving the repo
             return None
 
