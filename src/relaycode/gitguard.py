@@ -14,6 +14,9 @@ so those entries are exactly what an attack on relay's *next* git call outside t
 * every `.git` entry inside the tree is fingerprinted before a command and compared after:
   any difference is an attack. The changed entries are renamed out of git's way
   (quarantined, so no later git call finds them) and `SandboxViolation` stops the work.
+
+And for git calls relay itself makes outside the sandbox, `host_git_options`: the `-c` options that
+keep git from running hooks, helpers or filter drivers on content a repository, a PR or a model wrote.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +50,30 @@ _CONFIG_KEEP_PREFIX = ("extensions.",)
 _POINTER_MAX = 4096
 
 QUARANTINE_SUFFIX = ".quarantined-by-relay"
+
+#: `-c` options on every git call relay makes outside the sandbox (`host_git_options` adds the filter drivers).
+HOST_GIT_CONFIG = (
+    "-c", "core.hooksPath=/dev/null",
+    # Config that makes git run commands: a repository relay works on must not reach them,
+    # whatever its git directory says.
+    "-c", "core.fsmonitor=false",
+    "-c", "core.sshCommand=false",
+    "-c", "core.pager=cat",
+    "-c", "diff.external=",
+    "-c", "credential.helper=",
+    "-c", "protocol.ext.allow=never",
+    "-c", "submodule.recurse=false",
+    # A file a command left that is larger than this is diffed as binary: relay holds diffs in memory,
+    # outside the sandbox's limits.
+    "-c", "core.bigFileThreshold=2m",  # the user's `true` would make relay's reset and checkout touch submodules
+    "-c", "commit.gpgSign=false",
+    "-c", "tag.gpgSign=false",
+    "-c", "gc.auto=0",  # no background gc in the user's repo on our account
+    "-c", "advice.detachedHead=false",
+)  # fmt: skip
+
+_DRIVER_KEY = re.compile(r"^filter\.(.+)\.(clean|smudge|process|required)$")
+_driver_cache: dict[str, list[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -139,6 +167,33 @@ def scrubbed_config(common: Path) -> str:
     sections.setdefault("core", []).append("\tfsmonitor = false")
     sections["core"].append("\thooksPath = /dev/null")
     return "".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items())
+
+
+# --------------------------------------------------------------------------- relay's own git calls
+
+
+def host_git_options(cwd: Path, env: Mapping[str, str] | None = None) -> list[str]:
+    """The `-c` options for a git call relay makes in `cwd` outside the sandbox: `HOST_GIT_CONFIG` and
+    every filter driver the user's config defines turned into a plain copy.
+
+    A repository's `.gitattributes` chooses which files go through which driver (git-lfs, sops,
+    exiftool recipes live in the user's global config): relay's own `git add`, checkout, `archive`
+    and `checkout-index` must not run them on content the repository, a PR or a model wrote. Diffs
+    pass `--no-textconv` and `--no-ext-diff` for the same reason. Drivers are looked up once per
+    directory: only the user edits config.
+    """
+    key = str(cwd)
+    if key not in _driver_cache:
+        proc = subprocess.run(["git", "config", "--name-only", "--get-regexp", r"^filter\."], cwd=cwd,
+                              env=None if env is None else dict(env), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, check=False)
+        names = sorted({m.group(1) for line in proc.stdout.splitlines() if (m := _DRIVER_KEY.match(line.strip()))})
+        opts: list[str] = []
+        for name in names:
+            opts += ["-c", f"filter.{name}.clean=cat", "-c", f"filter.{name}.smudge=cat",
+                     "-c", f"filter.{name}.process=", "-c", f"filter.{name}.required=false"]
+        _driver_cache[key] = opts
+    return [*HOST_GIT_CONFIG, *_driver_cache[key]]
 
 
 # --------------------------------------------------------------------------- .git entries in the tree

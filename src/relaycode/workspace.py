@@ -5,8 +5,9 @@ repository's git directory (`<common dir>/relay/worktrees/<run_id>`): outside
 the user's checkout, so it never shows in `git status` and is never committed,
 and the user's working tree, index and stash are never touched.
 
-Every git call disables hooks (a repo's hooks must not run on relay's behalf),
-never prompts, never takes optional locks (so even read-only calls do not
+Every git call disables hooks and every other command git's config or a
+repository's attributes could run (`gitguard.host_git_options`), never
+prompts, never takes optional locks (so even read-only calls do not
 rewrite the user's index) and commits as a fixed identity, so it works on
 machines without any git config.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from relaycode.errors import RelayError, UsageError
-from relaycode.gitguard import GitLayout
+from relaycode.gitguard import GitLayout, host_git_options
 from relaycode.pathsafety import open_in_root, read_text_in_root, safe_path, write_in_root
 
 __all__ = [
@@ -44,25 +45,6 @@ __all__ = [
 ]
 
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_GIT_CONFIG = (
-    "-c", "core.hooksPath=/dev/null",
-    # Config that makes git run commands: a repository relay works on must not reach them,
-    # whatever its git directory says.
-    "-c", "core.fsmonitor=false",
-    "-c", "core.sshCommand=false",
-    "-c", "core.pager=cat",
-    "-c", "diff.external=",
-    "-c", "credential.helper=",
-    "-c", "protocol.ext.allow=never",
-    "-c", "submodule.recurse=false",
-    # A file a command left that is larger than this is diffed as binary: relay holds diffs in memory,
-    # outside the sandbox's limits.
-    "-c", "core.bigFileThreshold=2m",  # the user's `true` would make relay's reset and checkout touch submodules
-    "-c", "commit.gpgSign=false",
-    "-c", "tag.gpgSign=false",
-    "-c", "gc.auto=0",  # no background gc in the user's repo on our account
-    "-c", "advice.detachedHead=false",
-)  # fmt: skip
 
 
 class GitError(RelayError):
@@ -132,31 +114,6 @@ def _env(identity: Identity, extra: dict[str, str] | None = None) -> dict[str, s
     return env
 
 
-_DRIVER_KEY = re.compile(r"^filter\.(.+)\.(clean|smudge|process|required)$")
-_driver_cache: dict[str, list[str]] = {}
-
-
-def _driver_overrides(cwd: Path, env: dict[str, str]) -> list[str]:
-    """`-c` options that turn every filter driver the user's config defines into a plain copy.
-
-    A repository's `.gitattributes` chooses which files go through which driver (git-lfs, sops,
-    exiftool recipes live in the user's global config): relay's own `git add` and checkout must not
-    run them on content the repository or a model wrote. Diffs pass `--no-textconv` and
-    `--no-ext-diff` for the same reason. Looked up once per directory: only the user edits config.
-    """
-    key = str(cwd)
-    if key not in _driver_cache:
-        proc = subprocess.run(["git", "config", "--name-only", "--get-regexp", r"^filter\."], cwd=cwd, env=env,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
-        names = sorted({m.group(1) for line in proc.stdout.splitlines() if (m := _DRIVER_KEY.match(line.strip()))})
-        opts: list[str] = []
-        for name in names:
-            opts += ["-c", f"filter.{name}.clean=cat", "-c", f"filter.{name}.smudge=cat",
-                     "-c", f"filter.{name}.process=", "-c", f"filter.{name}.required=false"]
-        _driver_cache[key] = opts
-    return _driver_cache[key]
-
-
 def _git(
     args: list[str],
     cwd: Path,
@@ -168,7 +125,7 @@ def _git(
     try:
         env = _env(identity, extra_env)
         proc = subprocess.run(
-            ["git", *_GIT_CONFIG, *_driver_overrides(cwd, env), *args],
+            ["git", *host_git_options(cwd, env), *args],
             cwd=cwd,
             env=env,
             capture_output=True,

@@ -19,6 +19,7 @@ from relaycode.review.evidence import (
     module_of,
     parse_outcome,
     verdict,
+    write_runner,
 )
 from relaycode.review.findings import Evidence, Finding, ModelFinding, ModelReview
 from relaycode.sandbox import Limits, SandboxPolicy
@@ -216,6 +217,75 @@ def test_git_trees_export_without_touching_the_checkout(tmp_path: Path) -> None:
         assert (dest / "m.py").read_text() == want
     assert (tmp_path / "out-three" / "new.py").exists() and not (tmp_path / "out-one" / "new.py").exists()
     assert (repo / "m.py").read_text() == "three\n"
+
+
+def test_the_runner_goes_into_a_new_directory_whatever_the_tree_holds(tmp_path: Path) -> None:
+    """The scratch copy is the PR's tree: relay's writes (outside the sandbox) never follow its links."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = tmp_path / "bashrc"
+    victim.write_text("mine\n")
+    work = tmp_path / "tree"
+    (work / "pkg").mkdir(parents=True)
+    (work / ".relay_evidence").symlink_to(outside)
+    (work / "pkg" / "run.py").symlink_to(victim)
+    name = write_runner(work, "ab12", {"nonce": "ab12"})
+    assert (work / name).is_dir() and not (work / name).is_symlink()
+    assert (work / name / "claim.json").read_text() == '{"nonce": "ab12"}'
+    assert list(outside.iterdir()) == [] and victim.read_text() == "mine\n"
+    (work / name / "run.py").unlink()
+    (work / name / "run.py").symlink_to(victim)  # a name already taken, a link or not, is refused
+    with pytest.raises(FileExistsError):
+        write_runner(work, "ab12", {})
+    (work / ".relay_evidence-cd34").symlink_to(outside)
+    with pytest.raises(FileExistsError):
+        write_runner(work, "cd34", {})
+    assert list(outside.iterdir()) == [] and victim.read_text() == "mine\n"
+
+
+def test_the_working_tree_copy_reads_nothing_through_a_link_out_of_the_checkout(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "key").write_text("private\n")
+    (secret / "inside.py").write_text("private\n")
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "src" / "inside.py").write_text("kept\n")
+    (repo / "m.py").write_text("x = 1\n")
+    (repo / "keys").mkdir()
+    (repo / "keys" / "key").write_text("a fixture\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    (repo / "keys" / "key").unlink()
+    (repo / "keys").rmdir()
+    (repo / "keys").symlink_to(secret)  # the index still lists keys/key: read through the link it is the secret
+    (repo / "alias").symlink_to(repo / "src")  # a link inside the checkout (untracked: listed as one path)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    WorkingTree(repo).write_to(dest)
+    copied = {p.relative_to(dest).as_posix(): p.read_text() for p in dest.rglob("*") if p.is_file()}
+    assert copied == {"m.py": "x = 1\n", "src/inside.py": "kept\n"}
+
+
+def test_git_trees_run_no_filter_driver_of_the_users_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tree's `.gitattributes` is the PR's; the user's drivers (git-lfs, sops) must not run on it."""
+    marker = tmp_path / "ran"
+    config = tmp_path / "gitconfig"
+    config.write_text(f'[filter "probe"]\n\tsmudge = "touch {marker}; cat"\n\tclean = cat\n'
+                      "[user]\n\tname = t\n\temail = t@t\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / ".gitattributes").write_text("*.dat filter=probe\n")
+    (repo / "x.dat").write_text("data\n")
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "c"], check=True)
+    for i, tree in enumerate((GitTree(repo, "HEAD"), GitTree(repo, None))):
+        dest = tmp_path / f"out{i}"
+        dest.mkdir()
+        tree.write_to(dest)
+        assert (dest / "x.dat").read_text() == "data\n" and not marker.exists()
 
 
 def test_files_tree_ignores_paths_leaving_it(tmp_path: Path) -> None:

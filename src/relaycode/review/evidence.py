@@ -38,7 +38,9 @@ from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
 from relaycode.config import SandboxSettings
-from relaycode.errors import UsageError
+from relaycode.errors import PathEscape, UsageError
+from relaycode.gitguard import host_git_options
+from relaycode.pathsafety import open_in_root
 from relaycode.review.findings import Evidence, Finding, Status
 from relaycode.sandbox import Limits, SandboxPolicy
 from relaycode.sandbox import run as sandbox_run
@@ -47,7 +49,7 @@ Outcome = Literal["pass", "fail", "error", "invalid", "timeout"]
 
 #: Seconds one evidence run may take; a call on a bug that loops forever ends here.
 EVIDENCE_WALL_S = 10.0
-#: Directory inside the scratch copy holding the runner and the claim.
+#: Name prefix of the directory relay creates in the scratch copy for the runner and the claim.
 RUNNER_DIR = ".relay_evidence"
 
 RUNNER = r'''
@@ -113,37 +115,65 @@ class FilesTree:
 
 @dataclass(frozen=True)
 class GitTree:
-    """A commit's tree (`rev`), or with `rev=None` the index, exported with git; the checkout is not touched."""
+    """A commit's tree (`rev`), or with `rev=None` the index, exported with git; the checkout is not touched.
+
+    git runs with `gitguard.host_git_options`: the tree's `.gitattributes` is the PR's, and must not
+    send its files through the user's filter drivers (git-lfs, sops) outside the sandbox.
+    """
 
     repo_root: Path
     rev: str | None
 
     def write_to(self, dest: Path) -> None:
+        git = ["git", *host_git_options(self.repo_root), "-C", str(self.repo_root)]
         if self.rev is None:
-            subprocess.run(["git", "-C", str(self.repo_root), "checkout-index", "-a", f"--prefix={dest}/"],
-                           check=True, capture_output=True)
+            subprocess.run([*git, "checkout-index", "-a", f"--prefix={dest}/"],
+                           check=True, capture_output=True, stdin=subprocess.DEVNULL)
             return
-        archive = subprocess.run(["git", "-C", str(self.repo_root), "archive", "--format=tar", self.rev],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, capture_output=True)
+        # Piped from git to tar, never through relay: a PR's file of zeros is a few MiB in git and
+        # gigabytes in the tar. GNU tar creates a member's links after its files, so a link in the
+        # tree never redirects where a later member is written.
+        with subprocess.Popen([*git, "archive", "--format=tar", self.rev], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as archive:
+            assert archive.stdout is not None
+            try:
+                extract = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+            finally:
+                archive.stdout.close()
+        if archive.returncode != 0:
+            raise subprocess.CalledProcessError(archive.returncode, [*git, "archive", self.rev])
+        if extract.returncode != 0:
+            raise subprocess.CalledProcessError(extract.returncode, ["tar", "-x"], stderr=extract.stderr[-2000:])
 
 
 @dataclass(frozen=True)
 class WorkingTree:
-    """The working tree's tracked and untracked, not ignored, files (read, never written)."""
+    """The working tree's tracked and untracked, not ignored, files (read, never written).
+
+    Each file is opened with `pathsafety.open_in_root`: a tracked directory the checkout now has as a
+    link (a patch, or the repository's tests during `relay verify`, can swap one in) leading out of
+    the tree is not followed, so nothing outside the checkout lands in the scratch copy.
+    """
 
     repo_root: Path
 
     def write_to(self, dest: Path) -> None:
-        listed = subprocess.run(["git", "-C", str(self.repo_root), "ls-files", "-z", "--cached", "--others",
-                                 "--exclude-standard"], check=True, capture_output=True).stdout
+        listed = subprocess.run(["git", *host_git_options(self.repo_root), "-C", str(self.repo_root), "ls-files",
+                                 "-z", "--cached", "--others", "--exclude-standard"],
+                                check=True, capture_output=True, stdin=subprocess.DEVNULL).stdout
         for rel in sorted({p for p in listed.decode("utf-8", "surrogateescape").split("\0") if p}):
-            source = self.repo_root / rel
-            if source.is_symlink() or not source.is_file():
-                continue  # deleted but still in the index, or a link that could point anywhere
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            if (self.repo_root / rel).is_symlink():
+                continue  # a link that could point anywhere
+            try:
+                source = open_in_root(self.repo_root, rel, "rb")
+            except (OSError, PathEscape):
+                continue  # deleted but still in the index, not a regular file, or reached through a link out
+            with source:
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "xb") as out:
+                    shutil.copyfileobj(source, out)
 
 
 def sandbox_for(box: SandboxSettings, wall_s: float) -> tuple[SandboxPolicy, Limits, dict[str, str]]:
@@ -162,7 +192,8 @@ def repo_trees(repo_root: Path, *, staged: bool, base: str | None, head: str | N
     the working tree against HEAD, the index against HEAD, or `head` against its merge base with `base`."""
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(repo_root), *args], capture_output=True, text=True)
+        done = subprocess.run(["git", *host_git_options(repo_root), "-C", str(repo_root), *args],
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             raise UsageError(f"--evidence: git {args[0]} failed in {repo_root}: {done.stderr.strip()[:200]}")
         return done.stdout.strip()
@@ -192,6 +223,23 @@ def module_of(path: str) -> tuple[str, list[str]] | None:
     if not parts or not all(p.isidentifier() for p in parts):
         return None
     return ".".join(parts), roots
+
+
+def write_runner(work: Path, nonce: str, claim: Mapping[str, object]) -> str:
+    """Write the runner and `claim` into a directory relay creates in the scratch copy `work`; its name.
+
+    The copy is the PR's tree: whatever it holds at any name (a link to `~/.ssh`, a `run.py` linked
+    to the user's `~/.bashrc`) must not receive relay's writes, which happen outside the sandbox. So
+    the directory is new (`mkdir` refuses an existing name, a link included) under a name with the
+    run's random nonce, and its files are created exclusively inside it.
+    """
+    name = f"{RUNNER_DIR}-{nonce}"
+    (work / name).mkdir(mode=0o755)
+    with open(work / name / "run.py", "x", encoding="utf-8") as fh:
+        fh.write(RUNNER)
+    with open(work / name / "claim.json", "x", encoding="utf-8") as fh:
+        json.dump(claim, fh)
+    return name
 
 
 @dataclass(frozen=True)
@@ -285,16 +333,13 @@ class EvidenceChecker:
         with tempfile.TemporaryDirectory(prefix="relay-evidence-run-") as scratch:
             work = Path(scratch) / "tree"
             shutil.copytree(source, work, symlinks=True)
-            runner = work / RUNNER_DIR
-            runner.mkdir(exist_ok=True)
-            (runner / "run.py").write_text(RUNNER, encoding="utf-8")
             claim = {"nonce": nonce, "module": module, "sys_path": sys_path,
                      "call": evidence.call.strip() if not evidence.test.strip() else "",
                      "expected": evidence.expected.strip() if not evidence.test.strip() else "",
                      "test": evidence.test}
-            (runner / "claim.json").write_text(json.dumps(claim), encoding="utf-8")
+            runner = write_runner(work, nonce, claim)
             # -I: no user site, no PYTHON* variables; the runner puts the tree's roots on sys.path itself.
-            done = sandbox_run(["python", "-I", f"{RUNNER_DIR}/run.py", f"{RUNNER_DIR}/claim.json"],
+            done = sandbox_run(["python", "-I", f"{runner}/run.py", f"{runner}/claim.json"],
                                work, policy=self.policy, limits=self.limits, extra_env=self.extra_env)
         outcome, detail = parse_outcome(done.output_tail, nonce, timed_out=done.timed_out, exit_code=done.exit_code)
         return RunResult(outcome, detail, done.seconds)
