@@ -5,6 +5,12 @@ person already read (a plan's steps before they approve it), set the window titl
 clipboard (OSC 52). Anything relay prints that a repository, a suite or a model wrote (plans,
 findings, command output, config keys, file names) goes through `clean` first: C0 controls but tab
 and newline, DEL and C1 controls become a visible `\\xNN`.
+
+`clean` is applied where output reaches the terminal, not by each caller: relay's rich consoles are
+`termconsole.TerminalConsole`s, which clean everything they print; `relay run`'s progress printer
+cleans each line on whatever console it is given; the CLI's `relay: error:` and `relay: warning:`
+lines are printed by `cli._common.print_error` / `print_warning`; the text reports (`relay runs show`,
+review's Markdown) are cleaned whole.
 """
 
 from __future__ import annotations

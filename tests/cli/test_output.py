@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -41,6 +42,46 @@ def test_usage_errors_are_one_line_in_relays_style_and_exit_2(tmp_path: Path, ar
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith(needle), result.stderr
     assert "╭" not in result.stderr and "Usage:" not in result.stderr
+
+
+#: Any C0 control byte but tab and newline, and DEL/C1: what a terminal acts on.
+TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: A clipboard write (OSC 52), then a screen clear.
+OSC52 = "\x1b]52;c;Y3VybA==\x1b\\\x1b[2J"
+
+
+def test_an_error_relays_entry_point_prints_shows_terminal_controls_as_text(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # A RelayError no command caught (a path a repository's test planted) is printed by `relay.cli.main`.
+    import relaycode.cli as cli
+    from relaycode.errors import SandboxViolation
+
+    def command(**_kwargs: object) -> None:
+        raise SandboxViolation(f"verify: a test created git metadata at v{OSC52}/.git")
+
+    cli._register()  # the command modules add themselves to the real app first
+    monkeypatch.setattr(cli, "app", command)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["verify"])
+    err = capsys.readouterr().err
+    assert exited.value.code == SandboxViolation.exit_code and err.startswith("relay: error: verify: a test"), err
+    assert TERMINAL_CONTROL.findall(err) == [] and "v\\x1b]52;c;Y3VybA==" in err
+
+
+@pytest.mark.parametrize("line", ["die", "error", "warning"])
+def test_relays_error_and_warning_lines_show_terminal_controls_as_text(capsys: pytest.CaptureFixture[str],
+                                                                        line: str) -> None:
+    from relaycode.cli._common import die, print_error, print_warning
+    from relaycode.errors import SandboxViolation
+
+    message = f"verify: a test created git metadata at v{OSC52}/.git"  # a path a repository's test chose
+    if line == "die":
+        assert die(SandboxViolation(message)).exit_code == SandboxViolation.exit_code
+    else:
+        (print_error if line == "error" else print_warning)(message)
+    err = capsys.readouterr().err
+    assert err.startswith(f"relay: {'warning' if line == 'warning' else 'error'}: verify: a test created"), err
+    assert TERMINAL_CONTROL.findall(err) == [] and "v\\x1b]52;c;Y3VybA==" in err
 
 
 def _history_with_long_names() -> None:

@@ -90,3 +90,33 @@ def test_cost_table_at_80_columns_keeps_the_model_and_every_dollar() -> None:
     assert any("local:qwen2.5-coder-1.5b" in line and "488.0" in line for line in lines), out.getvalue()
     assert any("openrouter:z-ai/glm-4.6" in line and "$0.0123" in line for line in lines), out.getvalue()
     assert any(line.startswith("│ total") and "$0.0123" in line for line in lines), out.getvalue()
+
+
+#: A clipboard write (OSC 52) and a screen clear, with rich markup beside them.
+HOSTILE = "x\x1b]52;c;Y3VybA==\x1b\\\x1b[2J[bold]y"
+
+
+@pytest.mark.parametrize("event", [
+    {"kind": "stage_start", "stage": "implement", "model": HOSTILE},
+    {**CALL, "model": HOSTILE, "outcome": HOSTILE},
+    {"kind": "command", "command": HOSTILE, "exit_code": 1, "seconds": 0.1, "timed_out": True},
+    {"kind": "escalate", "to": HOSTILE},
+    {"kind": "stage_end", "stage": "verify", "error": HOSTILE},
+], ids=lambda e: e["kind"])
+def test_every_progress_line_shows_terminal_controls_as_text_on_any_console(event: dict[str, object]) -> None:
+    # A verify command comes from a repository's relay.toml, an error names a model-written path: the
+    # printer is safe on the plain rich Console a caller may give it, not only on relay's own.
+    out = io.StringIO()
+    progress = Progress(Console(file=out, force_terminal=True, width=200))
+    progress.animated = False
+    progress(event)
+    printed = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # rich's own colours
+    assert "\x1b" not in printed and "\\x1b]52;c;Y3VybA==" in printed
+    assert "[bold]y" in printed  # markup in it is shown too, not applied
+
+
+def test_the_waiting_line_shows_a_labels_controls_and_markup_as_text() -> None:
+    out = io.StringIO()
+    Console(file=out, force_terminal=True, width=200).print(Waiting(f"implement {HOSTILE}", clock=lambda: 0.0))
+    printed = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+    assert "\x1b" not in printed and "\\x1b[2J[bold]y" in printed

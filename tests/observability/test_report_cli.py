@@ -180,6 +180,18 @@ def test_runs_show_prints_report_md_from_the_run_dir(tmp_path: Path) -> None:
     assert result.exit_code == 0 and result.output == "# the report the pipeline wrote\n"
 
 
+def test_runs_show_prints_no_terminal_controls_from_a_report_md(tmp_path: Path) -> None:
+    # A report quotes failing tests and findings; one written by another relay (or edited since) may
+    # hold them raw: `relay runs show` cleans what it prints, whichever report it is.
+    run_dir = tmp_path / "20250618-000000-abcdef"
+    run_dir.mkdir()
+    (run_dir / "report.md").write_text("FAILED test_a\x1b]52;c;Y3VybA==\x1b\\\x1b[2J\n")
+    with History.open() as h:
+        h.start_run(run_dir.name, run_dir=run_dir)
+    result = runner.invoke(app, ["runs", "show", "20250618"])
+    assert result.exit_code == 0 and result.output == "FAILED test_a\\x1b]52;c;Y3VybA==\\x1b\\\\x1b[2J\n"
+
+
 def test_runs_show_html_from_run_files(tmp_path: Path) -> None:
     run_dir = tmp_path / "20250615-101500-a1b2c3"
     run_dir.mkdir()

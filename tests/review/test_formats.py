@@ -155,3 +155,32 @@ def test_text_lists_evidence_per_finding_only_when_it_was_checked() -> None:
     plain = render(sample(), "text", width=200)
     assert "evidence: unchecked" not in plain and "evidence not checked" in plain
     assert render(checked(), "text", width=200).count("        evidence: ") == 3  # plus the summary line
+
+
+#: A clipboard write (OSC 52) and a screen clear: what a model or a PR might put in any text of a review.
+HOSTILE = "\x1b]52;c;Y3VybA==\x1b\\\x1b[2J"
+
+
+def _hostile() -> ReviewResult:
+    from relaycode.review.findings import Evidence, Judgement
+
+    finding = Finding(path=f"src/a{HOSTILE}.py", start_line=1, end_line=1, severity="major", category="bug",
+                      message=f"off by one{HOSTILE}", suggestion=f"add 1{HOSTILE}", models=["m1"],
+                      status="confirmed", check=f"fail on the change{HOSTILE}",
+                      evidence=Evidence(call=f"f(1){HOSTILE}", expected=f"2{HOSTILE}", test=f"assert f(1){HOSTILE}"),
+                      judgement=Judgement(verdict="not_a_bug", why=f"fine{HOSTILE}", judge="j"))
+    dropped = finding.model_copy(update={"message": f"dropped{HOSTILE}"})
+    return ReviewResult(findings=[finding], judged_out=[dropped], reviewers=["m1", "m2"], evidence_checked=True,
+                        not_reviewed=[f"img{HOSTILE}.png: binary"], errors={"m2": f"bad answer{HOSTILE}"},
+                        judge="j", min_score=0.5)
+
+
+@pytest.mark.parametrize(("fmt", "color"), [("text", True), ("text", False), ("md", False)])
+def test_every_text_a_model_or_a_pr_wrote_reaches_the_terminal_without_its_controls(fmt: str, color: bool) -> None:
+    import re
+
+    out = render(_hostile(), fmt, color=color, width=400)
+    assert "\x1b" not in re.sub(r"\x1b\[[0-9;]*m", "", out), "escape sequences in the review"
+    for shown in ("src/a\\x1b]52", "off by one\\x1b", "add 1\\x1b", "fail on the change\\x1b", "f(1)\\x1b",
+                  "fine\\x1b", "dropped\\x1b", "img\\x1b", "bad answer\\x1b"):
+        assert shown in out, shown

@@ -48,6 +48,8 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `relay` console script."""
+    from relaycode.cli._common import print_error
+
     # typer (>= 0.29) carries its own copy of click; its exceptions are reached through its public ones.
     usage_error: type[Exception] = typer.BadParameter.__mro__[1]  # click's UsageError: bad option, ...
     click_error: type[Exception] = typer.BadParameter.__mro__[2]  # click's ClickException
@@ -71,13 +73,13 @@ def main(argv: list[str] | None = None) -> None:
             typer.echo(ctx.get_help())
             sys.exit(EXIT_USAGE)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        typer.echo(f"relay: error: {_one_line(exc)}{where}", err=True)
+        print_error(f"{_one_line(exc)}{where}")
         sys.exit(EXIT_USAGE)
     except click_error as exc:
-        typer.echo(f"relay: error: {_one_line(exc)}", err=True)
+        print_error(_one_line(exc))
         sys.exit(int(getattr(exc, "exit_code", 1)))
     except RelayError as exc:
-        typer.echo(f"relay: error: {exc}", err=True)
+        print_error(str(exc))
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("relay: interrupted", err=True)

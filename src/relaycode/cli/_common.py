@@ -28,10 +28,8 @@ def load_config_or_exit(config_file: Path | None, preset: str | None, repo: Path
         config = load_config(config_file=config_file, preset=preset, repo=repo)
     except RelayError as exc:
         raise die(exc) from None
-    from relaycode.termsafe import clean
-
     for notice in config.notices:
-        typer.echo(f"relay: warning: {clean(notice)}", err=True)  # keys come from the repository's file
+        print_warning(notice)  # keys come from the repository's file
     return config
 
 
@@ -40,8 +38,26 @@ def die(exc: RelayError) -> typer.Exit:
 
     The one error helper of the CLI: `relay.cli.main` prints click's usage errors in the same style.
     """
-    typer.echo(f"relay: error: {exc}", err=True)
+    print_error(str(exc))
     return typer.Exit(code=exc.exit_code)
+
+
+def print_error(message: str) -> None:
+    """`relay: error: MESSAGE` on stderr: every error line of the CLI is printed here.
+
+    Messages name paths, keys and commands that a repository, a PR or a model chose (a directory a test
+    planted, named with an escape sequence): their terminal controls are shown as text, never sent.
+    """
+    from relaycode.termsafe import clean
+
+    typer.echo(f"relay: error: {clean(message)}", err=True)
+
+
+def print_warning(message: str) -> None:
+    """`relay: warning: MESSAGE` on stderr, its terminal controls shown as text (see `print_error`)."""
+    from relaycode.termsafe import clean
+
+    typer.echo(f"relay: warning: {clean(message)}", err=True)
 
 
 def print_json(data: Any) -> None:

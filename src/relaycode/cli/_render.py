@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rich.markup import escape
 
 from relaycode.report import fmt_usd
+from relaycode.termsafe import clean
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
@@ -30,7 +31,7 @@ class Waiting:
     def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
         from rich.spinner import Spinner
 
-        self.label = label
+        self.label = clean(label)  # stage and model names; shown as text, not markup
         self.clock = clock
         self.started = clock()
         self.spinner = Spinner("dots", style="cyan")
@@ -39,7 +40,9 @@ class Waiting:
         return f"{self.label}  {self.clock() - self.started:.0f}s"
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        self.spinner.update(text=self.text())
+        from rich.text import Text
+
+        self.spinner.update(text=Text(self.text()))
         yield self.spinner
 
 
@@ -60,6 +63,10 @@ class Progress:
 
     On a terminal (not TERM=dumb) a live line under them shows a spinner and the seconds the current
     stage has taken; elsewhere (a pipe, a log, a dumb terminal) there are only the plain lines.
+
+    Its lines name commands from a repository's relay.toml and errors naming model-written paths and
+    test output: every line is printed by `_print`, which shows their terminal controls as text on
+    whatever console it is given (markup in them is escaped where the line is written).
     """
 
     def __init__(self, console: Console) -> None:
@@ -83,12 +90,16 @@ class Progress:
             self._live.stop()
             self._live = None
 
+    def _print(self, markup: str) -> None:
+        # The whole line, relay's markup included: what `clean` writes holds no `[`, `]` and does not end
+        # in a backslash, so relay's markup and the escapes in the line mean the same after it.
+        self.console.print(clean(markup))
+
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
-        c = self.console
         if kind == "stage_start":
             model = f" [dim]{escape(event['model'])}[/dim]" if event.get("model") else ""
-            c.print(f"[bold cyan]▶ {event['stage']}[/bold cyan]{model}")
+            self._print(f"[bold cyan]▶ {event['stage']}[/bold cyan]{model}")
             if self.animated:
                 self._wait(f"{event['stage']} {event.get('model') or ''}".strip())
         elif kind == "model_call":
@@ -100,18 +111,18 @@ class Progress:
                 self.usd += Decimal(event["usd"])
             total = fmt_usd(self.usd) + ("+unknown" if self.unpriced else "")
             status = "" if event["outcome"] == "ok" else f" [red]{escape(event['outcome'])}[/red]"
-            c.print(f"  {escape(event['model'])}: {tokens['input']}→{tokens['output']} tok, "
-                    f"{event['seconds']:.1f}s{status}  [dim](run: {self.tokens:,} tok, {total})[/dim]")
+            self._print(f"  {escape(event['model'])}: {tokens['input']}→{tokens['output']} tok, "
+                        f"{event['seconds']:.1f}s{status}  [dim](run: {self.tokens:,} tok, {total})[/dim]")
         elif kind == "command":
             ok = "[green]ok[/green]" if event["exit_code"] == 0 else f"[red]exit {event['exit_code']}[/red]"
             timed = " [red]timed out[/red]" if event.get("timed_out") else ""
-            c.print(f"  $ {escape(event['command'])}  {ok}{timed} ({event['seconds']:.1f}s)")
+            self._print(f"  $ {escape(event['command'])}  {ok}{timed} ({event['seconds']:.1f}s)")
         elif kind == "escalate":
-            c.print(f"[yellow]↑ escalating to {escape(event['to'])}[/yellow]")
+            self._print(f"[yellow]↑ escalating to {escape(event['to'])}[/yellow]")
         elif kind == "stage_end":
             self.close()
             if event.get("error"):
-                c.print(f"  [red]{event['stage']} stopped: {escape(str(event['error']))}[/red]")
+                self._print(f"  [red]{event['stage']} stopped: {escape(str(event['error']))}[/red]")
         elif kind == "run_end":
             self.close()
 

@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 
 from relaycode.cli import app
-from relaycode.cli._common import ConfigOpt, JsonOpt, PresetOpt, RepoOpt, load_config_or_exit, print_json
+from relaycode.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    PresetOpt,
+    RepoOpt,
+    load_config_or_exit,
+    print_json,
+    print_warning,
+)
 
 config_app = typer.Typer(help="Show or check the resolved configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -27,10 +35,11 @@ def show(
         print_json({**data, "origins": cfg.origins})
         return
 
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from relaycode.termconsole import TerminalConsole
+
+    console = TerminalConsole()
     console.print(f"[bold]config[/bold] from {cfg.source}  diversity={cfg.diversity}  unpriced={cfg.unpriced}")
     table = Table("stage", "models", "settings")
     st = cfg.stages
@@ -80,7 +89,7 @@ def check(
 
         raise die(exc) from None
     for missing in missing_keys(cfg):
-        typer.echo(f"relay: warning: {missing}", err=True)
+        print_warning(str(missing))
     typer.echo(f"ok: {cfg.source} ({len(cfg.all_models())} models)")
 
 
@@ -122,8 +131,9 @@ def models(
     if as_json:
         print_json(rows)
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from relaycode.termconsole import TerminalConsole
 
     table = Table("model", "vendor", "$/M in", "$/M out", "price from", "context")
     table.columns[0].no_wrap = True
@@ -132,4 +142,4 @@ def models(
         price_out = "unknown" if r["output_per_mtok"] is None else f"{r['output_per_mtok']:.2f}"
         table.add_row(str(r["model"]), str(r["vendor"]), price_in, price_out, str(r["price_source"] or "-"),
                       str(r["context_tokens"]))
-    Console().print(table)
+    TerminalConsole().print(table)

@@ -89,13 +89,12 @@ def costs(
         print_json(data)
         return
 
-    from rich.console import Console
-
     from relaycode.cli._render import fitted_table
     from relaycode.history import CostRow as Row
     from relaycode.report import fmt_int
+    from relaycode.termconsole import TerminalConsole
 
-    console = Console()
+    console = TerminalConsole()
     when = f"since {start:%Y-%m-%d %H:%M}" if start else "all time"
     if not rows:
         console.print(f"No model requests in the run history ({when}, {path}).")

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING
 import typer
 
 from relaycode.cli import app
-from relaycode.cli._common import ConfigOpt, PresetOpt, RepoOpt, die, load_config_or_exit
+from relaycode.cli._common import (
+    ConfigOpt,
+    PresetOpt,
+    RepoOpt,
+    die,
+    load_config_or_exit,
+    print_error,
+    print_warning,
+)
 
 if TYPE_CHECKING:
     from relaycode.config import Config
@@ -230,8 +238,6 @@ def review(
     """
     import asyncio
 
-    from rich.console import Console
-
     from relaycode.cli._render import waiting
     from relaycode.config import SEVERITIES
     from relaycode.errors import RelayError, UsageError
@@ -240,6 +246,7 @@ def review(
     from relaycode.review.formats import FORMATS, render
     from relaycode.review.weights import DEFAULT_MIN_SCORE, load_weights
     from relaycode.session import ModelSession
+    from relaycode.termconsole import TerminalConsole
 
     sources = [diff_file is not None, pr is not None, staged, base is not None]
     if sum(sources) > 1:
@@ -285,7 +292,7 @@ def review(
                        err=True)
         weighting = evidence or min_score is not None or weights is not None
         try:
-            with waiting(Console(stderr=True), f"reviewing with {', '.join(specs)}"):
+            with waiting(TerminalConsole(stderr=True), f"reviewing with {', '.join(specs)}"):
                 result = asyncio.run(review_diff(
                     session, text, reviewers=specs, min_agree=agree, read_source=reader, checker=checker,
                     weights=load_weights(weights) if weighting else None,
@@ -329,7 +336,7 @@ def _exit_for(result: ReviewResult, fail_on: str | None, *, changed: bool, allow
     from relaycode.review.findings import gate_findings
 
     for spec, error in result.errors.items():
-        typer.echo(f"relay: warning: reviewer {spec} failed: {error}", err=True)
+        print_warning(f"reviewer {spec} failed: {error}")  # a provider's or a model's words
     if result.failed:
         unreviewed = "every reviewer failed; the change was not reviewed"
     elif changed and result.total_usage()["requests"] == 0:
@@ -337,9 +344,9 @@ def _exit_for(result: ReviewResult, fail_on: str | None, *, changed: bool, allow
     else:
         unreviewed = ""
     if unreviewed and allow_unreviewed:
-        typer.echo(f"relay: warning: {unreviewed} (--allow-unreviewed)", err=True)
+        print_warning(f"{unreviewed} (--allow-unreviewed)")
     elif unreviewed:
-        typer.echo(f"relay: error: {unreviewed}; pass --allow-unreviewed to accept that", err=True)
+        print_error(f"{unreviewed}; pass --allow-unreviewed to accept that")
         raise typer.Exit(code=1)
     if fail_on is not None and gate_findings(result.findings, fail_on, confirmed_only=confirmed_only):
         raise typer.Exit(code=1)

@@ -37,15 +37,18 @@ def _approve_interactively(plan: Plan, plan_path: Path) -> Plan | None:
     import os
     import subprocess
 
-    from rich.console import Console
     from rich.markdown import Markdown
+    from rich.markup import escape
 
     from relaycode.stages.plan import Plan as PlanModel
+    from relaycode.termconsole import TerminalConsole
     from relaycode.termsafe import clean
 
-    console = Console(stderr=True)
+    console = TerminalConsole(stderr=True)
     while True:
-        console.print(Markdown(clean(plan.to_markdown())))  # a plan is model text: no terminal controls
+        # A plan is model text, cleaned before rich parses it: Markdown lays text out (and sends link
+        # addresses) before the console sees it.
+        console.print(Markdown(clean(plan.to_markdown())))
         choice = typer.prompt("approve, edit or abort? [a/e/q]", default="a", err=True).strip().lower()
         if choice in ("a", "approve", "y", "yes"):
             return plan
@@ -57,7 +60,7 @@ def _approve_interactively(plan: Plan, plan_path: Path) -> Plan | None:
             try:
                 plan = PlanModel.from_markdown(plan_path.read_text(encoding="utf-8"), source=str(plan_path))
             except Exception as exc:  # keep asking: a person is editing
-                console.print(f"[red]{exc}[/red]")
+                console.print(f"[red]{escape(str(exc))}[/red]")
 
 
 def _configure(config: Config, trace: str | None, no_sandbox: bool) -> Config:
@@ -77,13 +80,12 @@ def execute(
     *, task: str, repo: Path, config: Config, yes: bool, as_json: bool, plan_file: Path | None = None,
     resume: str | None = None, no_sandbox: bool = False, stop_after_plan: bool = False, base: str = "HEAD",
 ) -> RunResult:
-    from rich.console import Console
-
     from relaycode.cli._render import Progress, cost_table
     from relaycode.errors import RelayError
     from relaycode.pipeline import RunOptions, run_task
+    from relaycode.termconsole import TerminalConsole
 
-    console = Console(stderr=True)
+    console = TerminalConsole(stderr=True)
     if no_sandbox or not config.sandbox.enabled:
         why = "--no-sandbox" if no_sandbox else f"sandbox.enabled = false ({config.origins.get('sandbox.enabled', 'config')})"
         console.print(f"[bold red]WARNING: the sandbox is OFF ({why}): model-written code runs with your user's "
@@ -249,11 +251,10 @@ def verify(
     no_sandbox: bool = NoSandboxOpt,
 ) -> None:
     """Run the verify stage alone on the repository as it is (same commands, same sandbox, no model)."""
-    from rich.console import Console
-
     from relaycode.errors import RelayError
     from relaycode.sandbox import require_sandbox, settings_from_config
     from relaycode.stages.verify import detect_commands, project_env, run_verify
+    from relaycode.termconsole import TerminalConsole
     from relaycode.workspace import open_repo
 
     cfg = load_config_or_exit(config, preset, repo)
@@ -275,16 +276,14 @@ def verify(
     else:
         from rich.markup import escape
 
-        from relaycode.termsafe import clean
-
-        console = Console()
+        console = TerminalConsole()
         if not commands:
             console.print("nothing to verify: no verify.commands configured and none detected")
         for cmd in result.results:
             mark = "[green]ok[/green]" if cmd.exit_code == 0 else f"[red]exit {cmd.exit_code}[/red]"
-            console.print(f"$ {escape(clean(cmd.command))}  {mark}  ({cmd.seconds:.1f}s)")
+            console.print(f"$ {escape(cmd.command)}  {mark}  ({cmd.seconds:.1f}s)")
             for name in cmd.failing_tests:
-                console.print(f"    [red]FAILED[/red] {escape(clean(name))}")
+                console.print(f"    [red]FAILED[/red] {escape(name)}")
     raise typer.Exit(0 if result.passed else 1)
 
 
@@ -297,13 +296,12 @@ def demo(
     """Create a sample repository with a real bug and run the whole pipeline on it (local models, no key)."""
     import tempfile
 
-    from rich.console import Console
-
     from relaycode.config import load_config
     from relaycode.presets import demo_config
+    from relaycode.termconsole import TerminalConsole
     from relaycode.testing.sample_repos import DEMO_TASK, make_demo_repo
 
-    console = Console(stderr=True)
+    console = TerminalConsole(stderr=True)
     root = keep or Path(tempfile.mkdtemp(prefix="relay-demo-")) / "shop"
     make_demo_repo(root)
     console.print(f"[bold]relay demo[/bold]: sample repository at {root}")

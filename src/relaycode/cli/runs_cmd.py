@@ -44,12 +44,11 @@ def runs(
 
     from datetime import datetime
 
-    from rich.console import Console
-
     from relaycode.cli._render import fitted_table
     from relaycode.report import fmt_seconds, fmt_usd
+    from relaycode.termconsole import TerminalConsole
 
-    console = Console()
+    console = TerminalConsole()
     if not records:
         console.print("No runs in the run history yet.")
         return
@@ -104,11 +103,16 @@ def show(
         html.write_text(render_html(data), encoding="utf-8")
         typer.echo(f"wrote {html}")
         return
+    from relaycode.termsafe import clean
+
     report_md = Path(record.run_dir) / "report.md" if record.run_dir else None
     if report_md is not None and report_md.is_file():
-        typer.echo(report_md.read_text(encoding="utf-8"), nl=False)
+        text = report_md.read_text(encoding="utf-8")
     else:
-        typer.echo(render_markdown(data), nl=False)
+        text = render_markdown(data)
+    # A report quotes failing tests, findings and file names; the report.md on disk may come from another
+    # relay (or be edited since): what reaches the terminal is cleaned here, whichever it is.
+    typer.echo(clean(text), nl=False)
 
 
 @runs_app.command("clean")

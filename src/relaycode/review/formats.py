@@ -63,36 +63,19 @@ def cost_rows(result: ReviewResult) -> list[dict[str, Any]]:
     return rows
 
 
-def _printable(result: ReviewResult) -> ReviewResult:
-    """The result with every text a model or a patch wrote cleaned of terminal control characters
-    (text and Markdown end up on a terminal; JSON and SARIF escape them anyway)."""
-    from relaycode.termsafe import clean
-
-    def tidy(f: Finding) -> Finding:
-        judgement = None if f.judgement is None else f.judgement.model_copy(update={"why": clean(f.judgement.why)})
-        return f.model_copy(update={"path": clean(f.path), "message": clean(f.message),
-                                    "suggestion": clean(f.suggestion), "check": clean(f.check), "judgement": judgement})
-
-    return result.model_copy(update={
-        "findings": [tidy(f) for f in result.findings],
-        "per_reviewer": {k: [tidy(f) for f in v] for k, v in result.per_reviewer.items()},
-        "judged_out": [tidy(f) for f in result.judged_out],
-        "errors": {k: clean(v) for k, v in result.errors.items()},
-    })
-
-
 def render(result: ReviewResult, fmt: str, *, color: bool = False, width: int = 100) -> str:
     if fmt == "json":
         return json.dumps(result.to_dict(), indent=2) + "\n"
     if fmt == "sarif":
         return json.dumps(to_sarif(result), indent=2) + "\n"
-    from relaycode.termsafe import clean
-
     if fmt == "md":
-        return clean(to_markdown(_printable(result)))
+        from relaycode.termsafe import clean
+
+        # Findings, evidence, file names and errors are a model's or a PR's words, and Markdown is read on
+        # terminals too: the whole document is cleaned at once.
+        return clean(to_markdown(result))
     if fmt == "text":
-        text = to_text(_printable(result), color=color, width=width)
-        return text if color else clean(text)
+        return to_text(result, color=color, width=width)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -147,14 +130,19 @@ def _where(f: Finding) -> str:
 
 
 def to_text(result: ReviewResult, *, color: bool = False, width: int = 100) -> str:
-    """Human-readable report; colours only when `color` (a terminal)."""
-    from rich.console import Console
+    """Human-readable report; colours only when `color` (a terminal).
+
+    Printed on a TerminalConsole: every text in it a model or a PR wrote (findings, evidence claims, file
+    names, errors) reaches the output with its terminal controls shown as text, colours on or off.
+    """
     from rich.markup import escape
     from rich.table import Table
 
+    from relaycode.termconsole import TerminalConsole
+
     buf = io.StringIO()
     # An explicit colour system: with TERM=dumb "auto" would drop the colours a terminal asked for.
-    console = Console(file=buf, force_terminal=color, no_color=not color, width=width, highlight=False,
+    console = TerminalConsole(file=buf, force_terminal=color, no_color=not color, width=width, highlight=False,
                       color_system="standard" if color else None)
     if not result.findings:
         empty = empty_headline(result)
