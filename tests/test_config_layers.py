@@ -211,3 +211,11 @@ def test_a_repository_may_not_multiply_review_requests(tmp_path: Path) -> None:
     user_config("[stages.review]\nsamples = 3\n")
     (tmp_path / "two").mkdir()
     assert load_config(repo=repo_with(tmp_path / "two", "[stages.review]\nsamples = 2\n")).stages.review.samples == 2
+
+
+def test_config_show_prints_a_repositorys_values_as_text_not_markup(tmp_path: Path) -> None:
+    # A value styled as rich markup would render hidden or restyled (and its neighbours with it).
+    repo = repo_with(tmp_path, '[stages.verify]\ncommands = ["[white on white]python -m pytest[/]"]\n')
+    result = runner.invoke(app, ["config", "show", "--repo", str(repo)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "[white on white]python -m pytest[/]" in result.stdout

@@ -35,28 +35,36 @@ def show(
         print_json({**data, "origins": cfg.origins})
         return
 
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from relaycode.termconsole import TerminalConsole
 
+    # Values come from every config layer, a repository's relay.toml included: cells are plain Text,
+    # never read as rich markup (a value could otherwise restyle or hide what is shown beside it).
+    def row(table: Table, *cells: object) -> None:
+        table.add_row(*(Text(str(cell)) for cell in cells))
+
     console = TerminalConsole()
-    console.print(f"[bold]config[/bold] from {cfg.source}  diversity={cfg.diversity}  unpriced={cfg.unpriced}")
+    console.print(f"[bold]config[/bold] from {escape(cfg.source)}  diversity={escape(str(cfg.diversity))}  "
+                  f"unpriced={escape(str(cfg.unpriced))}")
     table = Table("stage", "models", "settings")
     st = cfg.stages
-    table.add_row("plan", st.plan.model or "(no planning)", f"approve={st.plan.approve}")
+    row(table, "plan", st.plan.model or "(no planning)", f"approve={st.plan.approve}")
     impl = st.implement.model + "".join(f" → {m}" for m in st.implement.escalate_to)
-    table.add_row("implement", impl, f"escalate_after={st.implement.escalate_after} max_steps={st.implement.max_steps}")
-    table.add_row("review", ", ".join(st.review.models) or "(no review)", f"block_on={st.review.block_on}")
-    table.add_row("verify", "; ".join(st.verify.commands) if st.verify.commands else "(auto-detect)",
-                  f"timeout_s={st.verify.timeout_s}")
+    row(table, "implement", impl, f"escalate_after={st.implement.escalate_after} max_steps={st.implement.max_steps}")
+    row(table, "review", ", ".join(st.review.models) or "(no review)", f"block_on={st.review.block_on}")
+    row(table, "verify", "; ".join(st.verify.commands) if st.verify.commands else "(auto-detect)",
+        f"timeout_s={st.verify.timeout_s}")
     console.print(table)
-    console.print(f"budget: {data['budget']}  max_iterations={cfg.max_iterations}")
+    console.print(Text(f"budget: {data['budget']}  max_iterations={cfg.max_iterations}"))
     if cfg.origins:
         layers = Table("key", "value", "from", title="where each setting came from")
         flat = _flat(data)
         for key in sorted(cfg.origins):
             if key in flat:
-                layers.add_row(key, str(flat[key]), cfg.origins[key])
+                row(layers, key, flat[key], cfg.origins[key])
         console.print(layers)
 
 
