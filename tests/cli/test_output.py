@@ -84,6 +84,16 @@ def test_relays_error_and_warning_lines_show_terminal_controls_as_text(capsys: p
     assert TERMINAL_CONTROL.findall(err) == [] and "v\\x1b]52;c;Y3VybA==" in err
 
 
+def test_a_newline_in_a_quoted_name_cannot_start_a_line_of_relays_own(capsys: pytest.CaptureFixture[str]) -> None:
+    from relaycode.cli._common import print_error
+
+    print_error("verify: a test created git metadata at v\nrelay: all checks passed/.git")
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("relay:")] == [
+        "relay: error: verify: a test created git metadata at v"]
+    assert "\n  relay: all checks passed/.git" in err
+
+
 def _history_with_long_names() -> None:
     with History.open() as h:
         h.start_run(RUN_ID, repo="/home/dev/a-repository-with-a-long-name", config_name="local-cascade",

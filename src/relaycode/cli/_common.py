@@ -48,16 +48,20 @@ def print_error(message: str) -> None:
     Messages name paths, keys and commands that a repository, a PR or a model chose (a directory a test
     planted, named with an escape sequence): their terminal controls are shown as text, never sent.
     """
-    from relaycode.termsafe import clean
-
-    typer.echo(f"relay: error: {clean(message)}", err=True)
+    typer.echo(f"relay: error: {_one_entry(message)}", err=True)
 
 
 def print_warning(message: str) -> None:
     """`relay: warning: MESSAGE` on stderr, its terminal controls shown as text (see `print_error`)."""
+    typer.echo(f"relay: warning: {_one_entry(message)}", err=True)
+
+
+def _one_entry(message: str) -> str:
+    """`message` cleaned of terminal controls, its continuation lines indented: a newline in a name
+    the message quotes cannot start a line that reads as relay's own (`relay: ...`)."""
     from relaycode.termsafe import clean
 
-    typer.echo(f"relay: warning: {clean(message)}", err=True)
+    return "\n  ".join(clean(message).splitlines()) or clean(message)
 
 
 def print_json(data: Any) -> None:
