@@ -20,15 +20,16 @@ FIXED = "def add(a, b):\n    return a + b\n"
 BUG = "def add(a, b):\n    return a - b\n"
 
 
-def run(verdict_command: str, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def run(verdict_command: str, cwd: Path, stdin: bytes | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     """The command as the sandbox would run it (through /bin/sh, stdin as given), with this interpreter."""
     command = verdict_command.replace("python ", f"{sys.executable} ", 1)
     return subprocess.run(command, shell=True, cwd=cwd, capture_output=True, timeout=120,
-                          input=stdin if stdin is not None else b"")
+                          input=stdin if stdin is not None else b"", env=env)
 
 
-def judge(verdict: Verdict, cwd: Path) -> tuple[bool, str]:
-    done = run(verdict.command, cwd, verdict.stdin)
+def judge(verdict: Verdict, cwd: Path, env: dict[str, str] | None = None) -> tuple[bool, str]:
+    done = run(verdict.command, cwd, verdict.stdin, env)
     output = (done.stdout + done.stderr).decode(errors="replace")
     return verdict.passed(done.returncode, output), output
 
@@ -140,6 +141,17 @@ def test_a_pytest_in_the_tree_does_not_stand_in_for_the_real_one(tmp_path: Path)
     (tmp_path / "test_hidden.py").write_text(HIDDEN_TEST)
     passed, output = judge(verdict_for("python -m pytest -q test_hidden.py"), tmp_path)
     assert not passed and "shadow" not in output and "1 failed" in output
+
+
+@pytest.mark.parametrize("command", ["python -m pytest -q -p no:cacheprovider test_hidden.py", "python test_hidden.py"])
+def test_the_users_pythonpath_still_reaches_the_tests(tmp_path: Path, command: str) -> None:
+    # `python -I` ignores PYTHONPATH; the wrapper puts it back once the runner is imported.
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "calc.py").write_text(FIXED)
+    (tmp_path / "test_hidden.py").write_text(HIDDEN if "pytest" not in command else HIDDEN_TEST)
+    env = {**os.environ, "PYTHONPATH": "src"}
+    assert judge(verdict_for(command), tmp_path, env)[0]
+    assert not judge(verdict_for(command), tmp_path, {k: v for k, v in env.items() if k != "PYTHONPATH"})[0]
 
 
 def test_no_test_at_all_is_not_a_pass(tmp_path: Path) -> None:

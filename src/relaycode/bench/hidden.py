@@ -68,6 +68,8 @@ def _main():
     directory, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     os.chdir(directory)
     here = os.getcwd()
+    # -I ignored PYTHONPATH (the user's, if anyone's); it takes its usual place once the runner is imported.
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if mode in ("pytest", "pytest-m"):
         import pytest
 
@@ -86,14 +88,13 @@ def _main():
 
         tally = Tally()
         sys.argv = ["pytest", *args]
-        if mode == "pytest-m":
-            sys.path.insert(0, here)  # what `python -m pytest` does, after the real pytest is imported
+        sys.path[:0] = [here] + extra if mode == "pytest-m" else extra  # as `python -m pytest` / `pytest` would
         code = int(pytest.main(args, plugins=[tally]))
         clean = code == 0 and tally.passed > 0 and tally.failed == 0
     elif mode == "unittest":
         import unittest
 
-        sys.path.insert(0, here)
+        sys.path[:0] = [here] + extra
         sys.argv = ["python -m unittest", *args]
         result = unittest.main(module=None, argv=sys.argv, exit=False).result
         ran = result.testsRun - len(result.skipped)
@@ -103,7 +104,7 @@ def _main():
         import runpy
 
         sys.argv = list(args)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))
+        sys.path[:0] = [os.path.dirname(os.path.abspath(args[0]))] + extra
         runpy.run_path(args[0], run_name="__main__")  # an exception or sys.exit ends here: no pass
         code, clean = 0, True
     sys.stdout.flush()
