@@ -119,6 +119,39 @@ def test_the_secret_is_in_no_argv_environment_descriptor_or_file_the_code_can_re
     assert b"def add" in snooped and b"_main()" in snooped and verdict.secret.encode() not in snooped
 
 
+#: A module under test that copies its own process's memory (every readable mapping) to `memory`.
+MEMORY_DUMP = """import re
+with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem, open("memory", "wb") as out:
+    for line in maps:
+        m = re.match(r"([0-9a-f]+)-([0-9a-f]+) r", line)
+        if not m or "[vvar" in line or "[vsyscall" in line:
+            continue
+        start, end = int(m[1], 16), int(m[2], 16)
+        if end - start > 1 << 28:
+            continue
+        try:
+            mem.seek(start)
+            out.write(mem.read(end - start))
+        except (OSError, ValueError, OverflowError):
+            pass
+""" + FIXED
+
+
+@pytest.mark.parametrize("command", ["python test_hidden.py", "python -m pytest -q -p no:cacheprovider test_hidden.py"])
+def test_the_secret_is_not_in_the_memory_of_the_process_that_runs_the_code(tmp_path: Path, command: str) -> None:
+    # Code that scans its own memory for 32 hex digits (or prints every 16-byte window) finds nothing: the
+    # wrapper holds the secret masked until the tests are over.
+    (tmp_path / "calc.py").write_text(MEMORY_DUMP)
+    (tmp_path / "test_hidden.py").write_text(HIDDEN if "pytest" not in command else HIDDEN_TEST)
+    verdict = verdict_for(command)
+    assert verdict.secret is not None and verdict.stdin is not None
+    passed, output = judge(verdict, tmp_path)
+    assert passed, output[-300:]
+    memory = (tmp_path / "memory").read_bytes()
+    (tmp_path / "memory").unlink()
+    assert len(memory) > 1 << 20 and b"def add" in memory  # the scan did read the process
+    assert verdict.secret.encode() not in memory and verdict.stdin not in memory
+
 @pytest.mark.parametrize("command", ["python -m pytest -q -p no:cacheprovider test_hidden.py",
                                      "pytest -q -p no:cacheprovider test_hidden.py",
                                      "cd . && python -m pytest -q -p no:cacheprovider test_hidden.py"])
@@ -173,6 +206,8 @@ def test_output_without_the_secret_is_not_a_pass(tmp_path: Path) -> None:
     assert not verdict.passed(0, "relay-hidden-tests-passed 0123456789abcdef0123456789abcdef\n")
     assert verdict.passed(0, f"relay-hidden-tests-passed {verdict.secret}\n")
     assert not verdict.passed(1, f"relay-hidden-tests-passed {verdict.secret}\n")
+    guesses = "".join(f"relay-hidden-tests-passed {guess}\n" for guess in ("0" * 32, verdict.secret, "f" * 32))
+    assert not verdict.passed(0, guesses)  # one guess, not many
 
 
 @pytest.mark.parametrize("command", ["make test", "python -m pytest | tee log", "pytest $ARGS", "sh run.sh",

@@ -13,10 +13,11 @@ is not a pass: a model-written `conftest.py` can mark every report passed, and a
   reads a random secret from its standard input and replaces it by /dev/null before any code of
   the tree runs, so no argv, environment variable, file or descriptor shows the secret to that
   code; it prints the secret only after the tests ran, none failed and at least one passed. The
-  case passes only if the run exits 0 and its output holds the secret. Nothing is read back from
-  the tree (an earlier JUnit report there could be forged, or be a FIFO that blocks relay).
+  case passes only if the run exits 0 and its output holds exactly one pass line, with the secret.
+  Nothing is read back from the tree (an earlier JUnit report there could be forged, or be a FIFO
+  that blocks relay).
 
-Limit: the secret is in the wrapper's memory, in the process that imports the model's code. Code
+Limit: the secret is in the wrapper's memory (masked), in the process that imports the model's code. Code
 in that process can always rig a runner it shares a process with (monkeypatch pytest, walk the
 stack to the wrapper's frame); that takes code written against relay's harness, and is the line
 this module draws. A command of another shape (a pipeline, a shell script) is judged by its exit
@@ -47,24 +48,28 @@ _INTERPRETERS = ("python", "python3")
 PASS_LINE = "relay-hidden-tests-passed"
 
 #: Runs inside the sandbox as `python -I -B -c WRAPPER DIR MODE ARGS...`. relaycode is not importable
-#: there, hence a script. The secret is read with os.read (no Python buffer keeps a copy of what
-#: follows) and lives only in _main's frame; fd 0 becomes /dev/null before anything is imported.
+#: there, hence a script. fd 0 becomes /dev/null before anything is imported. The secret arrives as raw
+#: bytes read straight into a buffer that is then masked with a random pad: while the tests run, no
+#: copy of it, raw or as the hex it is printed in, is in memory for code that scans its own process
+#: (/proc/self/mem) for likely secrets.
 WRAPPER = r"""
 import os, sys
 
 
 def _main():
-    chunks = []
-    while True:
-        chunk = os.read(0, 4096)
-        if not chunk:
+    raw = bytearray(64)
+    size = 0
+    while size < len(raw):
+        got = os.readv(0, [memoryview(raw)[size:]])
+        if not got:
             break
-        chunks.append(chunk)
+        size += got
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    secret = b"".join(chunks).strip().decode("ascii")
-    del chunks
+    pad = os.urandom(size)
+    for i in range(size):
+        raw[i] ^= pad[i]
     directory, mode, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     os.chdir(directory)
     here = os.getcwd()
@@ -110,7 +115,7 @@ def _main():
     sys.stdout.flush()
     sys.stderr.flush()
     if clean:
-        print("\n%s %s" % (PASS_LINE, secret), flush=True)
+        print("\n%s %s" % (PASS_LINE, bytes(a ^ b for a, b in zip(raw[:size], pad)).hex()), flush=True)
     sys.exit(code)
 
 
@@ -144,12 +149,14 @@ class Verdict:
 
     @property
     def stdin(self) -> bytes | None:
-        return None if self.secret is None else (self.secret + "\n").encode("ascii")
+        """The secret as raw bytes (the wrapper prints it as hex)."""
+        return None if self.secret is None else bytes.fromhex(self.secret)
 
     def passed(self, exit_code: int, output: str) -> bool:
         if exit_code != 0:
             return False
-        return self.secret is None or f"{PASS_LINE} {self.secret}" in output
+        # Exactly one pass line, the right one: code that prints many guesses gets none of them counted.
+        return self.secret is None or (output.count(PASS_LINE) == 1 and f"{PASS_LINE} {self.secret}" in output)
 
 
 def verdict_for(command: str) -> Verdict:
