@@ -105,6 +105,14 @@ def test_output_exit_code_and_record(wt: Path, policy: SandboxPolicy) -> None:
     assert argv.output_tail == "a b|c|" and argv.command == "printf '%s|' 'a b' c"
 
 
+@pytest.mark.parametrize("policy", [OFF, pytest.param(ON, marks=needs_bwrap)], ids=["direct", "sandboxed"])
+def test_stdin_is_what_relay_hands_over_then_eof(wt: Path, policy: SandboxPolicy) -> None:
+    # The bench hands its hidden-test wrapper a secret this way: it must reach the command whole, then EOF.
+    given = run("cat; echo '<eof>'", wt, policy=policy, limits=Limits(), stdin=b"s3cret\n")
+    assert given.output_tail == "s3cret\n<eof>\n"
+    assert run("cat; echo '<eof>'", wt, policy=policy, limits=Limits()).output_tail == "<eof>\n"  # /dev/null
+
+
 def test_output_keeps_only_the_tail(wt: Path) -> None:
     result = run(f"{PY} -c \"print('x' * 100_000); print('THE END')\"", wt, policy=OFF, limits=Limits())
     assert result.output_tail.endswith("THE END\n")

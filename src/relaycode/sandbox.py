@@ -491,7 +491,8 @@ def _kill_group(pgid: int) -> None:
 
 
 def _execute(
-    argv: list[str], cwd: Path, env: Mapping[str, str], wall_s: float, preexec: Callable[[], None] | None
+    argv: list[str], cwd: Path, env: Mapping[str, str], wall_s: float, preexec: Callable[[], None] | None,
+    stdin: bytes | None = None,
 ) -> tuple[int, str, bool]:
     """Run argv in its own session; return (exit code, output tail, timed out)."""
     deadline = time.monotonic() + wall_s
@@ -499,13 +500,19 @@ def _execute(
         argv,
         cwd=cwd,
         env=dict(env),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         preexec_fn=preexec,
     )
     assert proc.stdout is not None
+    if proc.stdin is not None:
+        # Small (a pipe buffer holds it, so this cannot block), then EOF: the reader knows it has all of it.
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(stdin or b"")
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
     fd = proc.stdout.fileno()
     tail = _Tail()
     timed_out = eof = False
@@ -548,8 +555,13 @@ def run(
     limits: Limits,
     extra_env: Mapping[str, str] | None = None,
     git: gitguard.GitLayout | None = None,
+    stdin: bytes | None = None,
 ) -> CompletedCommand:
     """Run `command` in `cwd` (a string goes through `/bin/sh -c`) under the policy and limits.
+
+    `stdin` (at most a pipe buffer, 64 KiB) is the command's standard input, then EOF; without it the
+    command reads /dev/null. It is how relay hands a command a secret that no argv, environment
+    variable or file shows (the bench's hidden tests: bench/hidden.py).
 
     `git` is the checkout's git layout as relay knows it; unset, it is discovered from `cwd` and
     validated (`gitguard.discover`). Raises SandboxUnavailable if the policy wants a sandbox and bwrap
@@ -595,7 +607,7 @@ def run(
         try:
             if lend:
                 _lend_worktree(worktree, owners)
-            code, tail, timed_out = _execute(argv, worktree, env, limits.wall_s, preexec)
+            code, tail, timed_out = _execute(argv, worktree, env, limits.wall_s, preexec, stdin)
         finally:
             try:
                 if lend:

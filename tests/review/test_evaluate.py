@@ -242,6 +242,22 @@ def test_review_case_runs_alone_with_evidence_and_hidden_tests(allow_model_reque
     assert c["status"] == "refuted" and clean_row["systems"][ENSEMBLE]["findings"] == []  # dropped at 0.25
 
 
+
+@pytest.mark.skipif(__import__("shutil").which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+@pytest.mark.parametrize(("suggestion", "passes"), [("`return x + 1`", True), ("`import os; os._exit(0)`", False)])
+def test_a_suggested_fix_that_exits_0_mid_test_does_not_count_as_passing(suggestion: str, passes: bool) -> None:
+    # A reviewer model's suggestion is model-written code: the hidden tests' verdict is the bench's rule
+    # (bench/hidden.py), not an exit code it can fake.
+    from relaycode.review.evaluate import EvalSettings, fix_passes
+
+    buggy = "def f(x):\n    return x - 1\n"
+    case = {"id": "t/f", "files": {"f.py": buggy}, "timeout_s": 60,
+            "hidden_files": {"test_f.py": "from f import f\n\ndef test_f():\n    assert f(1) == 2\n"},
+            "test_command": "python -m pytest -q -p no:cacheprovider test_f.py"}
+    finding = {"suggestion": suggestion, "start_line": 2, "end_line": 2}
+    settings = EvalSettings(config(), evidence=True, weights=builtin_weights(), min_score=0.25)
+    assert fix_passes(case, "f.py", buggy, finding, settings) is passes
+
 def test_remerge_keeps_a_members_passing_fix_for_the_strict_score() -> None:
     from relaycode.review.evaluate import ENSEMBLE, remerge
 

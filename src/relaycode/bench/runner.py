@@ -206,9 +206,9 @@ def _run_hidden_tests(case: Case, worktree: Path, config: Config, no_sandbox: bo
     # `python` in a test command must be relay's interpreter (pytest is a dependency of relay, and
     # preflight_test_tools checks it), not whatever is first on PATH: the same tool env as verify.
     env, policy = tool_env(None, policy)
-    done = sandbox_run(verdict.command, worktree, policy=policy, limits=limits, extra_env=env)
+    done = sandbox_run(verdict.command, worktree, policy=policy, limits=limits, extra_env=env, stdin=verdict.stdin)
     return {
-        "passed": not done.timed_out and verdict.passed(done.exit_code, done.output_tail, worktree),
+        "passed": not done.timed_out and verdict.passed(done.exit_code, done.output_tail),
         "test_exit_code": done.exit_code,
         "timed_out": done.timed_out,
         "test_s": done.seconds,

@@ -497,6 +497,7 @@ def fix_passes(case: Mapping[str, Any], path: str, new: str, finding: Mapping[st
     """Whether one of the finding's mechanically applied suggestions makes the case's hidden tests pass (sandbox)."""
     import tempfile
 
+    from relaycode.bench.hidden import verdict_for
     from relaycode.sandbox import run as sandbox_run
 
     hidden = case.get("hidden_files") or {}
@@ -508,8 +509,11 @@ def fix_passes(case: Mapping[str, Any], path: str, new: str, finding: Mapping[st
         files = {**case["files"], path: "".join(version), **hidden}
         with tempfile.TemporaryDirectory(prefix="relay-fix-") as scratch:
             FilesTree(files).write_to(Path(scratch))
-            done = sandbox_run(case["test_command"], Path(scratch), policy=policy, limits=limits, extra_env=env)
-        if done.exit_code == 0 and not done.timed_out:
+            # A suggestion is model-written code: the bench's rule decides whether it passed, not the exit code.
+            verdict = verdict_for(case["test_command"])
+            done = sandbox_run(verdict.command, Path(scratch), policy=policy, limits=limits, extra_env=env,
+                               stdin=verdict.stdin)
+        if not done.timed_out and verdict.passed(done.exit_code, done.output_tail):
             return True
     return False
 
