@@ -138,3 +138,7 @@ class PathEscape(RelayError):
 
 class EditError(RelayError):
     """Edit blocks that could not be parsed or applied; the message is fed back to the model."""
+
+
+class ScratchCopyTooLarge(RelayError):
+    """The worktree is past the bounds of the scratch copy a candidate or the generated checks run in."""
