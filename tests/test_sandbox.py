@@ -105,6 +105,15 @@ def test_output_exit_code_and_record(wt: Path, policy: SandboxPolicy) -> None:
     assert argv.output_tail == "a b|c|" and argv.command == "printf '%s|' 'a b' c"
 
 
+@pytest.mark.parametrize("policy", [OFF, pytest.param(ON, marks=needs_bwrap)], ids=["direct", "sandboxed"])
+def test_stdin_carries_data_too_large_for_an_argument_and_is_read_only(wt: Path, policy: SandboxPolicy) -> None:
+    data = b"x" * 300_000  # one argument this size fails exec with E2BIG (MAX_ARG_STRLEN is 128 KiB)
+    result = run(f"{PY} -c 'import sys; print(len(sys.stdin.buffer.read()))'; printf y >&0 2>/dev/null || echo refused",
+                 wt, policy=policy, limits=Limits(), stdin=data)
+    assert result.output_tail.split() == ["300000", "refused"], result.output_tail  # sealed: not writable
+    assert run("wc -c", wt, policy=policy, limits=Limits()).output_tail.strip() == "0"  # none given: /dev/null
+
+
 def test_output_keeps_only_the_tail(wt: Path) -> None:
     result = run(f"{PY} -c \"print('x' * 100_000); print('THE END')\"", wt, policy=OFF, limits=Limits())
     assert result.output_tail.endswith("THE END\n")

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import os
 import re
 import resource
@@ -490,21 +491,48 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _input_fd(data: bytes) -> int:
+    """A descriptor to read `data` from, as a command's stdin, that the command cannot write.
+
+    The one way relay hands a sandboxed command more than a few bytes: not as an argument (exec fails
+    with E2BIG past 128 KiB per argument, and /proc shows arguments to the code the command runs), not
+    as a file in the tree (the tree is the command's to change). A sealed memfd: in memory, read-only.
+    """
+    fd = os.memfd_create("relay-input", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _execute(
-    argv: list[str], cwd: Path, env: Mapping[str, str], wall_s: float, preexec: Callable[[], None] | None
+    argv: list[str], cwd: Path, env: Mapping[str, str], wall_s: float, preexec: Callable[[], None] | None,
+    stdin: bytes | None = None,
 ) -> tuple[int, str, bool]:
-    """Run argv in its own session; return (exit code, output tail, timed out)."""
+    """Run argv in its own session, reading `stdin` (else nothing); return (exit code, output tail, timed out)."""
     deadline = time.monotonic() + wall_s
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=preexec,
-    )
+    input_fd = _input_fd(stdin) if stdin is not None else None
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL if input_fd is None else input_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+    finally:
+        if input_fd is not None:
+            os.close(input_fd)
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     tail = _Tail()
@@ -548,8 +576,12 @@ def run(
     limits: Limits,
     extra_env: Mapping[str, str] | None = None,
     git: gitguard.GitLayout | None = None,
+    stdin: bytes | None = None,
 ) -> CompletedCommand:
     """Run `command` in `cwd` (a string goes through `/bin/sh -c`) under the policy and limits.
+
+    `stdin` is data the command reads on its standard input (none: /dev/null): how relay passes it
+    anything large (see `_input_fd`).
 
     `git` is the checkout's git layout as relay knows it; unset, it is discovered from `cwd` and
     validated (`gitguard.discover`). Raises SandboxUnavailable if the policy wants a sandbox and bwrap
@@ -595,7 +627,7 @@ def run(
         try:
             if lend:
                 _lend_worktree(worktree, owners)
-            code, tail, timed_out = _execute(argv, worktree, env, limits.wall_s, preexec)
+            code, tail, timed_out = _execute(argv, worktree, env, limits.wall_s, preexec, stdin)
         finally:
             try:
                 if lend:
