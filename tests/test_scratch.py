@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relaycode import scratch
-from relaycode.errors import RelayError, ScratchCopyTooLarge
+from relaycode.errors import RelayError, ScratchCopyError
 
 
 def _tree(tmp_path: Path) -> Path:
@@ -98,6 +99,28 @@ def test_a_tree_past_the_bounds_is_refused_with_a_relay_error(
     monkeypatch.setattr(scratch, bound, 3)
     root = _tree(tmp_path)
     (root / "data.bin").write_bytes(b"0123456789")
-    with pytest.raises(ScratchCopyTooLarge) as caught:
+    with pytest.raises(ScratchCopyError) as caught:
         scratch.scratch_copy(root, tmp_path / "copy")
     assert isinstance(caught.value, RelayError) and str(root) in str(caught.value)
+
+
+def test_a_copy_that_cannot_be_written_is_a_relay_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*_args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "copy_file_range", full)
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(ScratchCopyError, match="No space left"):
+        scratch.scratch_copy(_tree(tmp_path), tmp_path / "copy")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a directory of mode 000")
+def test_what_cannot_be_read_is_skipped(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    (root / "closed").mkdir()
+    (root / "closed").chmod(0)
+    try:
+        copy = scratch.scratch_copy(root, tmp_path / "copy")
+    finally:
+        (root / "closed").chmod(0o755)
+    assert not (copy / "closed").exists() and (copy / "pkg" / "mod.py").exists()

@@ -140,5 +140,6 @@ class EditError(RelayError):
     """Edit blocks that could not be parsed or applied; the message is fed back to the model."""
 
 
-class ScratchCopyTooLarge(RelayError):
-    """The worktree is past the bounds of the scratch copy a candidate or the generated checks run in."""
+class ScratchCopyError(RelayError):
+    """The scratch copy a candidate or the generated checks run in cannot be made: the worktree is past its
+    bounds, or the copy cannot be written."""

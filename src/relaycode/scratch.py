@@ -6,15 +6,16 @@ commands have written (a test of an earlier verify, the agent's `run`). So the c
 the tree can hold at the disk cost it had there:
 
 * regular files, directories, and symlinks as links (never followed); FIFOs, sockets and devices
-  are skipped (they carry no content, and opening a FIFO would block);
+  are skipped (they carry no content, and opening a FIFO would block), and so is what cannot be
+  read (a directory a test made unreadable);
 * holes stay holes (a sparse file costs what it cost in the tree, not its apparent size), and files
   hard-linked to each other in the tree are hard-linked to each other in the copy. The copy never
   shares an inode with the tree itself: the sandbox writes into the copy, and a link to the tree's
   file would let it write the tree (copy_file_range still reflinks where the filesystem can, which
   is copy-on-write, so safe);
 * directories past `MAX_DEPTH` are skipped, and a tree over `MAX_BYTES` of data or `MAX_ENTRIES`
-  entries is refused with `ScratchCopyTooLarge` (once per candidate, a tree that large would fill
-  the host's disk or take minutes).
+  entries is refused with `ScratchCopyError` (once per candidate, a tree that large would fill
+  the host's disk or take minutes), as is a copy that cannot be written (a full disk).
 
 It walks with directory file descriptors and no recursion: a directory chain thousands deep or
 names longer than PATH_MAX in total cannot crash it. `.git` entries are not copied, at any depth.
@@ -29,7 +30,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relaycode.errors import ScratchCopyTooLarge
+from relaycode.errors import ScratchCopyError
 
 MAX_DEPTH = 128
 """Directories deeper than this are not copied (two descriptors are open per level while copying)."""
@@ -40,6 +41,7 @@ MAX_BYTES = 4 * 1024**3
 MAX_ENTRIES = 1_000_000
 """Files, directories and links a scratch copy may make."""
 
+_HINT = "; sampling candidates needs one: set stages.implement.samples = 1"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
 
@@ -67,26 +69,29 @@ class _Copy:
     def entry(self, rel: str) -> None:
         self.entries += 1
         if self.entries > MAX_ENTRIES:
-            raise ScratchCopyTooLarge(f"cannot copy the worktree {self.source} to verify in: it holds more than "
-                                      f"{MAX_ENTRIES} entries (at {rel})")
+            raise ScratchCopyError(f"cannot copy the worktree {self.source} to verify in: it holds more than "
+                                      f"{MAX_ENTRIES} entries (at {rel!r}){_HINT}")
 
     def data(self, rel: str, size: int) -> None:
         self.written += size
         if self.written > MAX_BYTES:
-            raise ScratchCopyTooLarge(f"cannot copy the worktree {self.source} to verify in: it holds more than "
-                                      f"{MAX_BYTES >> 30} GiB of data (at {rel})")
+            raise ScratchCopyError(f"cannot copy the worktree {self.source} to verify in: it holds more than "
+                                      f"{MAX_BYTES >> 30} GiB of data (at {rel!r}){_HINT}")
 
 
 def scratch_copy(source: Path, target: Path) -> Path:
     """Copy the tree at `source` into the new directory `target` (see the module's docstring); return `target`.
 
-    Raises ScratchCopyTooLarge past the bounds, and OSError when the tree cannot be read."""
+    An entry that cannot be read (unreadable, gone) is skipped like a special file. Raises ScratchCopyError
+    past the bounds, or when the copy cannot be written (a full disk)."""
     copy = _Copy(source, target)
-    os.mkdir(target, 0o700)
-    frames = [_Frame(os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), -1, 0o755, [], "")]
+    rel = "."
+    frames: list[_Frame] = []
     try:
+        os.mkdir(target, 0o700)
+        frames.append(_Frame(os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC), -1, 0o755, [], ""))
         frames[0].dst = os.open(target, _DIR_FLAGS)
-        frames[0].mode = stat.S_IMODE(os.fstat(frames[0].src).st_mode)
+        frames[0].mode = stat.S_IMODE(os.fstat(frames[0].src).st_mode) & 0o777
         frames[0].names = sorted(os.listdir(frames[0].src), reverse=True)
         while frames:
             frame = frames[-1]
@@ -98,27 +103,48 @@ def scratch_copy(source: Path, target: Path) -> Path:
             if name == ".git":
                 continue
             rel = f"{frame.rel}{name}"
-            st = os.stat(name, dir_fd=frame.src, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                if len(frames) > MAX_DEPTH:
+            try:
+                st = os.stat(name, dir_fd=frame.src, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and len(frames) <= MAX_DEPTH:
+                _enter(copy, frames, name, rel, st)
+            elif stat.S_ISLNK(st.st_mode):
+                try:
+                    link = os.readlink(name, dir_fd=frame.src)
+                except OSError:
                     continue
                 copy.entry(rel)
-                os.mkdir(name, 0o700, dir_fd=frame.dst)
-                child = _Frame(-1, -1, stat.S_IMODE(st.st_mode) & 0o777, [], rel + "/")
-                frames.append(child)
-                child.src = os.open(name, _DIR_FLAGS, dir_fd=frame.src)
-                child.dst = os.open(name, _DIR_FLAGS, dir_fd=frame.dst)
-                child.names = sorted(os.listdir(child.src), reverse=True)
-            elif stat.S_ISLNK(st.st_mode):
-                copy.entry(rel)
-                os.symlink(os.readlink(name, dir_fd=frame.src), name, dir_fd=frame.dst)
+                os.symlink(link, name, dir_fd=frame.dst)
             elif stat.S_ISREG(st.st_mode):
                 _copy_file(copy, frame, name, rel, st)
-            # anything else (FIFO, socket, device): skipped
+            # anything else (FIFO, socket, device), or a directory past MAX_DEPTH: skipped
+    except OSError as exc:
+        raise ScratchCopyError(f"cannot copy the worktree {source} to verify in: {exc.strerror or exc} "
+                               f"(at {rel!r})") from exc
     finally:
         for frame in frames:
             _close(frame, mode=None)
     return target
+
+
+def _enter(copy: _Copy, frames: list[_Frame], name: str, rel: str, st: os.stat_result) -> None:
+    """Start copying the directory `name` of the innermost frame (skipped when it cannot be listed)."""
+    parent = frames[-1]
+    try:
+        src = os.open(name, _DIR_FLAGS, dir_fd=parent.src)
+    except OSError:
+        return
+    try:
+        names = sorted(os.listdir(src), reverse=True)
+    except OSError:
+        os.close(src)
+        return
+    child = _Frame(src, -1, stat.S_IMODE(st.st_mode) & 0o777, names, rel + "/")
+    frames.append(child)  # from here on its descriptors are closed with the others
+    copy.entry(rel)
+    os.mkdir(name, 0o700, dir_fd=parent.dst)
+    child.dst = os.open(name, _DIR_FLAGS, dir_fd=parent.dst)
 
 
 def _close(frame: _Frame, *, mode: int | None) -> None:
@@ -141,7 +167,10 @@ def _copy_file(copy: _Copy, frame: _Frame, name: str, rel: str, st: os.stat_resu
         except OSError:
             pass  # (a path past PATH_MAX, say): copied in full instead
     # O_NONBLOCK: a FIFO put in the file's place since the stat does not block the open.
-    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=frame.src)
+    try:
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=frame.src)
+    except OSError:
+        return  # unreadable or gone: skipped
     try:
         st = os.fstat(src)
         if not stat.S_ISREG(st.st_mode):
