@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,13 @@ def test_a_pinned_file_that_was_deleted_fails_its_examples(tmp_path: Path) -> No
     result = run_verify(tmp_path, [COMMAND_NAME], policy=SandboxPolicy(enabled=False), limits=Limits(wall_s=30),
                         examples=pinned)
     assert not result.passed and "no longer exists" in result.results[0].output_tail
+
+
+def test_pinned_examples_travel_on_stdin_not_the_command_line() -> None:
+    from relaycode.stages.verify import _expand
+
+    pinned = {"a.py": [">>> ''\n" * 50_000]}  # 400 KB, three times what one argument may hold
+    command, stdin = _expand(COMMAND_NAME, pinned)
+    assert ">>> ''" not in command and command.endswith(" --pinned")
+    assert stdin is not None and json.loads(stdin) == pinned
+    assert _expand(COMMAND_NAME, None)[1] is None and _expand("pytest -q") == ("pytest -q", None)

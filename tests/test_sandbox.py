@@ -111,6 +111,20 @@ def test_stdin_is_what_relay_hands_over_then_eof(wt: Path, policy: SandboxPolicy
     given = run("cat; echo '<eof>'", wt, policy=policy, limits=Limits(), stdin=b"s3cret\n")
     assert given.output_tail == "s3cret\n<eof>\n"
     assert run("cat; echo '<eof>'", wt, policy=policy, limits=Limits()).output_tail == "<eof>\n"  # /dev/null
+    # Once read, a small input is gone: nothing that still holds the descriptor (a waiting shell) shows it again.
+    # (In the sandbox reopening it is refused outright.)
+    again = run("cat >/dev/null; cat /proc/self/fd/0 2>/dev/null | wc -c", wt, policy=policy, limits=Limits(),
+                stdin=b"s3cret\n")
+    assert again.output_tail.strip() == "0", again.output_tail
+
+
+@pytest.mark.parametrize("policy", [OFF, pytest.param(ON, marks=needs_bwrap)], ids=["direct", "sandboxed"])
+def test_stdin_carries_data_too_large_for_an_argument_and_is_read_only(wt: Path, policy: SandboxPolicy) -> None:
+    data = b"x" * 300_000  # one argument this size fails exec with E2BIG (MAX_ARG_STRLEN is 128 KiB)
+    result = run(f"{PY} -c 'import sys; print(len(sys.stdin.buffer.read()))'; printf y >&0 2>/dev/null || echo refused",
+                 wt, policy=policy, limits=Limits(), stdin=data)
+    assert result.output_tail.split() == ["300000", "refused"], result.output_tail  # sealed: not writable
+    assert run("wc -c", wt, policy=policy, limits=Limits()).output_tail.strip() == "0"  # none given: /dev/null
 
 
 def test_output_keeps_only_the_tail(wt: Path) -> None:

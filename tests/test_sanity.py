@@ -32,6 +32,12 @@ def test_plan_skips_files_broken_before_and_names_the_task_mentions() -> None:
     assert [(c.path, c.names) for c in checks] == [("a.py", ("keep",)), ("new.py", ())]
 
 
+def test_a_file_nested_too_deeply_for_the_parser_is_planned_as_broken_not_a_crash() -> None:
+    deep = "x = " + "-" * 20_000 + "1\n"  # overflows ast.parse / compile (RecursionError or MemoryError)
+    assert top_level_names(deep) == []
+    assert plan_checks({"deep.py": deep + "y = 1\n"}, {"deep.py": deep}, "fix it", lambda _p: False) == []
+
+
 def _run(root: Path, files_before: dict[str, str], files_after: dict[str, str], task: str = "do it",
          enabled: bool = True) -> tuple[int, str]:
     for path, text in files_after.items():
@@ -77,3 +83,10 @@ def test_a_module_that_never_imported_is_judged_by_its_names_only(tmp_path: Path
     assert code == 0, out
     code, out = _run(tmp_path, before, {"tool.py": "import not_installed_anywhere\n"}, enabled=enabled)
     assert code == 1 and "no longer defines main" in out
+
+
+@pytest.mark.parametrize("enabled", sandboxes)
+def test_a_module_larger_than_a_command_line_argument_is_checked(tmp_path: Path, enabled: bool) -> None:
+    old = "".join(f"def f{i}():\n    return {i}\n\n\n" for i in range(8000))  # ~200 KB: over MAX_ARG_STRLEN
+    code, out = _run(tmp_path, {"big.py": old}, {"big.py": old.replace("def f7999", "def g7999")}, enabled=enabled)
+    assert code == 1 and "no longer defines f7999" in out, out

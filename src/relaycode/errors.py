@@ -138,3 +138,8 @@ class PathEscape(RelayError):
 
 class EditError(RelayError):
     """Edit blocks that could not be parsed or applied; the message is fed back to the model."""
+
+
+class ScratchCopyError(RelayError):
+    """The scratch copy a candidate or the generated checks run in cannot be made: the worktree is past its
+    bounds, or the copy cannot be written."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import os
 import re
 import resource
@@ -490,29 +491,68 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+_PIPE_INPUT_BYTES = 1 << 15
+"""Inputs up to this size go through a pipe (an empty pipe holds 64 KiB, so writing it cannot block)."""
+
+
+def _input_fd(data: bytes) -> int:
+    """A descriptor to read `data` from, as a command's stdin, that the command cannot write.
+
+    The one way relay hands a sandboxed command more than a few bytes: not as an argument (exec fails
+    with E2BIG past 128 KiB per argument, and /proc shows arguments to the code the command runs), not
+    as a file in the tree (the tree is the command's to change). Small data goes through a pipe: once
+    read it is gone, so a process that still holds the pipe (a shell waiting for its child) cannot
+    show it again; that is what keeps the bench's secret (bench/hidden.py) from the code under test.
+    Larger data goes in a sealed memfd: in memory, read-only.
+    """
+    if len(data) <= _PIPE_INPUT_BYTES:
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write_end, view):]
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        return read_end
+    fd = os.memfd_create("relay-input", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _execute(
     argv: list[str], cwd: Path, env: Mapping[str, str], wall_s: float, preexec: Callable[[], None] | None,
     stdin: bytes | None = None,
 ) -> tuple[int, str, bool]:
-    """Run argv in its own session; return (exit code, output tail, timed out)."""
+    """Run argv in its own session, reading `stdin` (else nothing); return (exit code, output tail, timed out)."""
     deadline = time.monotonic() + wall_s
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=preexec,
-    )
+    input_fd = _input_fd(stdin) if stdin is not None else None
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL if input_fd is None else input_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+    finally:
+        if input_fd is not None:
+            os.close(input_fd)
     assert proc.stdout is not None
-    if proc.stdin is not None:
-        # Small (a pipe buffer holds it, so this cannot block), then EOF: the reader knows it has all of it.
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.write(stdin or b"")
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
     fd = proc.stdout.fileno()
     tail = _Tail()
     timed_out = eof = False
@@ -559,9 +599,9 @@ def run(
 ) -> CompletedCommand:
     """Run `command` in `cwd` (a string goes through `/bin/sh -c`) under the policy and limits.
 
-    `stdin` (at most a pipe buffer, 64 KiB) is the command's standard input, then EOF; without it the
-    command reads /dev/null. It is how relay hands a command a secret that no argv, environment
-    variable or file shows (the bench's hidden tests: bench/hidden.py).
+    `stdin` is data the command reads on its standard input, then EOF (none: /dev/null): how relay
+    passes it anything large (see `_input_fd`), and a secret that no argv, environment variable or
+    file of the tree shows (the bench's hidden tests: bench/hidden.py).
 
     `git` is the checkout's git layout as relay knows it; unset, it is discovered from `cwd` and
     validated (`gitguard.discover`). Raises SandboxUnavailable if the policy wants a sandbox and bwrap

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relaycode.review.context import chunks_for_file, plan_chunks, render
+from relaycode.review.context import WINDOW, chunks_for_file, context_ranges, plan_chunks, render
 from relaycode.review.diff import parse_diff
 from relaycode.review.evaluate import unified_diff
 
@@ -109,3 +109,8 @@ def test_binary_deleted_and_emptied_files_are_listed_not_dropped() -> None:
         "gone.py: deleted (no new lines to comment on)",
         "empty.py: every line removed (no new lines to comment on)",
     ]
+
+
+def test_a_file_nested_too_deeply_for_the_parser_gets_plain_windows() -> None:
+    deep = "x = " + "-" * 20_000 + "1\n" + "y = 1\n" * 40  # overflows ast.parse (RecursionError or MemoryError)
+    assert context_ranges("deep.py", deep, [20], 41) == [(20 - WINDOW, 20 + WINDOW)]

@@ -85,7 +85,7 @@ def _definition_spans(source: str) -> list[tuple[int, int]] | None:
     """(first, last) lines of every function and class, decorators included; None if it does not parse."""
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # a PR's file nesting deep enough to overflow the parser
         return None
     spans = []
     for node in ast.walk(tree):

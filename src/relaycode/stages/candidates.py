@@ -31,13 +31,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from relaycode.errors import EditError, PathEscape, ProviderError
+from relaycode.scratch import scratch_copy
 from relaycode.session import RequestOptions
 from relaycode.stages.implement import (
     CUT_OFF_FEEDBACK,
@@ -129,9 +129,7 @@ async def _answers(session: ModelSession, spec: str, prompt: str, instructions: 
 
 def _scratch_copy(worktree: FileTree, into: Path) -> Path:
     """A copy of the worktree's files (not its git metadata) to verify one candidate in."""
-    target = into / "tree"
-    shutil.copytree(worktree.root, target, symlinks=True, ignore=shutil.ignore_patterns(".git"))
-    return target
+    return scratch_copy(worktree.root, into / "tree")
 
 
 def _write(root: Path, files: dict[str, str]) -> None:

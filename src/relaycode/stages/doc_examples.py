@@ -171,9 +171,10 @@ def check(paths: list[Path], pinned: dict[str, list[str]] | None = None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """`[--pinned JSON] [PATH...]`: check the given files, or every file with examples."""
+    """`[--pinned | PATH...]`: check the given files, or every file with examples; with `--pinned`,
+    the examples `collect` pinned, as JSON on stdin."""
     if argv[:1] == ["--pinned"]:
-        return 1 if check([], pinned=json.loads(argv[1])) else 0
+        return 1 if check([], pinned=json.loads(sys.stdin.read())) else 0
     paths = [Path(p) for p in argv] or candidate_files(Path("."))
     return 1 if check(paths) else 0
 

@@ -29,7 +29,6 @@ import dataclasses
 import json
 import re
 import shlex
-import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pydantic import BaseModel, Field
 from relaycode import sandbox
 from relaycode.errors import ProviderError
 from relaycode.sandbox import Limits, SandboxPolicy
+from relaycode.scratch import scratch_copy
 from relaycode.stages.sanity import module_name
 from relaycode.stages.verify import tool_env
 from relaycode.testfiles import is_test_path
@@ -327,8 +327,7 @@ def _run_in_copy(root: Path, pinned: GeneratedChecks, policy: SandboxPolicy, lim
                  venv: Path | None) -> list[str]:
     """`run_checks` on a scratch copy of `root` (the checks may write files; the tree must stay as it was)."""
     with tempfile.TemporaryDirectory(prefix="relay-checks-") as tmp:
-        copy = Path(tmp) / "tree"
-        shutil.copytree(root, copy, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+        copy = scratch_copy(root, Path(tmp) / "tree")
         return run_checks(copy, pinned, policy=policy, limits=limits, venv=venv)
 
 

@@ -37,7 +37,7 @@ def top_level_names(source: str) -> list[str]:
     """Functions and classes a module defines at its top level (empty when it does not parse)."""
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # deep nesting overflows the parser
         return []
     return [node.name for node in tree.body
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
@@ -94,7 +94,7 @@ def plan_checks(changed: Mapping[str, str | None], before: Mapping[str, str | No
 def _compiles(path: str, text: str) -> bool:
     try:
         compile(text, path, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # deep nesting overflows the compiler
         return False
     return True
 
@@ -105,9 +105,11 @@ def run_sanity(root: Path, checks: list[FileCheck], *, policy: SandboxPolicy, li
     if not checks:
         return None
     extra_env, policy = tool_env(venv, policy)
+    # On stdin, not the command line: the files' old text is as large as the repository's modules.
     payload = json.dumps({"checks": [c.to_dict() for c in checks], "timeout": IMPORT_TIMEOUT_S})
-    command = "python -c " + shlex.quote(_SCRIPT) + " " + shlex.quote(payload) + " </dev/null"
-    done = sandbox.run(command, root, policy=policy, limits=limits, extra_env=extra_env)
+    command = "python -c " + shlex.quote(_SCRIPT)
+    done = sandbox.run(command, root, policy=policy, limits=limits, extra_env=extra_env,
+                       stdin=payload.encode("utf-8"))
     return CommandResult(command=COMMAND_NAME, exit_code=done.exit_code, seconds=done.seconds,
                          output_tail=done.output_tail, timed_out=done.timed_out)
 
@@ -143,7 +145,7 @@ def load(check, source_from, timeout):
         return None, lines[-1] if lines else "exit code %d" % done.returncode
     return json.loads(done.stdout.strip().splitlines()[-1]), None
 
-data = json.loads(sys.argv[1])
+data = json.loads(sys.stdin.read())
 problems = []
 for check in data["checks"]:
     path = check["path"]
@@ -152,6 +154,9 @@ for check in data["checks"]:
         compile(source, path, "exec", dont_inherit=True)
     except SyntaxError as exc:
         problems.append("%s line %s: does not compile: %s" % (path, exc.lineno, exc.msg))
+        continue
+    except (RecursionError, MemoryError):
+        problems.append("%s: does not compile: nested too deeply for the compiler" % path)
         continue
     except (OSError, ValueError) as exc:
         problems.append("%s: cannot be read: %s" % (path, exc))

@@ -174,19 +174,15 @@ def _has_doc_examples(root: Path) -> bool:
     return False
 
 
-#: Pinned examples travel on the command line; past this size (far above any seen) they are not pinned.
-MAX_PINNED_CHARS = 100_000
-
-
-def _expand(command: str, examples: dict[str, list[str]] | None = None) -> str:
-    """The shell command behind a display name (`relay:doc-examples` runs relay's example checker)."""
+def _expand(command: str, examples: dict[str, list[str]] | None = None) -> tuple[str, bytes | None]:
+    """The shell command behind a display name (`relay:doc-examples` runs relay's example checker),
+    and what it reads on stdin (pinned examples go there: a repository's can be any size)."""
     if command == doc_examples.COMMAND_NAME:
         source = Path(doc_examples.__file__).read_text(encoding="utf-8")
-        pinned = json.dumps(examples) if examples is not None else ""
-        if examples is not None and len(pinned) <= MAX_PINNED_CHARS:
-            return "python -c " + shlex.quote(source) + " --pinned " + shlex.quote(pinned)
-        return "python -c " + shlex.quote(source)
-    return command
+        if examples is not None:
+            return "python -c " + shlex.quote(source) + " --pinned", json.dumps(examples).encode("utf-8")
+        return "python -c " + shlex.quote(source), None
+    return command, None
 
 
 def parse_pytest_failures(output: str) -> list[str]:
@@ -299,8 +295,9 @@ def run_verify(
                                          output_tail="not run: the verification's time limit was used up",
                                          failing_tests=[]))
             continue
-        done = sandbox.run(_expand(command, examples), root, policy=policy,
-                           limits=dataclasses.replace(limits, wall_s=remaining), extra_env=extra_env)
+        shell, stdin = _expand(command, examples)
+        done = sandbox.run(shell, root, policy=policy, limits=dataclasses.replace(limits, wall_s=remaining),
+                           extra_env=extra_env, stdin=stdin)
         failing = parse_pytest_failures(done.output_tail) if "pytest" in command else []
         results.append(
             CommandResult(
