@@ -58,7 +58,7 @@ def test_batteries_pass_as_an_ordinary_user() -> None:
         [setpriv, f"--reuid={UID}", f"--regid={UID}", "--clear-groups", str(SYSTEM_PYTHON), "-m", "pytest",
          "-q", "-p", "no:cacheprovider", f"--basetemp={base / 'pytest'}", "-m", "sandbox",
          "tests/test_sandbox_attacks.py", "tests/test_untrusted_repo.py", "tests/test_untrusted_repo_redteam.py",
-         "tests/test_untrusted_repo_redteam2.py"],
+         "tests/test_untrusted_repo_redteam2.py", "tests/test_untrusted_repo_redteam3.py"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     shutil.rmtree(base, ignore_errors=True)
