@@ -186,7 +186,7 @@ def test_the_model_is_asked_once_with_a_bounded_schema_and_a_failed_answer_is_no
 def test_the_runner_reports_each_check_on_its_own(tmp_path: Path, enabled: bool,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "clampx.py").write_text(CLAMP + "\n\ndef forever():\n    while True:\n        pass\n\n\n"
-                                        "def upto(n):\n    yield from range(n)\n")
+                                        "def upto(n):\n    yield from range(n)\n\n\ndef back(w):\n    return w[::-1]\n")
     monkeypatch.setattr(gc, "CHECK_TIMEOUT_S", 2.0)
     checks = pinned([("clamp(-3, 0, 10)", "0"), ("clamp(5, 0, 10)", "5"), ("clamp(5, 0, 10", "5"),
                      ("1 + 1", "2"), ("clamp(1, 0, 10)", "[1"), ("missing(1)", "1"), ("forever()", "None"),
@@ -198,11 +198,16 @@ def test_the_runner_reports_each_check_on_its_own(tmp_path: Path, enabled: bool,
                      ("[clamp(v, 0, 1) for v in (5, -5)] + list(map(lambda w: w, [2]))", "[0, 0, 2]"),
                      ("widen(1)", "2"),
                      # A tuple literal for a returned sequence (the 1.5B wrote `2, 3, 5` for sieve's list).
-                     ("upto(3)", "0, 1, 2"), ("[clamp(0, 0, 1)]", "(0,)"), ("upto(2)", "{0, 1}")],
-                    ["error"] * 16, task_names=("widen",))
+                     ("upto(3)", "0, 1, 2"), ("[clamp(0, 0, 1)]", "(0,)"), ("upto(2)", "{0, 1}"),
+                     # A returned string written bare (the 1.5B's habit) is that string; an exception
+                     # written as a call, or an unclosed literal, is not a value.
+                     ("back('ybty')", "ytby"), ("back('ab')", "ab"), ("back('x')", "ValueError('no')"),
+                     ("back('x')", "'x")],
+                    ["error"] * 20, task_names=("widen",))
     statuses = run_checks(tmp_path, checks, policy=SandboxPolicy(enabled=enabled), limits=Limits(wall_s=120))
     assert statuses == ["pass", "fail", "invalid", "invalid", "invalid", "invalid", "timeout", "pass", "pass",
-                        "error", "invalid", "pass", "error", "pass", "pass", "fail"]
+                        "error", "invalid", "pass", "error", "pass", "pass", "fail",
+                        "pass", "fail", "invalid", "invalid"]
     (tmp_path / "clampx.py").write_text("raise ImportError('broken')\n")
     assert run_checks(tmp_path, checks, policy=SandboxPolicy(enabled=enabled),
                       limits=Limits(wall_s=120))[:2] == ["import", "import"]
