@@ -18,7 +18,6 @@ another tree (feedback, escalation) and are not re-tested.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -26,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from relaycode.bench.runner import _run_hidden_tests, pair_work_dir, resolve_configs
-from relaycode.bench.suite import Case, load_suite
+from relaycode.bench.suite import Case
 from relaycode.edits import apply_edits, parse_edits
 from relaycode.errors import EditError, RelayError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generated_checks_choice import answers, events  # a sibling script, not a package
+from generated_checks_choice import answers, bench_args, events  # a sibling script, not a package
 
 
 def candidate_passes(case: Case, answer: str, config: Any, into: Path) -> bool | None:
@@ -93,12 +92,7 @@ def analyse(out: Path, cases: dict[str, Case]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, help="the bench's --out directory")
-    parser.add_argument("suite", type=Path, help="the suite the bench ran")
-    parser.add_argument("--json", type=Path, help="write the rows here")
-    args = parser.parse_args(argv)
-    cases = {c.id: c for c in load_suite(args.suite)}
+    args, cases = bench_args(__doc__.splitlines()[0], argv)
     rows = analyse(args.out, cases)
     print("| case | config | status | passed | candidates passing | any | chosen | smallest | largest |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -123,13 +123,18 @@ def analyse(out: Path, cases: dict[str, Case]) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_args(description: str, argv: list[str]) -> tuple[argparse.Namespace, dict[str, Case]]:
+    """The command line of a script that re-reads one bench (`OUT SUITE [--json FILE]`), and the suite's cases."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("out", type=Path, help="the bench's --out directory")
     parser.add_argument("suite", type=Path, help="the suite the bench ran")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
-    cases = {c.id: c for c in load_suite(args.suite)}
+    return args, {c.id: c for c in load_suite(args.suite)}
+
+
+def main(argv: list[str]) -> int:
+    args, cases = bench_args(__doc__.splitlines()[0], argv)
     rows = analyse(args.out, cases)
     print("| case | checks (weighted) | choice changed | passed with checks | passed without |")
     print("|---|---:|---|---|---|")

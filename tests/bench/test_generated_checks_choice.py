@@ -45,17 +45,19 @@ def overrides(case: Case, config: str) -> dict[str, Model]:
     return {MODEL: FunctionModel(answer)}
 
 
-def _script() -> Any:
-    path = Path(__file__).parents[2] / "benchmarks" / "generated_checks_choice.py"
-    spec = importlib.util.spec_from_file_location("generated_checks_choice", path)
+def script(name: str) -> Any:
+    """The benchmark script `benchmarks/<name>.py`, loaded as a module."""
+    path = Path(__file__).parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_the_preferred_candidate_is_rebuilt_and_judged_by_the_hidden_tests(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def scripted_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, Case]]:
+    """A one-case bench of 3 sampled candidates with generated checks, answered by `overrides`: its
+    --out directory and its cases."""
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
     suite = tmp_path / "suite.jsonl"
     suite.write_text(json.dumps(CASE) + "\n")
@@ -65,7 +67,12 @@ def test_the_preferred_candidate_is_rebuilt_and_judged_by_the_hidden_tests(tmp_p
     out = tmp_path / "out"
     run_bench(BenchOptions(cases=load_suite(suite), configs=resolve_configs([str(config)]), out=out,
                            model_overrides=overrides))
-    [row] = _script().analyse(out, {c.id: c for c in load_suite(suite)})
+    return out, {c.id: c for c in load_suite(suite)}
+
+
+def test_the_preferred_candidate_is_rebuilt_and_judged_by_the_hidden_tests(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    [row] = script("generated_checks_choice").analyse(*scripted_bench(tmp_path, monkeypatch))
     # The checks chose the right fix (hidden tests pass); the preference order would have kept the
     # two agreeing wrong answers, which the hidden tests fail.
     assert row["with_checks"] is True and row["choice_changed"] is True and row["without_checks"] is False
