@@ -141,9 +141,10 @@ def to_text(result: ReviewResult, *, color: bool = False, width: int = 100) -> s
     from relaycode.termconsole import TerminalConsole
 
     buf = io.StringIO()
-    # An explicit colour system: with TERM=dumb "auto" would drop the colours a terminal asked for.
-    console = TerminalConsole(file=buf, force_terminal=color, no_color=not color, width=width, highlight=False,
-                      color_system="standard" if color else None)
+    # An explicit colour system: with TERM=dumb "auto" would drop the colours a terminal asked for. A
+    # height too: with TERM=dumb rich ignores a width given without one and lays out 80 columns.
+    console = TerminalConsole(file=buf, force_terminal=color, no_color=not color, width=width, height=25,
+                              highlight=False, color_system="standard" if color else None)
     if not result.findings:
         empty = empty_headline(result)
         console.print(f"[green]{empty}[/green]" if empty == NO_FINDINGS else f"[red]{escape(empty)}[/red]")
