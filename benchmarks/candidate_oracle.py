@@ -24,13 +24,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from relaycode.bench.runner import _run_hidden_tests, pair_work_dir, resolve_configs
+from relaycode.bench.runner import _run_hidden_tests
 from relaycode.bench.suite import Case
 from relaycode.edits import apply_edits, parse_edits
 from relaycode.errors import EditError, RelayError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generated_checks_choice import answers, bench_args, events  # a sibling script, not a package
+from generated_checks_choice import (  # a sibling script, not a package
+    answers,
+    bench_args,
+    bench_runs,
+    events,
+    record_config,
+)
 
 
 def candidate_passes(case: Case, answer: str, config: Any, into: Path) -> bool | None:
@@ -55,11 +61,7 @@ def candidate_passes(case: Case, answer: str, config: Any, into: Path) -> bool |
 
 def analyse(out: Path, cases: dict[str, Case]) -> list[dict[str, Any]]:
     rows = []
-    for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        case = cases[record["case"]]
-        work = pair_work_dir(out, case.id, record["config"], int(record.get("repeat") or 0))
-        run_dir = work / "runs" / str(record.get("run_id"))
+    for record, case, run_dir in bench_runs(out, cases):
         row: dict[str, Any] = {"case": case.id, "config": record["config"], "repeat": record.get("repeat"),
                                "status": record.get("status"), "passed": bool(record.get("passed"))}
         drawn = [e for e in events(run_dir) if e.get("kind") == "candidates" and e.get("attempt") == 1] \
@@ -70,8 +72,7 @@ def analyse(out: Path, cases: dict[str, Case]) -> list[dict[str, Any]]:
             continue
         event = drawn[-1]
         texts = answers(implement.read_text(encoding="utf-8"))
-        source = str(record.get("config_source") or "")
-        config = resolve_configs([source if source.endswith(".toml") else record["config"]])[0].config
+        config = record_config(record)
         verdicts: dict[int, bool | None] = {}
         for number, text in texts.items():
             with tempfile.TemporaryDirectory(prefix="relay-oracle-") as tmp:

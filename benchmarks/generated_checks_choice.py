@@ -23,11 +23,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from relaycode.bench.runner import _run_hidden_tests, pair_work_dir, resolve_configs
 from relaycode.bench.suite import Case, load_suite
+from relaycode.config import Config
 from relaycode.edits import apply_edits, parse_edits
 from relaycode.errors import RelayError
 
@@ -80,13 +82,24 @@ def preferred_tree(worktree: Path, answer: str, into: Path) -> Path:
     return tree
 
 
-def analyse(out: Path, cases: dict[str, Case]) -> list[dict[str, Any]]:
-    rows = []
+def bench_runs(out: Path, cases: dict[str, Case]) -> Iterator[tuple[dict[str, Any], Case, Path]]:
+    """Each record of the bench at `out`, with its case and its run's directory (which may be gone)."""
     for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         case = cases[record["case"]]
         work = pair_work_dir(out, case.id, record["config"], int(record.get("repeat") or 0))
-        run_dir = work / "runs" / str(record.get("run_id"))
+        yield record, case, work / "runs" / str(record.get("run_id"))
+
+
+def record_config(record: dict[str, Any]) -> Config:
+    """The config a record ran with: its config file when it came from one, else the named preset."""
+    source = str(record.get("config_source") or "")
+    return resolve_configs([source if source.endswith(".toml") else record["config"]])[0].config
+
+
+def analyse(out: Path, cases: dict[str, Case]) -> list[dict[str, Any]]:
+    rows = []
+    for record, case, run_dir in bench_runs(out, cases):
         row: dict[str, Any] = {"case": case.id, "config": record["config"], "status": record.get("status"),
                                "with_checks": bool(record.get("passed")), "cpu_s": record.get("cpu_s"),
                                "checks": None, "weighted": None, "choice_changed": False}
@@ -110,8 +123,7 @@ def analyse(out: Path, cases: dict[str, Case]) -> list[dict[str, Any]]:
         worktree = Path(state["worktree"])
         text = (run_dir / "attempts" / f"{last['attempt']}-implement.md").read_text(encoding="utf-8")
         answer = answers(text)[last["preferred"][0]]
-        source = str(record.get("config_source") or "")
-        config = resolve_configs([source if source.endswith(".toml") else record["config"]])[0].config
+        config = record_config(record)
         with tempfile.TemporaryDirectory(prefix="relay-choice-") as tmp:
             try:
                 tree = preferred_tree(worktree, answer, Path(tmp))
